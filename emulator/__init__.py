@@ -1,0 +1,13 @@
+"""The emulated machine: Unicorn vCPU, stage-2 translation, host backing, events."""
+
+from emulator.config import MachineConfig, MemoryDeviceConfig, NumaNodeConfig
+from emulator.machine import GuestResult, Machine, MachineError
+
+__all__ = [
+    "GuestResult",
+    "Machine",
+    "MachineConfig",
+    "MachineError",
+    "MemoryDeviceConfig",
+    "NumaNodeConfig",
+]

@@ -1,0 +1,118 @@
+"""The machine/guest contract, mirrored from guest/include/abi.h (docs/abi.md explains it).
+
+Both sides must agree byte for byte; tests/guest/test_abi_mirror.py parses the header and
+checks every constant here against it, so a change on one side cannot go unnoticed.
+"""
+
+from __future__ import annotations
+
+import struct
+
+UART_BASE = 0x0900_0000
+VIRTIO_MMIO_BASE = 0x0A00_0000
+VIRTIO_MMIO_STRIDE = 0x200
+RAM_BASE = 0x4000_0000
+IMAGE_BASE = 0x4008_0000
+PAGE_SIZE = 4096
+PAGE_SHIFT = 12
+
+MAX_DEVICES = 8
+MAX_NODES = 8
+CMDLINE_LEN = 256
+
+BOOTINFO_MAGIC = 0x544F4F424D454D56  # "VMEMBOOT"
+BOOTINFO_VERSION = 1
+
+PSCI_SYSTEM_OFF = 0x84000008
+PSCI_SYSTEM_RESET = 0x84000009
+VMEM_CALL_WAIT = 0xC6000000
+VMEM_CALL_DONE = 0xC6000001
+VMEM_CALL_STATUS = 0xC6000002
+VMEM_CALL_TIME = 0xC6000003
+SMCCC_NOT_SUPPORTED = 0xFFFF_FFFF_FFFF_FFFF  # -1
+
+EV_VIRTIO = 1 << 0
+EV_COMMAND = 1 << 1
+EV_TIMEOUT = 1 << 2
+
+STATUS_BOOTED = 1
+STATUS_DRIVER = 2
+STATUS_PANIC = 3
+STATUS_FAULT = 4
+
+DRIVER_STATES = {
+    0: "probing",
+    1: "idle",
+    2: "plugging",
+    3: "unplugging",
+    4: "stopped-short",
+    5: "broken",
+    6: "failed",
+    7: "disabled",
+    8: "retrying",
+    9: "no-memory",
+}
+DRV_PROBING = 0
+DRV_IDLE = 1
+DRV_PLUGGING = 2
+DRV_UNPLUGGING = 3
+DRV_STOPPED_SHORT = 4
+DRV_BROKEN = 5
+DRV_FAILED = 6
+DRV_DISABLED = 7
+DRV_RETRYING = 8
+DRV_NO_MEMORY = 9
+
+CMD_ALLOC = 1
+CMD_FREE = 2
+CMD_TOUCH = 3
+CMD_VERIFY = 4
+CMD_DUMP = 5
+CMD_ROGUE_WRITE = 6
+CMD_READ = 7
+CMD_STATS = 8
+CMD_REBOOT = 9
+CMD_POWEROFF = 10
+
+ALLOC_UNMOVABLE = 1
+TARGET_ANY = 0xFF
+TARGET_BOOT = 0xFE
+
+EFAULT = 14
+ENOMEM = 12
+EINVAL = 22
+ENOENT = 2
+EBUSY = 16
+ENODEV = 19
+
+VIEW_MAGIC = 0x5745495643454D56  # "VMEMVIEW"
+VIEW_VERSION = 1
+MAX_ALLOCS = 1024
+
+BLOCK_UNPLUGGED = 0
+BLOCK_PLUGGED = 1
+BLOCK_OFFLINING = 2
+
+# struct layouts (LP64, natural alignment: every struct here is a multiple of 8 bytes)
+BOOTINFO_HEAD = struct.Struct("<QIIQQQQII")  # magic .. nr_virtio
+BOOTINFO_NODE = struct.Struct("<QQQ")
+BOOTINFO_VIRTIO = struct.Struct("<QQ")
+BOOTINFO_SIZE = (
+    BOOTINFO_HEAD.size
+    + MAX_NODES * BOOTINFO_NODE.size
+    + MAX_DEVICES * BOOTINFO_VIRTIO.size
+    + CMDLINE_LEN
+)
+
+BLOCK_USAGE = struct.Struct("<IIII")  # movable, unmovable, free, state
+ALLOC_RECORD = struct.Struct("<IIQQQ")  # id, flags, pages, seed, target
+DEVICE_VIEW = struct.Struct("<" + "Q" * 16 + "II")
+VIEW_HEAD = struct.Struct("<QII" + "Q" * 8)
+VIEW_SIZE = VIEW_HEAD.size + MAX_DEVICES * DEVICE_VIEW.size
+
+DEVICE_VIEW_FIELDS = (
+    "mmio_base", "addr", "region_size", "block_size", "nb_blocks", "usage_addr",
+    "memory_block_size", "memory_blocks_added", "plugged_size", "requested_size",
+    "requests", "acks", "nacks", "busies", "errors", "migrated_pages",
+    "state", "features",
+)

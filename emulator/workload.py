@@ -1,0 +1,111 @@
+"""Typed wrappers for the guest's workload commands (``ABI_CMD_*`` in guest/include/abi.h).
+
+The host never fakes a workload: each call is carried out by the guest's own allocator and
+driver, and the numbers returned are the guest's.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from emulator import abi
+
+if TYPE_CHECKING:
+    from emulator.machine import GuestResult, Machine
+
+_seeds = itertools.count(0x5EED_0001)
+
+
+@dataclass(frozen=True)
+class Allocation:
+    id: int
+    pages: int
+    unmovable: bool
+
+
+class GuestError(Exception):
+    """A workload command failed inside the guest (carries the guest's errno)."""
+
+    def __init__(self, result: GuestResult) -> None:
+        self.result = result
+        super().__init__(f"guest {result.command} failed: {_errno_name(result.status)}")
+
+
+def _errno_name(status: int) -> str:
+    names = {-abi.ENOMEM: "ENOMEM", -abi.EFAULT: "EFAULT", -abi.EINVAL: "EINVAL",
+             -abi.ENOENT: "ENOENT", -abi.EBUSY: "EBUSY", -abi.ENODEV: "ENODEV"}
+    return names.get(status, str(status))
+
+
+def target_code(target: str | int | None) -> int:
+    """``None``/"any" → anywhere, "boot" → boot RAM, an int or "vm0"-style index → a device."""
+    if target is None or target == "any":
+        return abi.TARGET_ANY
+    if target == "boot":
+        return abi.TARGET_BOOT
+    return int(target)
+
+
+class Workload:
+    """What a user can make the guest do."""
+
+    def __init__(self, machine: Machine, timeout: float = 120.0) -> None:
+        self.machine = machine
+        self.timeout = timeout
+
+    def _run(self, command: str, a0: int = 0, a1: int = 0, a2: int = 0,
+             check: bool = True) -> GuestResult:
+        result = self.machine.guest_command(command, a0, a1, a2, timeout=self.timeout)
+        if check and not result.ok:
+            raise GuestError(result)
+        return result
+
+    def _device_index(self, device: str | int | None) -> int | str | None:
+        if isinstance(device, str) and device in self.machine.devices:
+            return list(self.machine.devices).index(device)
+        return device
+
+    def alloc(self, size: int, *, unmovable: bool = False,
+              target: str | int | None = None, seed: int | None = None) -> Allocation:
+        flags = (abi.ALLOC_UNMOVABLE if unmovable else 0) | (
+            target_code(self._device_index(target)) << 8)
+        result = self._run("alloc", size, flags, next(_seeds) if seed is None else seed)
+        return Allocation(result.values[0], result.values[1], unmovable)
+
+    def free(self, alloc: Allocation | int = 0) -> int:
+        return self._run("free", _id(alloc)).values[0]
+
+    def touch(self, alloc: Allocation | int = 0) -> int:
+        return self._run("touch", _id(alloc)).values[0]
+
+    def verify(self, alloc: Allocation | int = 0) -> tuple[int, int]:
+        """(bad pages, pages checked)."""
+        v = self._run("verify", _id(alloc)).values
+        return v[0], v[1]
+
+    def dump(self, device: str | int | None = None) -> tuple[int, int]:
+        """kdump-style read of device memory: (bytes read, non-zero pages)."""
+        index = self._device_index(device)
+        v = self._run("dump", 0xFFFF_FFFF_FFFF_FFFF if index is None else int(index)).values
+        return v[0], v[1]
+
+    def rogue_write(self, addr: int = 0, device: str | int = 0) -> GuestResult:
+        """Store to unplugged memory; ``status == -EFAULT`` when the host stopped it."""
+        index = self._device_index(device)
+        return self._run("rogue-write", addr, int(index or 0), check=False)
+
+    def read(self, addr: int) -> GuestResult:
+        return self._run("read", addr, check=False)
+
+    def stats(self) -> None:
+        self._run("stats")
+
+    def reboot(self) -> None:
+        """Ask the guest to reboot itself (PSCI SYSTEM_RESET); it never answers."""
+        self.machine.submit_command("reboot")
+
+
+def _id(alloc: Allocation | int) -> int:
+    return alloc.id if isinstance(alloc, Allocation) else int(alloc)

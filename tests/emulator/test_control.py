@@ -1,0 +1,33 @@
+"""Pause, resume and stop from other threads; commands queue while paused."""
+
+from __future__ import annotations
+
+import time
+
+from emulator.config import MiB
+from tests.conftest import MachineFactory, wait_settled
+
+
+def test_pause_stops_the_guest_and_resume_continues(make_machine: MachineFactory) -> None:
+    machine = make_machine()
+    wait_settled(machine)
+    machine.pause()
+    assert machine.runstate == "paused"
+    future = machine.submit_command("alloc", 4 * MiB, 0xFF << 8, 1)
+    machine.set_requested_size("vm0", 256 * MiB)
+    time.sleep(0.2)
+    assert not future.done()  # the guest is not running
+    assert machine.devices["vm0"].plugged_size == 128 * MiB
+    machine.resume()
+    assert future.result(10).ok
+    wait_settled(machine)
+    assert machine.devices["vm0"].plugged_size == 256 * MiB
+
+
+def test_close_is_quick_and_idempotent(make_machine: MachineFactory) -> None:
+    machine = make_machine()
+    wait_settled(machine)
+    start = time.monotonic()
+    machine.close()
+    assert time.monotonic() - start < 5
+    assert machine._thread is not None and not machine._thread.is_alive()
