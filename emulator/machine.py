@@ -68,8 +68,8 @@ from emulator.stage2 import TLB_PAGE_SIZE, DeniedAccess, Stage2, access_name
 
 T = TypeVar("T")
 
-# Host-physical home of the shared zero page: inside the stage-2 hook's range and outside every
-# window, so the guest can never reach it except through a read-only alias.
+# Host-physical home of the shared zero page: outside every window stage 2 maps, so the guest
+# can never reach it except through a read-only alias.
 ZERO_PAGE_PA = 0xFF_FFFF_F000
 SLICE_US = 50_000  # one emu_start slice; calls from other threads stop it early anyway
 EXCP_SMC = 13  # QEMU's EXCP_* numbers, as UC_HOOK_INTR reports them
@@ -186,7 +186,11 @@ class Machine:
                             self.boot_ram.pointer)
         self._zero_page = HostMemory(ZERO_PAGE_PA, abi.PAGE_SIZE, "zero-page")
         self.uc.mem_map_ptr(ZERO_PAGE_PA, abi.PAGE_SIZE, UC_PROT_READ, self._zero_page.pointer)
-        self.stage2 = Stage2(ZERO_PAGE_PA, self.layout.device_area_base)
+        self.stage2 = Stage2(ZERO_PAGE_PA)
+        self.stage2.add_identity(self.boot_ram.gpa, self.boot_ram.size)
+        self.stage2.add_identity(abi.UART_BASE, abi.PAGE_SIZE, UC_PROT_READ | UC_PROT_WRITE)
+        self.stage2.add_identity(abi.VIRTIO_MMIO_BASE, abi.PAGE_SIZE,
+                                 UC_PROT_READ | UC_PROT_WRITE)
         self.uc.mmio_map(abi.UART_BASE, abi.PAGE_SIZE, self._uart_read, None,
                          self._uart_write, None)
 
@@ -200,7 +204,7 @@ class Machine:
         self.uc.mmio_map(abi.VIRTIO_MMIO_BASE, abi.PAGE_SIZE, self._virtio_read, None,
                          self._virtio_write, None)
 
-        self.uc.hook_add(UC_HOOK_TLB_FILL, self.stage2.fill, None, *self.stage2.hook_range())
+        self.uc.hook_add(UC_HOOK_TLB_FILL, self.stage2.fill)
         self.uc.hook_add(UC_HOOK_MEM_UNMAPPED, self._on_unmapped)
         self.uc.hook_add(UC_HOOK_INTR, self._on_intr)
         self._initial_cpu = self.uc.context_save()
@@ -296,10 +300,18 @@ class Machine:
         if self._closed:
             return
         self._closed = True
-        # Unicorn must forget the host pointers before the host memory goes away.
-        for mem in [self.boot_ram, self._zero_page, *self.regions.values()]:
-            with contextlib.suppress(UcError):
-                self.uc.mem_unmap(mem.gpa, mem.size)
+        # Unicorn must let go of the host pointers before the host memory goes away. Closing
+        # the engine (the binding's weakref finalizer, uc_close) is instant; mem_unmap of a
+        # multi-GiB region takes seconds, so it is only the fallback.
+        finalizer = getattr(self.uc, "_Uc__finalizer", None)
+        mems = [self.boot_ram, self._zero_page, *self.regions.values()]
+        if finalizer is not None:
+            finalizer()
+        else:
+            for mem in mems:
+                with contextlib.suppress(UcError):
+                    self.uc.mem_unmap(mem.gpa, mem.size)
+        for mem in mems:
             with contextlib.suppress(BufferError, ValueError):
                 mem.close()
 
