@@ -21,6 +21,9 @@ _libc.mincore.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)
 _libc.mincore.restype = ctypes.c_int
 
 HOST_PAGE_SIZE = mmap.PAGESIZE
+# Python < 3.13 does not export it; without it the kernel's overcommit heuristic refuses a
+# region larger than RAM + swap (a 64 GiB device on a 24 GiB host).
+MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)
 
 
 class HostMemory:
@@ -32,7 +35,7 @@ class HostMemory:
         self.gpa = gpa
         self.size = size
         self.name = name
-        flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_NORESERVE", 0)
+        flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_NORESERVE
         self._map = mmap.mmap(-1, size, flags=flags)
         self._anchor = ctypes.c_char.from_buffer(self._map)
         self.pointer = ctypes.addressof(self._anchor)
