@@ -14,7 +14,16 @@ import sys
 import time
 from typing import Any
 
-from unicorn import UC_ARCH_ARM64, UC_HOOK_TLB_FILL, UC_MODE_ARM, UC_PROT_ALL, UC_TLB_VIRTUAL, Uc
+from unicorn import (
+    UC_ARCH_ARM64,
+    UC_HOOK_TLB_FILL,
+    UC_MODE_ARM,
+    UC_PROT_ALL,
+    UC_PROT_READ,
+    UC_PROT_WRITE,
+    UC_TLB_VIRTUAL,
+    Uc,
+)
 from unicorn import arm64_const as arm
 
 from device.virtio_mem import VirtioMemDevice
@@ -59,7 +68,8 @@ def _loop_rate(stage2: bool, where: str, working_set: int, rounds: int) -> float
     if stage2:  # exactly as emulator.machine sets it up
         uc.ctl_set_tlb_mode(UC_TLB_VIRTUAL)
         s2 = Stage2(ZERO_PAGE_PA)
-        s2.add_identity(ram.gpa, ram.size)
+        s2.add_identity(CODE, 1024, UC_PROT_ALL)  # as the machine maps its image
+        s2.add_identity(ram.gpa, ram.size, UC_PROT_READ | UC_PROT_WRITE)
         s2.add_device(_plugged_device(DEVICE, device_mem.size))
         uc.hook_add(UC_HOOK_TLB_FILL, s2.fill)
     uc.mem_map_ptr(ram.gpa, ram.size, UC_PROT_ALL, ram.pointer)

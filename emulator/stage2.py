@@ -7,7 +7,8 @@ the permission of the current access, so a page that is read and written refills
 switch (measured: a load/store loop ran 5x slower). One Python call per page gives full
 permissions instead. The answer follows the virtio-mem rules:
 
-* boot RAM and the MMIO windows: identity-mapped;
+* the guest image: identity, executable; the rest of boot RAM and the MMIO windows:
+  identity, read/write (fetching from them is refused);
 * a plugged device block: read/write to its host backing;
 * an unplugged block: a read-only alias of one shared zero page (reads see zeros and cost the
   host nothing), or no mapping at all once ``VIRTIO_MEM_F_UNPLUGGED_INACCESSIBLE`` is

@@ -1,0 +1,166 @@
+/*
+ * The machine/guest contract of vmemlab (mirrored in emulator/abi.py; docs/abi.md explains it).
+ *
+ * This is the sandbox's "platform": where RAM and devices live, what the machine tells the guest
+ * at boot (the role a device tree has on arm64), and the few paravirtual calls (SMC, SMCCC
+ * numbering) the guest uses for things real hardware would do with a GIC, a timer or firmware.
+ * Everything virtio-mem itself does goes through virtio-mmio registers and the virtqueue.
+ */
+#ifndef VMEMLAB_ABI_H
+#define VMEMLAB_ABI_H
+
+/* ---- guest-physical memory map (QEMU "virt"-like) ---- */
+#define ABI_UART_BASE         0x09000000UL /* console: write a byte to offset 0 */
+#define ABI_VIRTIO_MMIO_BASE  0x0a000000UL /* transport i at BASE + i * ABI_VIRTIO_MMIO_STRIDE */
+#define ABI_VIRTIO_MMIO_STRIDE 0x200UL
+#define ABI_RAM_BASE          0x40000000UL /* boot RAM; the boot-info page is its first page */
+#define ABI_IMAGE_BASE        0x40080000UL /* the guest image is loaded and entered here */
+#define ABI_PAGE_SIZE         4096UL
+
+#define ABI_MAX_DEVICES 8
+#define ABI_MAX_NODES   8
+#define ABI_CMDLINE_LEN 256
+
+/* ---- boot info: at ABI_RAM_BASE, its address is passed in x0 ---- */
+#define ABI_BOOTINFO_MAGIC 0x544f4f424d454d56UL /* "VMEMBOOT" */
+#define ABI_BOOTINFO_VERSION 1
+
+struct abi_bootinfo_node {
+    unsigned long node_id;
+    unsigned long ram_base; /* boot RAM of this node */
+    unsigned long ram_size;
+};
+
+struct abi_bootinfo_virtio {
+    unsigned long mmio_base; /* virtio-mmio transport window */
+    unsigned long node_id;   /* NUMA node the firmware (ACPI SRAT in real life) puts it on */
+};
+
+struct abi_bootinfo {
+    unsigned long magic;
+    unsigned int version;
+    unsigned int size;
+    unsigned long ram_base;
+    unsigned long ram_size;
+    unsigned long image_end; /* first byte after the loaded image (guest computes bss itself) */
+    unsigned long uart_base;
+    unsigned int nr_nodes;
+    unsigned int nr_virtio;
+    struct abi_bootinfo_node nodes[ABI_MAX_NODES];
+    struct abi_bootinfo_virtio virtio[ABI_MAX_DEVICES];
+    char cmdline[ABI_CMDLINE_LEN]; /* e.g. "modprobe.blacklist=virtio_mem memory_block_size=128M" */
+};
+
+/* ---- paravirtual calls: "smc #0", function id in x0, arguments x1..x5, results x0..x5 ---- */
+#define PSCI_SYSTEM_OFF   0x84000008UL
+#define PSCI_SYSTEM_RESET 0x84000009UL
+
+/* Vendor-specific hypervisor service range of SMCCC. */
+#define VMEM_CALL_WAIT    0xC6000000UL /* x1 = timeout in us (0: none) -> x0 = ABI_EV_* bits;
+                                          with ABI_EV_COMMAND: x1 = seq, x2 = cmd, x3..x5 = args */
+#define VMEM_CALL_DONE    0xC6000001UL /* x1 = seq, x2 = status (0 or -errno), x3, x4 = values */
+#define VMEM_CALL_STATUS  0xC6000002UL /* x1 = ABI_STATUS_*, x2..x5 = details */
+#define VMEM_CALL_TIME    0xC6000003UL /* -> x0 = nanoseconds since this boot */
+
+#define ABI_EV_VIRTIO  (1UL << 0) /* some virtio-mmio transport raised its interrupt line */
+#define ABI_EV_COMMAND (1UL << 1) /* a workload command is handed over in x1..x5 */
+#define ABI_EV_TIMEOUT (1UL << 2) /* the wait's timeout expired */
+
+#define ABI_STATUS_BOOTED  1 /* x2 = address of struct abi_guest_view, x3 = driver enabled */
+#define ABI_STATUS_DRIVER  2 /* x2 = device index, x3 = ABI_DRV_*, x4 = detail (errno) */
+#define ABI_STATUS_PANIC   3 /* x2 = ESR, x3 = FAR, x4 = ELR */
+#define ABI_STATUS_FAULT   4 /* a fault the guest recovered from: x2 = ESR, x3 = FAR, x4 = ELR */
+
+#define ABI_DRV_PROBING      0
+#define ABI_DRV_IDLE         1 /* plugged_size == requested_size */
+#define ABI_DRV_PLUGGING     2
+#define ABI_DRV_UNPLUGGING   3
+#define ABI_DRV_STOPPED_SHORT 4 /* could not unplug enough: blocks still in use (the RFC's "vm-oom") */
+#define ABI_DRV_BROKEN       5 /* the device answered ERROR or needs reset: driver stopped */
+#define ABI_DRV_FAILED       6 /* probe failed (e.g. features) */
+#define ABI_DRV_DISABLED     7 /* booted without the driver */
+#define ABI_DRV_RETRYING     8 /* BUSY or nothing to do now: waiting for the retry timer */
+#define ABI_DRV_NO_MEMORY    9 /* plugging stopped: no boot RAM left for the memory map */
+
+/* ---- workload commands (ABI_EV_COMMAND) ---- */
+#define ABI_CMD_ALLOC    1 /* a0 = bytes, a1 = ABI_ALLOC_* | target << 8, a2 = seed -> v0 = id, v1 = pages */
+#define ABI_CMD_FREE     2 /* a0 = id (0: all) -> v0 = pages freed */
+#define ABI_CMD_TOUCH    3 /* a0 = id (0: all) -> v0 = pages written */
+#define ABI_CMD_VERIFY   4 /* a0 = id (0: all) -> v0 = bad pages, v1 = pages checked */
+#define ABI_CMD_DUMP     5 /* a0 = device index (~0: all) -> v0 = bytes read, v1 = non-zero pages */
+#define ABI_CMD_ROGUE_WRITE 6 /* a0 = address (0: first unplugged block of device a1) -> v0 = addr */
+#define ABI_CMD_READ     7 /* a0 = address -> v0 = the 64-bit value read, v1 = address */
+#define ABI_CMD_STATS    8 /* prints the allocator view on the console */
+#define ABI_CMD_REBOOT   9 /* the guest reboots itself (PSCI SYSTEM_RESET) */
+#define ABI_CMD_POWEROFF 10
+
+#define ABI_ALLOC_UNMOVABLE 1UL
+#define ABI_TARGET_ANY  0xffUL
+#define ABI_TARGET_BOOT 0xfeUL /* else: a device index */
+
+/* errno values the guest reports (Linux numbering) */
+#define ABI_EFAULT 14
+#define ABI_ENOMEM 12
+#define ABI_EINVAL 22
+#define ABI_ENOENT 2
+#define ABI_EBUSY  16
+#define ABI_ENODEV 19
+
+/* ---- what the guest exports for the host's "guest view" (read-only for the host) ---- */
+#define ABI_VIEW_MAGIC 0x5745495643454d56UL /* "VMEMVIEW" */
+#define ABI_VIEW_VERSION 1
+#define ABI_MAX_ALLOCS 1024
+
+/* Guest state of one device block. */
+#define ABI_BLOCK_UNPLUGGED 0
+#define ABI_BLOCK_PLUGGED   1
+#define ABI_BLOCK_OFFLINING 2 /* isolated, being emptied before an UNPLUG request */
+
+struct abi_block_usage {        /* one per device block */
+    unsigned int movable;       /* pages holding movable workload data */
+    unsigned int unmovable;     /* pages holding unmovable (pinned) workload data */
+    unsigned int free;          /* free pages (only while plugged) */
+    unsigned int state;         /* ABI_BLOCK_* */
+};
+
+struct abi_alloc_record {
+    unsigned int id;            /* 0: slot unused */
+    unsigned int flags;         /* ABI_ALLOC_* */
+    unsigned long pages;
+    unsigned long seed;
+    unsigned long target;
+};
+
+struct abi_device_view {
+    unsigned long mmio_base;
+    unsigned long addr;
+    unsigned long region_size;
+    unsigned long block_size;
+    unsigned long nb_blocks;
+    unsigned long usage_addr;     /* struct abi_block_usage[nb_blocks], 0 until probed */
+    unsigned long memory_block_size; /* the guest's own "memory block" (Linux: 128 MiB) */
+    unsigned long memory_blocks_added;
+    unsigned long plugged_size;   /* as the driver believes it */
+    unsigned long requested_size; /* as the driver last read it */
+    unsigned long requests, acks, nacks, busies, errors;
+    unsigned long migrated_pages; /* movable pages moved away to empty blocks */
+    unsigned int state;           /* ABI_DRV_* */
+    unsigned int features;        /* negotiated VIRTIO_MEM_F_* bits */
+};
+
+struct abi_guest_view {
+    unsigned long magic;
+    unsigned int version;
+    unsigned int nr_devices;
+    unsigned long boot_pages;     /* boot RAM pages the allocator manages */
+    unsigned long boot_free;
+    unsigned long boot_movable;
+    unsigned long boot_unmovable;
+    unsigned long boot_kernel;    /* memory maps and driver metadata ("struct pages") */
+    unsigned long allocs_addr;    /* struct abi_alloc_record[ABI_MAX_ALLOCS] */
+    unsigned long faults;         /* synchronous faults taken and recovered */
+    unsigned long last_fault_addr;
+    struct abi_device_view dev[ABI_MAX_DEVICES];
+};
+
+#endif

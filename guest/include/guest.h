@@ -1,0 +1,165 @@
+/* Shared declarations of the vmemlab guest kernel. */
+#ifndef VMEMLAB_GUEST_H
+#define VMEMLAB_GUEST_H
+
+#include "abi.h"
+
+typedef unsigned char u8;
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef unsigned long u64;
+typedef long s64;
+
+#define NULL ((void *)0)
+#define PAGE_SIZE ABI_PAGE_SIZE
+#define PAGE_SHIFT 12
+#define ALIGN_UP(x, a) (((x) + (a) - 1) & ~((u64)(a) - 1))
+#define ALIGN_DOWN(x, a) ((x) & ~((u64)(a) - 1))
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* errno values (Linux numbering) used inside the driver only */
+#define EIO 5
+#define EAGAIN 11
+#define ETXTBSY 26
+#define ERESTART 85 /* internal: config changed while working, start over */
+
+/* ---- MMIO and barriers ---- */
+static inline u32 mmio_read32(u64 a)
+{
+    u32 v;
+    __asm__ volatile("ldr %w0, [%1]" : "=r"(v) : "r"(a) : "memory");
+    return v;
+}
+static inline u16 mmio_read16(u64 a)
+{
+    u16 v;
+    __asm__ volatile("ldrh %w0, [%1]" : "=r"(v) : "r"(a) : "memory");
+    return v;
+}
+static inline void mmio_write32(u64 a, u32 v)
+{
+    __asm__ volatile("str %w0, [%1]" : : "r"(v), "r"(a) : "memory");
+}
+static inline void mmio_write8(u64 a, u8 v)
+{
+    __asm__ volatile("strb %w0, [%1]" : : "r"(v), "r"(a) : "memory");
+}
+#define mb() __asm__ volatile("dsb sy" ::: "memory")
+#define wmb() __asm__ volatile("dmb ishst" ::: "memory")
+#define rmb() __asm__ volatile("dmb ishld" ::: "memory")
+#define barrier() __asm__ volatile("" ::: "memory")
+
+/* ---- start.S ---- */
+struct smc_regs {
+    u64 x[6];
+};
+void smc_call(struct smc_regs *r);
+long rogue_store(u64 addr, u64 value);  /* 0, or -EFAULT if the store faulted */
+long probe_load(u64 addr, u64 *value);  /* 0, or -EFAULT if the load faulted */
+/* page.S */
+void copy_page(void *dst, const void *src);
+void fill_page_asm(void *dst, u64 seed, u64 mul);
+u64 check_page_asm(const void *src, u64 seed, u64 mul);
+u64 or_page(const void *src);
+void fill_words(void *dst, u64 word, u64 bytes);
+extern char __image_start[], __image_end[], __bss_start[], __bss_end[], __end[];
+
+struct ex_entry {
+    u64 insn;  /* address of the instruction that may fault */
+    u64 fixup; /* where to continue (returns -EFAULT) */
+    u64 kind;  /* EX_* */
+};
+#define EX_STORE 1
+#define EX_LOAD 2
+extern struct ex_entry __start_ex_table[], __stop_ex_table[];
+
+struct exc_frame {
+    u64 x[31];
+    u64 elr, spsr, esr, far, vector;
+};
+
+/* ---- lib.c ---- */
+void *memset(void *d, int c, u64 n);
+void *memcpy(void *d, const void *s, u64 n);
+void memset16(u16 *p, u16 v, u64 n);
+u64 strlen(const char *s);
+int strncmp(const char *a, const char *b, u64 n);
+void console_init(u64 uart_base);
+int printk(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+u64 smc0(u64 fn, u64 a1, u64 a2, u64 a3, u64 a4, u64 a5);
+u64 now_ns(void);
+void report(u64 what, u64 a, u64 b, u64 c, u64 d);
+
+/* ---- mm.c: page allocator ---- */
+#define OWN_FREE 0x0000
+#define OWN_NA 0xffff       /* not available: unplugged / not present */
+#define OWN_ISOLATED 0xfffe /* being offlined */
+#define OWN_KERNEL 0xfffd   /* metadata */
+
+struct zone {
+    int present;
+    int dev;                  /* device index, -1 for boot RAM */
+    u64 base;                 /* address of block 0 */
+    u64 npages;               /* pages that exist (boot RAM: managed pages) */
+    u64 nblocks;
+    u64 block_pages;          /* pages per counter block (device block / 2 MiB chunk) */
+    u64 mb_blocks;            /* blocks per owner array ("memory block") */
+    u64 mb_off;               /* blocks of the first memory block before `base` */
+    u64 nmbs;                 /* number of memory blocks */
+    struct abi_block_usage *usage;
+    u16 **owners;             /* per memory block, NULL while not added */
+    u32 *mb_plugged;          /* device zones: plugged device blocks per memory block */
+    u64 free_total;           /* sum of usage[].free */
+    u64 cursor;               /* migration: lowest block that may still have a free page */
+};
+
+extern struct abi_guest_view guest_view;
+extern struct abi_alloc_record allocs[ABI_MAX_ALLOCS];
+extern struct zone boot_zone;
+
+void mm_init(const struct abi_bootinfo *bi);
+void *kalloc_pages(u64 n);     /* zeroed */
+void *kalloc_pages_raw(u64 n); /* not zeroed */
+void kfree_pages(void *p, u64 n);
+u16 *blk_owner(struct zone *z, u64 b);
+u64 mb_of_block(struct zone *z, u64 b);
+void mb_block_range(struct zone *z, u64 m, u64 *b0, u64 *b1);
+u64 block_addr(struct zone *z, u64 b);
+u64 block_valid_pages(struct zone *z, u64 b);
+void mm_register_zone(struct zone *z);
+struct zone *zone_of_dev(int dev);
+int isolate_and_migrate(struct zone *z, u64 b0, u64 b1, u64 *migrated);
+void unisolate(struct zone *z, u64 b0, u64 b1);
+
+long cmd_alloc(u64 bytes, u64 flags, u64 seed, u64 *v0, u64 *v1);
+long cmd_free(u64 id, u64 *v0);
+long cmd_touch(u64 id, u64 *v0);
+long cmd_verify(u64 id, u64 *v0, u64 *v1);
+void mm_stats(void);
+
+/* ---- virtio_mem.c ---- */
+struct cmdline_opts {
+    int blacklisted;
+    u64 memory_block_size;
+    u64 retry_ms;
+};
+extern struct cmdline_opts opts;
+
+void vmem_probe_all(const struct abi_bootinfo *bi);
+void vmem_handle_irq(void);
+void vmem_run_timers(void);
+u64 vmem_next_timeout_us(void);
+long vmem_dump(u64 which, u64 *v0, u64 *v1);
+long vmem_rogue_target(u64 dev, u64 *addr);
+void vmem_stats(void);
+
+/* ---- main.c ---- */
+struct command {
+    u64 seq, cmd, a0, a1, a2;
+};
+u64 guest_wait(u64 timeout_us); /* returns ABI_EV_* bits; commands are queued */
+void do_exception(struct exc_frame *f);
+
+#endif
