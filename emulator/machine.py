@@ -72,6 +72,8 @@ T = TypeVar("T")
 # can never reach it except through a read-only alias.
 ZERO_PAGE_PA = 0xFF_FFFF_F000
 SLICE_US = 50_000  # one emu_start slice; calls from other threads stop it early anyway
+THROTTLED_SLICE_US = 2_000  # slice length when the guest runs slowed down
+MIN_SPEED = 0.001
 EXCP_SMC = 13  # QEMU's EXCP_* numbers, as UC_HOOK_INTR reports them
 EXCP_NAMES = {1: "undefined instruction", 2: "svc", 7: "breakpoint", 11: "hvc"}
 ESR_EC_UNKNOWN = 0x00
@@ -180,6 +182,7 @@ class Machine:
         self._quit = False
         self._in_emu = False
         self._closed = False
+        self.speed = 1.0  # fraction of the time the vCPU runs (presentation speed control)
         self.last_migration_bytes = 0
 
         self.uc = cast(UcAArch64, Uc(UC_ARCH_ARM64, UC_MODE_ARM))
@@ -373,7 +376,15 @@ class Machine:
                 continue
             if self._waiting and not self._finish_wait():
                 continue
-            self._run_slice()
+            self._run_slice(THROTTLED_SLICE_US if self.speed < 1.0 else SLICE_US)
+            if self.speed < 1.0:
+                self._throttle()
+
+    def _throttle(self) -> None:
+        """Slow the guest down for a room to follow: sleep so it runs ``speed`` of the time."""
+        pause = THROTTLED_SLICE_US / 1e6 * (1.0 / max(self.speed, MIN_SPEED) - 1.0)
+        with self._cond:
+            self._cond.wait_for(lambda: self._quit or bool(self._calls), pause)
 
     def _ready_to_run(self) -> bool:
         if self._quit or self._calls:
@@ -415,12 +426,12 @@ class Machine:
         self._wait_deadline = None
         return True
 
-    def _run_slice(self) -> None:
+    def _run_slice(self, timeout_us: int = SLICE_US, count: int = 0) -> None:
         pc = self.uc.reg_read(arm.UC_ARM64_REG_PC)
         self.stage2.denied = None
         self._in_emu = True
         try:
-            self.uc.emu_start(pc, 0, timeout=SLICE_US)
+            self.uc.emu_start(pc, 0, timeout=timeout_us, count=count)
         except UcError as err:
             self._on_uc_error(err)
         except Exception as exc:  # a bug in a hook: contain it, report it, stop the vCPU
@@ -634,6 +645,32 @@ class Machine:
         if self._thread is None:
             self.start()
         self._call(go)
+
+    def set_speed(self, speed: float) -> None:
+        """Run the guest at ``speed`` (0 < speed <= 1) of full speed, e.g. 0.01 to watch it."""
+        if not MIN_SPEED <= speed <= 1.0:
+            raise MachineError(f"speed must be between {MIN_SPEED} and 1")
+        self.speed = float(speed)
+        with self._cond:
+            self._cond.notify_all()
+
+    def step(self, instructions: int = 1) -> int:
+        """Execute ``instructions`` guest instructions while paused; returns the new PC.
+
+        A guest idling in its WAIT call does not move until an event arrives, as on hardware
+        a CPU sitting in WFI would not.
+        """
+        if instructions < 1:
+            raise MachineError("step needs at least one instruction")
+
+        def run() -> int:
+            if self.runstate != "paused":
+                raise MachineError(f"step needs a paused machine (it is {self.runstate})")
+            if not self._waiting or self._finish_wait():
+                self._run_slice(SLICE_US, instructions)
+            return int(self.uc.reg_read(arm.UC_ARM64_REG_PC))
+
+        return self._call(run)
 
     def set_requested_size(self, dev_id: str, size: int) -> None:
         """``qom-set ID requested-size SIZE``; raises ``ConfigError`` with QEMU's text."""

@@ -31,3 +31,34 @@ def test_close_is_quick_and_idempotent(make_machine: MachineFactory) -> None:
     machine.close()
     assert time.monotonic() - start < 5
     assert machine._thread is not None and not machine._thread.is_alive()
+
+
+def test_single_step_moves_a_paused_guest_by_instructions(make_machine: MachineFactory) -> None:
+    from emulator.machine import MachineError
+
+    machine = make_machine()
+    wait_settled(machine)
+    machine.pause()
+    future = machine.submit_command("stats")  # gives the idle guest something to do
+    first = machine.step(1)
+    pcs = [machine.step(1) for _ in range(20)]
+    assert len(set([first, *pcs])) > 5  # it walks through code, one instruction at a time
+    assert machine.runstate == "paused"
+    machine.resume()
+    assert future.result(10).ok
+    import pytest
+
+    with pytest.raises(MachineError):
+        machine.step(1)  # only while paused
+
+
+def test_slowed_down_guest_still_converges(make_machine: MachineFactory) -> None:
+    machine = make_machine()
+    wait_settled(machine)
+    machine.set_speed(0.2)
+    start = time.monotonic()
+    machine.set_requested_size("vm0", 256 * MiB)
+    wait_settled(machine)
+    assert machine.devices["vm0"].plugged_size == 256 * MiB
+    machine.set_speed(1.0)
+    assert time.monotonic() - start < 20
