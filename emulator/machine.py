@@ -32,7 +32,6 @@ from unicorn import (
     UC_ERR_READ_UNMAPPED,
     UC_ERR_WRITE_UNMAPPED,
     UC_HOOK_INTR,
-    UC_HOOK_MEM_UNMAPPED,
     UC_HOOK_TLB_FILL,
     UC_MODE_ARM,
     UC_PROT_ALL,
@@ -64,7 +63,7 @@ from emulator.events import (
 )
 from emulator.guest_memory import CpuView, DmaMemory
 from emulator.image import load_guest_image
-from emulator.stage2 import TLB_PAGE_SIZE, DeniedAccess, Stage2, access_name
+from emulator.stage2 import TLB_PAGE_SIZE, Stage2
 
 T = TypeVar("T")
 
@@ -217,7 +216,6 @@ class Machine:
                          self._virtio_write, None)
 
         self.uc.hook_add(UC_HOOK_TLB_FILL, self.stage2.fill)
-        self.uc.hook_add(UC_HOOK_MEM_UNMAPPED, self._on_unmapped)
         self.uc.hook_add(UC_HOOK_INTR, self._on_intr)
         self._initial_cpu = self.uc.context_save()
         self._load_guest()
@@ -550,12 +548,6 @@ class Machine:
             self.bus.publish(GuestStatus("panic", None, b))
             self._set_runstate("guest-panicked", f"ESR {a:#x} FAR {b:#x} ELR {c:#x}")
             self.uc.emu_stop()
-
-    def _on_unmapped(self, _uc: object, access: int, address: int, _size: int, _value: int,
-                     _ud: object) -> bool:
-        """Nothing backs this address (below the device area): refuse it like stage 2 does."""
-        self.stage2.denied = DeniedAccess(address, access_name(access), None, "unmapped address")
-        return False
 
     def _on_uc_error(self, err: UcError) -> None:
         pc = self.uc.reg_read(arm.UC_ARM64_REG_PC)

@@ -5,7 +5,9 @@ no TLB entry for (Unicorn's AArch64 TLB pages are 1 KiB). The hook covers the wh
 space on purpose: for an address no hook claims, Unicorn's built-in identity fill grants only
 the permission of the current access, so a page that is read and written refills on every
 switch (measured: a load/store loop ran 5x slower). One Python call per page gives full
-permissions instead. The answer follows the virtio-mem rules:
+permissions instead. (No ``UC_HOOK_MEM_UNMAPPED`` either: any memory hook pushes every guest
+load and store off QEMU's fast path, measured 8x slower; the fill hook already refuses what
+nothing backs.) The answer follows the virtio-mem rules:
 
 * the guest image: identity, executable; the rest of boot RAM and the MMIO windows:
   identity, read/write (fetching from them is refused);
