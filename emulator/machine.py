@@ -337,6 +337,8 @@ class Machine:
 
     def _call(self, fn: Callable[[], T], timeout: float = 30.0) -> T:
         """Run ``fn`` on the vCPU thread between slices and return its result."""
+        if self._closed:
+            raise MachineError("the machine is closed")
         thread = self._thread
         if thread is None or not thread.is_alive() or thread is threading.current_thread():
             return fn()

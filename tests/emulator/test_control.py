@@ -62,3 +62,17 @@ def test_slowed_down_guest_still_converges(make_machine: MachineFactory) -> None
     assert machine.devices["vm0"].plugged_size == 256 * MiB
     machine.set_speed(1.0)
     assert time.monotonic() - start < 20
+
+
+def test_a_closed_machine_refuses_calls_cleanly(make_machine: MachineFactory) -> None:
+    import pytest
+
+    from emulator.machine import MachineError
+
+    machine = make_machine()
+    wait_settled(machine)
+    machine.close()
+    for call in (machine.snapshot, lambda: machine.set_requested_size("vm0", 0),
+                 lambda: machine.read_memory(0x40000000, 8)):
+        with pytest.raises(MachineError, match="closed"):
+            call()
