@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 
 from emulator.config import MiB
@@ -25,7 +26,7 @@ def test_busy_during_migration_is_retried_with_backoff(make_machine: MachineFact
     # backoff: the gaps between BUSY answers grow
     stamps = [r.time_ns for r in machine.bus.since(seq)
               if r.event.kind == "response" and r.event.response == "BUSY"]
-    gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
     assert gaps[-1] >= gaps[0]
     machine.call(lambda: setattr(dev, "migration_running", False))
     wait_settled(machine)

@@ -48,39 +48,35 @@ def test_save_load_keeps_device_state_and_guest_data(make_machine: MachineFactor
     assert dwork.verify(0)[0] == 0
 
 
-def test_destination_with_other_block_size_is_refused(make_machine: MachineFactory) -> None:
+@pytest.fixture
+def saved_stream(make_machine: MachineFactory) -> bytes:
+    """The migration stream of a small machine that has settled at 128 MiB."""
     source = make_machine()
     wait_settled(source)
     stream = io.BytesIO()
     source.save(stream)
-    stream.seek(0)
-    cfg = MachineConfig(boot_ram=64 * MiB, devices=[MemoryDeviceConfig(
-        id="vm0", memdev="mem0", size=512 * MiB, block_size=4 * MiB)])
-    dest = make_machine(cfg, start=False, incoming=True)
-    with pytest.raises(MigrationError, match=r"Property 'block-size' changed from 0x200000 to "
-                                             r"0x400000"):
-        dest.load_state(stream)
+    return stream.getvalue()
 
 
-def test_destination_with_smaller_memdev_is_refused(make_machine: MachineFactory) -> None:
-    source = make_machine()
-    wait_settled(source)
-    stream = io.BytesIO()
-    source.save(stream)
-    stream.seek(0)
-    cfg = MachineConfig(boot_ram=64 * MiB, devices=[MemoryDeviceConfig(
-        id="vm0", memdev="mem0", size=256 * MiB)])
-    dest: Machine = make_machine(cfg, start=False, incoming=True)
-    with pytest.raises(MigrationError, match="Size mismatch"):
-        dest.load_state(stream)
+@pytest.mark.parametrize(("device", "error"), [
+    (MemoryDeviceConfig(id="vm0", memdev="mem0", size=512 * MiB, block_size=4 * MiB),
+     r"Property 'block-size' changed from 0x200000 to 0x400000"),
+    (MemoryDeviceConfig(id="vm0", memdev="mem0", size=256 * MiB),
+     r'Size mismatch: vmemlab/mem0: 0x20000000 != 0x10000000: Invalid argument'),
+    (MemoryDeviceConfig(id="vm0", memdev="other", size=512 * MiB),
+     r'Unknown ramblock "vmemlab/mem0", cannot accept migration'),
+])
+def test_mismatching_destination_is_refused_with_qemus_message(
+        make_machine: MachineFactory, saved_stream: bytes, device: MemoryDeviceConfig,
+        error: str) -> None:
+    dest: Machine = make_machine(MachineConfig(boot_ram=64 * MiB, devices=[device]),
+                                 start=False, incoming=True)
+    with pytest.raises(MigrationError, match=error):
+        dest.load_state(io.BytesIO(saved_stream))
 
 
-def test_truncated_stream_fails_cleanly(make_machine: MachineFactory) -> None:
-    source = make_machine()
-    wait_settled(source)
-    stream = io.BytesIO()
-    source.save(stream)
-    data = stream.getvalue()
+def test_truncated_stream_fails_cleanly(make_machine: MachineFactory,
+                                        saved_stream: bytes) -> None:
     dest = make_machine(small_config(), start=False, incoming=True)
     with pytest.raises(MigrationError):
-        dest.load_state(io.BytesIO(data[: len(data) // 2]))
+        dest.load_state(io.BytesIO(saved_stream[: len(saved_stream) // 2]))
