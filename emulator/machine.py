@@ -70,8 +70,8 @@ T = TypeVar("T")
 # Host-physical home of the shared zero page: outside every window stage 2 maps, so the guest
 # can never reach it except through a read-only alias.
 ZERO_PAGE_PA = 0xFF_FFFF_F000
-SLICE_US = 50_000  # one emu_start slice; calls from other threads stop it early anyway
-THROTTLED_SLICE_US = 2_000  # slice length when the guest runs slowed down
+THROTTLED_SLICE_S = 0.002  # how long the guest runs between pauses when slowed down
+STUCK_GUEST_S = 1.0  # no safe point for this long: stop the vCPU asynchronously
 MIN_SPEED = 0.001
 EXCP_SMC = 13  # QEMU's EXCP_* numbers, as UC_HOOK_INTR reports them
 EXCP_NAMES = {1: "undefined instruction", 2: "svc", 7: "breakpoint", 11: "hvc"}
@@ -182,6 +182,9 @@ class Machine:
         self._in_emu = False
         self._closed = False
         self.speed = 1.0  # fraction of the time the vCPU runs (presentation speed control)
+        self._stop_wanted = False
+        self._stop_wanted_since = 0.0
+        self._slice_start = 0.0
         self.last_migration_bytes = 0
 
         self.uc = cast(UcAArch64, Uc(UC_ARCH_ARM64, UC_MODE_ARM))
@@ -290,12 +293,17 @@ class Machine:
 
     # ---------------------------------------------------------------- thread plumbing
 
-    def start(self) -> None:
-        """Start the vCPU thread and run the guest (a no-op if already started)."""
+    def start(self, *, paused: bool = False) -> None:
+        """Start the vCPU thread and run the guest (a no-op if already started).
+
+        ``paused=True`` starts the thread but leaves the guest where it is ("prelaunch", or
+        "inmigrate" for an incoming machine), like QEMU's ``-S``: ``resume()`` runs it.
+        """
         if self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="vcpu", daemon=True)
             self._thread.start()
-        if self.runstate == "prelaunch":
+            threading.Thread(target=self._watchdog, name="vcpu-watchdog", daemon=True).start()
+        if self.runstate == "prelaunch" and not paused:
             self._call(lambda: self._set_runstate("running"))
 
     def close(self) -> None:
@@ -332,8 +340,21 @@ class Machine:
         self.close()
 
     def _kick(self) -> None:
-        if self._in_emu:
-            self.uc.emu_stop()
+        """Ask the vCPU to come back to the loop at its next safe point.
+
+        ``emu_stop()`` from another thread (and Unicorn's own ``timeout``, which is the same
+        thing) can land while a hook runs and make Unicorn leave mid-block with a stale PC:
+        the guest then replays instructions (measured: 21 of 40 boots corrupted under a
+        stream of calls). So the vCPU stops itself, inside an SMC call, where the PC is
+        exact; the guest makes one at least every few milliseconds (WAIT when idle, YIELD in
+        long loops). Only a guest that makes none for ``STUCK_GUEST_S`` is stopped the
+        asynchronous way, by the watchdog.
+        """
+        with self._cond:
+            if not self._stop_wanted:
+                self._stop_wanted = True
+                self._stop_wanted_since = time.monotonic()
+            self._cond.notify_all()
 
     def _call(self, fn: Callable[[], T], timeout: float = 30.0) -> T:
         """Run ``fn`` on the vCPU thread between slices and return its result."""
@@ -371,18 +392,30 @@ class Machine:
                     self._cond.wait(self._wait_timeout())
                 if self._quit:
                     return
+            with self._cond:
+                self._stop_wanted = False  # calls posted from here on ask again
             self._run_calls()
             if self.runstate != "running":
                 continue
             if self._waiting and not self._finish_wait():
                 continue
-            self._run_slice(THROTTLED_SLICE_US if self.speed < 1.0 else SLICE_US)
+            self._run_slice()
             if self.speed < 1.0:
                 self._throttle()
 
+    def _watchdog(self) -> None:
+        """Stop a guest that makes no SMC call for a long time (it is stuck or looping)."""
+        while not self._quit:
+            with self._cond:
+                self._cond.wait(STUCK_GUEST_S / 4)
+                stuck = (self._stop_wanted and self._in_emu
+                         and time.monotonic() - self._stop_wanted_since > STUCK_GUEST_S)
+            if stuck:
+                self.uc.emu_stop()
+
     def _throttle(self) -> None:
         """Slow the guest down for a room to follow: sleep so it runs ``speed`` of the time."""
-        pause = THROTTLED_SLICE_US / 1e6 * (1.0 / max(self.speed, MIN_SPEED) - 1.0)
+        pause = THROTTLED_SLICE_S * (1.0 / max(self.speed, MIN_SPEED) - 1.0)
         with self._cond:
             self._cond.wait_for(lambda: self._quit or bool(self._calls), pause)
 
@@ -426,12 +459,13 @@ class Machine:
         self._wait_deadline = None
         return True
 
-    def _run_slice(self, timeout_us: int = SLICE_US, count: int = 0) -> None:
+    def _run_slice(self, count: int = 0) -> None:
         pc = self.uc.reg_read(arm.UC_ARM64_REG_PC)
         self.stage2.denied = None
         self._in_emu = True
+        self._slice_start = time.monotonic()
         try:
-            self.uc.emu_start(pc, 0, timeout=timeout_us, count=count)
+            self.uc.emu_start(pc, 0, count=count)
         except UcError as err:
             self._on_uc_error(err)
         except Exception as exc:  # a bug in a hook: contain it, report it, stop the vCPU
@@ -498,7 +532,16 @@ class Machine:
         x = [uc.reg_read(arm.UC_ARM64_REG_X0 + i) for i in range(6)]
         fid = x[0] & 0xFFFF_FFFF
         self._publish_zero_reads()  # what the guest read before this call comes first
-        if fid == abi.VMEM_CALL_WAIT:
+        self._smc(uc, fid, x)
+        # every SMC is a safe point: the PC is exact, so stopping here never replays anything
+        if self._stop_wanted or (self.speed < 1.0 and
+                                 time.monotonic() - self._slice_start > THROTTLED_SLICE_S):
+            uc.emu_stop()
+
+    def _smc(self, uc: UcAArch64, fid: int, x: list[int]) -> None:
+        if fid == abi.VMEM_CALL_YIELD:
+            uc.reg_write(arm.UC_ARM64_REG_X0, 0)
+        elif fid == abi.VMEM_CALL_WAIT:
             self._waiting = True
             self._wait_deadline = time.monotonic() + x[1] / 1e6 if x[1] else None
             if self._deliverable() and self._finish_wait():
@@ -621,8 +664,9 @@ class Machine:
         for name in self.guest_states:
             self.guest_states[name] = "absent"
         self._load_guest()
-        if self.runstate in ("shutdown", "guest-panicked", "internal-error"):
-            self._set_runstate("running", "reset")
+        # QEMU's main loop: a machine that was not running waits in "prelaunch" for "cont"
+        if self.runstate not in ("running", "inmigrate"):
+            self._set_runstate("prelaunch", "reset")
 
     # ---------------------------------------------------------------- public control
 
@@ -634,7 +678,7 @@ class Machine:
     def resume(self) -> None:
         """QEMU ``cont``."""
         def go() -> None:
-            if self.runstate in ("paused", "prelaunch", "postmigrate"):
+            if self.runstate in ("paused", "prelaunch", "postmigrate", "shutdown"):
                 self._set_runstate("running", "cont")
         if self._thread is None:
             self.start()
@@ -661,7 +705,7 @@ class Machine:
             if self.runstate != "paused":
                 raise MachineError(f"step needs a paused machine (it is {self.runstate})")
             if not self._waiting or self._finish_wait():
-                self._run_slice(SLICE_US, instructions)
+                self._run_slice(count=instructions)
             return int(self.uc.reg_read(arm.UC_ARM64_REG_PC))
 
         return self._call(run)

@@ -85,6 +85,18 @@ u64 smc0(u64 fn, u64 a1, u64 a2, u64 a3, u64 a4, u64 a5)
     return r.x[0];
 }
 
+/*
+ * Linux's cond_resched(): loops that do page-sized work call it once per page. Every 256 pages
+ * (1 MiB of work, about a millisecond) it makes a YIELD call: a point where the PC is exact, so
+ * the host can stop the vCPU there without replaying anything.
+ */
+void cond_resched(void)
+{
+    static unsigned int pages;
+    if ((++pages & 255) == 0)
+        smc0(VMEM_CALL_YIELD, 0, 0, 0, 0, 0);
+}
+
 u64 now_ns(void)
 {
     return smc0(VMEM_CALL_TIME, 0, 0, 0, 0, 0);

@@ -227,10 +227,12 @@ void kfree_pages(void *ptr, u64 n)
 static void fill_page(u64 pa, u64 seed)
 {
     fill_page_asm((void *)pa, seed, PATTERN_MUL);
+    cond_resched();
 }
 
 static int check_page(u64 pa, u64 seed)
 {
+    cond_resched();
     return (int)check_page_asm((const void *)pa, seed, PATTERN_MUL);
 }
 
@@ -582,6 +584,7 @@ int isolate_and_migrate(struct zone *z, u64 b0, u64 b1, u64 *migrated)
                 return -ABI_EBUSY;
             }
             copy_page((void *)dpa, (const void *)(base + p * PAGE_SIZE));
+            cond_resched();
             set_owner(dz, db, dop, v);
             set_owner(z, b, &o[p], OWN_ISOLATED);
             (*migrated)++;

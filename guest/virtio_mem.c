@@ -830,8 +830,10 @@ long vmem_dump(u64 which, u64 *v0, u64 *v1)
                 if (resp != RESP_ACK || st != STATE_PLUGGED)
                     continue;
             }
-            for (u64 p = 0; p < d->z.block_pages; p++)
+            for (u64 p = 0; p < d->z.block_pages; p++) {
                 dump_page(base + p * PAGE_SIZE, &bytes, &nonzero, &skipped);
+                cond_resched();
+            }
         }
     }
     *v0 = bytes;

@@ -61,6 +61,8 @@ struct abi_bootinfo {
 #define VMEM_CALL_DONE    0xC6000001UL /* x1 = seq, x2 = status (0 or -errno), x3, x4 = values */
 #define VMEM_CALL_STATUS  0xC6000002UL /* x1 = ABI_STATUS_*, x2..x5 = details */
 #define VMEM_CALL_TIME    0xC6000003UL /* -> x0 = nanoseconds since this boot */
+#define VMEM_CALL_YIELD   0xC6000004UL /* nothing; a safe point where the host may stop the vCPU.
+                                          Long loops call it every few milliseconds of work */
 
 #define ABI_EV_VIRTIO  (1UL << 0) /* some virtio-mmio transport raised its interrupt line */
 #define ABI_EV_COMMAND (1UL << 1) /* a workload command is handed over in x1..x5 */
