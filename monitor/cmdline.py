@@ -1,0 +1,567 @@
+"""QEMU-style command line -> ``MachineConfig`` + monitor/migration options.
+
+Accepts the subset of ``qemu-system-*`` options that describes a vmemlab machine (``-m``,
+``-smp``, ``-numa``, ``-object memory-backend-*``, ``-device virtio-mem-pci``, ``-incoming``,
+``-append``, ``-qmp``, ``-monitor``, ``-chardev``/``-mon``, ``-S``) and fails with QEMU 7.2's
+startup error texts, prefixed ``vmemlab: <the option>: `` where QEMU writes
+``qemu-system-x86_64: …``. Options that make sense only for a real PC (``-enable-kvm``,
+``-kernel``, ``-cpu`` …) are accepted with a one-line note, so the 2017 RFC's command line
+(its section V.1) can be pasted as is. The RFC's ``memory-backend-ram,size=4G,max-size=8G``
+means "region 8G, initially requested 4G".
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from device.errors import ConfigError
+from emulator.config import (
+    DEFAULT_BLOCK_SIZE,
+    MachineConfig,
+    MemoryDeviceConfig,
+    NumaNodeConfig,
+)
+from monitor.sizes import SizeError, parse_property_size, strtosz
+
+PROG = "vmemlab"
+MiB = 1 << 20
+
+
+class CmdlineError(Exception):
+    """A startup error; ``str()`` is the full line QEMU would print (without the newline)."""
+
+    def __init__(self, message: str, option: str | None = None) -> None:
+        self.message = message
+        self.option = option
+        super().__init__(f"{PROG}: {option}: {message}" if option else f"{PROG}: {message}")
+
+
+@dataclass
+class MonitorSpec:
+    protocol: str  # "qmp" | "hmp"
+    address: str  # "unix:PATH" | "tcp:127.0.0.1:PORT" | "stdio" | "none"
+    option: str = ""
+
+
+@dataclass
+class RunOptions:
+    config: MachineConfig
+    monitors: list[MonitorSpec] = field(default_factory=list)
+    incoming: str | None = None
+    start_paused: bool = False
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    stdio_monitor: bool = True
+    exit_on_shutdown: bool = True  # QEMU exits when the guest powers off (-no-shutdown: stays)
+
+
+# options taking an argument that have no meaning in vmemlab (accepted with a note)
+IGNORED_WITH_ARG = {
+    "machine", "M", "accel", "cpu", "kernel", "initrd", "serial", "display", "vga", "name",
+    "D", "trace", "msg", "boot", "drive", "netdev", "net", "rtc", "bios", "L", "k", "uuid",
+    "global", "icount", "watchdog-action", "action", "pidfile", "sandbox", "cdrom", "hda",
+    "smbios", "fw_cfg", "d", "audiodev", "usbdevice", "parallel", "virtfs", "blockdev",
+}
+IGNORED_FLAGS = {
+    "enable-kvm", "nodefaults", "nographic", "no-reboot", "daemonize",
+    "no-hpet", "no-acpi", "snapshot", "full-screen", "no-user-config", "s",
+}
+KNOWN_WITH_ARG = {"m", "smp", "numa", "object", "device", "incoming", "append", "qmp",
+                  "monitor", "chardev", "mon", "overcommit", "qmp-pretty"}
+KNOWN_FLAGS = {"S", "no-shutdown"}
+
+DEVICE_PROPS = {"id", "memdev", "node", "requested-size", "block-size", "memaddr",
+                "unplugged-inaccessible", "prealloc", "bus", "addr", "size",
+                "x-rfc-shrink-on-reboot"}
+OBJECT_PROPS = {"id", "size", "max-size", "prealloc", "share", "merge", "dump", "policy",
+                "host-nodes", "reserve", "prealloc-threads", "x-use-canonical-path-for-ramblock-id",
+                "seal", "hugetlb", "hugetlbsize", "mem-path", "discard-data", "align", "readonly"}
+
+
+def split_opts(text: str) -> list[tuple[str, str | None]]:
+    """QemuOpts ``a=b,c,d=e`` with ``,,`` as an escaped comma; a bare word has value None."""
+    items: list[tuple[str, str | None]] = []
+    buf, i = [], 0
+    parts: list[str] = []
+    while i < len(text):
+        ch = text[i]
+        if ch == ",":
+            if i + 1 < len(text) and text[i + 1] == ",":
+                buf.append(",")
+                i += 2
+                continue
+            parts.append("".join(buf))
+            buf = []
+        else:
+            buf.append(ch)
+        i += 1
+    parts.append("".join(buf))
+    for part in parts:
+        if "=" in part:
+            key, value = part.split("=", 1)
+            items.append((key, value))
+        else:
+            items.append((part, None))
+    return items
+
+
+def _cpus(text: str, option: str) -> list[int]:
+    m = re.fullmatch(r"(\d+)(?:-(\d+))?", text)
+    if m is None:
+        raise CmdlineError(f"Parameter 'cpus' expects a range of CPU numbers, got '{text}'",
+                           option)
+    lo = int(m.group(1))
+    hi = int(m.group(2)) if m.group(2) else lo
+    if hi < lo:
+        raise CmdlineError("invalid range of CPUs", option)
+    return list(range(lo, hi + 1))
+
+
+def _bool(name: str, value: str | None, option: str) -> bool:
+    if value in (None, "on", "yes", "true", "y"):
+        return True
+    if value in ("off", "no", "false", "n"):
+        return False
+    raise CmdlineError(f"Parameter '{name}' expects 'on' or 'off'", option)
+
+
+def _size(name: str, value: str | None, option: str) -> int:
+    try:
+        return parse_property_size(name, value or "")
+    except ValueError as err:
+        raise CmdlineError(str(err), option) from None
+
+
+@dataclass
+class _Object:
+    id: str
+    size: int
+    max_size: int | None
+    option: str
+    used_by: str | None = None
+
+
+@dataclass
+class _Device:
+    option: str
+    id: str
+    memdev: str | None
+    node: int
+    requested_size: int | None
+    block_size: int
+    memaddr: int | None
+    unplugged_inaccessible: bool
+    rfc_shrink: bool
+
+
+def _parse_monitor(value: str, protocol: str, option: str) -> MonitorSpec:
+    from monitor.qmp import parse_address
+
+    if protocol == "qmp" and value in ("stdio", "vc"):
+        raise CmdlineError("QMP on stdio is not supported by vmemlab; use unix:PATH or "
+                           "tcp:127.0.0.1:PORT", option)
+    if value in ("stdio", "none", "vc"):
+        return MonitorSpec(protocol, "none" if value == "vc" else value, option)
+    opts = split_opts(value)
+    target = opts[0][0] if opts[0][1] is None else f"{opts[0][0]}={opts[0][1]}"
+    for key, val in opts[1:]:
+        if key == "server" and val in (None, "on"):
+            continue
+        if key in ("nowait",) or (key == "wait" and val in ("off", "no")):
+            continue
+        if (key == "server" and val == "off") or key == "wait":
+            raise CmdlineError("vmemlab monitors are always 'server,nowait'", option)
+        if key in ("telnet", "pretty", "logfile", "logappend", "nodelay", "id"):
+            continue
+        raise CmdlineError(f"Invalid parameter '{key}'", option)
+    try:
+        addr = parse_address(target)
+    except ValueError as err:
+        raise CmdlineError(str(err), option) from None
+    return MonitorSpec(protocol, str(addr), option)
+
+
+def parse_args(argv: list[str]) -> RunOptions:
+    """Parse QEMU-style ``argv`` (without the program name). Raises :class:`CmdlineError`."""
+    cfg = MachineConfig(boot_ram=128 * MiB)
+    opts = RunOptions(cfg)
+    ram: int = 128 * MiB
+    maxmem: int | None = None
+    smp = 1
+    numa: list[tuple[str, int, list[int], str | None, int | None]] = []
+    objects: dict[str, _Object] = {}
+    devices: list[_Device] = []
+    chardevs: dict[str, str] = {}
+    mem_lock = False
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("-") or arg == "-":
+            raise CmdlineError(f"Could not open '{arg}': vmemlab has no disk images", arg)
+        name = arg.lstrip("-")
+        if name in KNOWN_FLAGS:
+            if name == "S":
+                opts.start_paused = True
+            else:
+                opts.exit_on_shutdown = False
+            i += 1
+            continue
+        if name in IGNORED_FLAGS:
+            opts.notes.append(f"{arg}: ignored (no meaning in vmemlab)")
+            i += 1
+            continue
+        if name not in KNOWN_WITH_ARG and name not in IGNORED_WITH_ARG:
+            raise CmdlineError("invalid option", arg)
+        if i + 1 >= len(argv):
+            raise CmdlineError("requires an argument", arg)
+        value = argv[i + 1]
+        option = f"{arg} {value}"
+        i += 2
+        if name in IGNORED_WITH_ARG:
+            if name in ("machine", "M"):
+                rest = []
+                for key, val in split_opts(value):
+                    if key == "rfc-shrink-on-reboot":
+                        cfg.rfc_shrink_on_reboot = _bool(key, val, option)
+                    else:
+                        rest.append(key if val is None else f"{key}={val}")
+                if rest:
+                    opts.notes.append(f"{arg} {','.join(rest)}: ignored (vmemlab emulates one "
+                                      "AArch64 'virt' machine)")
+            else:
+                opts.notes.append(f"{option}: ignored (no meaning in vmemlab)")
+            continue
+        if name == "m":
+            for j, (key, val) in enumerate(split_opts(value)):
+                if j == 0 and val is None:
+                    key, val = "size", key
+                if key == "size":
+                    try:
+                        ram = strtosz(val or "", default_suffix="M")
+                    except SizeError:
+                        raise CmdlineError("Parameter 'size' expects a non-negative number "
+                                           "below 2^64", option) from None
+                elif key == "maxmem":
+                    maxmem = _size("maxmem", val, option)
+                elif key == "slots":
+                    continue
+                else:
+                    raise CmdlineError(f"Invalid parameter '{key}'", option)
+        elif name == "smp":
+            parts = split_opts(value)
+            total = None
+            topo = 1
+            seen_topo = False
+            for j, (key, val) in enumerate(parts):
+                if j == 0 and val is None:
+                    key, val = "cpus", key
+                if not (val or "").isdigit():
+                    raise CmdlineError(f"Parameter '{key}' expects a number", option)
+                if key in ("cpus",):
+                    total = int(val or 0)
+                elif key in ("sockets", "cores", "threads", "dies", "clusters", "books",
+                             "drawers"):
+                    topo *= int(val or 1)
+                    seen_topo = True
+                elif key == "maxcpus":
+                    continue
+                else:
+                    raise CmdlineError(f"Invalid parameter '{key}'", option)
+            smp = total if total is not None else (topo if seen_topo else 1)
+            if smp < 1:
+                raise CmdlineError("Invalid CPU topology", option)
+        elif name == "numa":
+            parts = split_opts(value)
+            kind = parts[0][0] if parts and parts[0][1] is None else None
+            if kind != "node":
+                opts.notes.append(f"{option}: ignored (only '-numa node' is supported)")
+                continue
+            nodeid = len(numa)
+            cpus: list[int] = []
+            memdev = None
+            mem = None
+            for key, val in parts[1:]:
+                if key == "nodeid":
+                    if not (val or "").isdigit():
+                        raise CmdlineError("Parameter 'nodeid' expects uint16", option)
+                    nodeid = int(val or 0)
+                elif key == "cpus":
+                    cpus += _cpus(val or "", option)
+                elif key == "memdev":
+                    memdev = val
+                elif key == "mem":
+                    mem = _size("mem", val, option)
+                elif key in ("initiator",):
+                    continue
+                else:
+                    raise CmdlineError(f"Invalid parameter '{key}'", option)
+            if any(n[1] == nodeid for n in numa):
+                raise CmdlineError(f"Duplicate NUMA nodeid: {nodeid}", option)
+            numa.append((option, nodeid, cpus, memdev, mem))
+        elif name == "object":
+            parts = split_opts(value)
+            qom_type = parts[0][0] if parts and parts[0][1] is None else ""
+            if qom_type not in ("memory-backend-ram", "memory-backend-memfd",
+                                "memory-backend-file"):
+                opts.notes.append(f"{option}: ignored (only memory backends are used)")
+                continue
+            if qom_type != "memory-backend-ram":
+                opts.notes.append(f"{option}: treated as memory-backend-ram")
+            props = dict(parts[1:])
+            for key in props:
+                if key not in OBJECT_PROPS:
+                    raise CmdlineError(f"Property '{qom_type}.{key}' not found", option)
+            oid = props.get("id")
+            if not oid:
+                raise CmdlineError("Parameter 'id' is missing", option)
+            if oid in objects:
+                raise CmdlineError(f"attempt to add duplicate property '{oid}' to object "
+                                   "(type 'container')", option)
+            if "size" not in props:
+                raise CmdlineError("can't create backend with size 0", option)
+            size = _size("size", props.get("size"), option)
+            if size == 0:
+                raise CmdlineError("can't create backend with size 0", option)
+            max_size = None
+            if "max-size" in props:
+                max_size = _size("max-size", props.get("max-size"), option)
+                if max_size < size:
+                    raise CmdlineError("'max-size' must not be smaller than 'size'", option)
+                opts.notes.append(
+                    f"{option}: the 2017 RFC's form: a {max_size >> 20} MiB region with "
+                    f"{size >> 20} MiB requested at start")
+            for key in ("prealloc", "share", "hugetlb", "mem-path", "policy", "host-nodes"):
+                if key in props:
+                    opts.notes.append(f"{option}: '{key}' ignored (anonymous memory, "
+                                      "populated on demand)")
+            objects[oid] = _Object(oid, size, max_size, option)
+        elif name == "device":
+            parts = split_opts(value)
+            driver = parts[0][0] if parts and parts[0][1] is None else ""
+            if driver not in ("virtio-mem-pci", "virtio-mem", "virtio-mem-device"):
+                opts.notes.append(f"{option}: ignored (vmemlab has only virtio-mem devices)")
+                continue
+            devices.append(_parse_device(parts[1:], option, len(devices)))
+        elif name == "incoming":
+            if not value.startswith("exec:"):
+                raise CmdlineError("vmemlab accepts only -incoming \"exec:cat FILE\"", option)
+            opts.incoming = value
+        elif name == "append":
+            cfg.cmdline = value
+        elif name in ("qmp", "qmp-pretty"):
+            spec = _parse_monitor(value, "qmp", option)
+            if spec.address != "none":
+                opts.monitors.append(spec)
+        elif name == "monitor":
+            spec = _parse_monitor(value, "hmp", option)
+            if spec.address in ("stdio", "none"):
+                opts.stdio_monitor = spec.address == "stdio"
+            else:
+                opts.monitors.append(spec)
+        elif name == "chardev":
+            parts = split_opts(value)
+            backend = parts[0][0] if parts and parts[0][1] is None else ""
+            props = dict(parts[1:])
+            cid = props.get("id")
+            if not cid:
+                raise CmdlineError("chardev: no id specified", option)
+            if backend == "socket":
+                if "path" in props:
+                    target = f"unix:{props['path']}"
+                else:
+                    target = f"tcp:{props.get('host', '127.0.0.1')}:{props.get('port', '')}"
+                chardevs[cid] = target
+            elif backend == "stdio":
+                chardevs[cid] = "stdio"
+            else:
+                chardevs[cid] = "none"
+                opts.notes.append(f"{option}: ignored (no meaning in vmemlab)")
+        elif name == "mon":
+            props = dict(split_opts(value))
+            chardev = props.get("chardev")
+            if chardev is None or chardev not in chardevs:
+                raise CmdlineError(f"chardev \"{chardev}\" not found", option)
+            mode = props.get("mode", "readline")
+            protocol = "qmp" if mode == "control" else "hmp"
+            target = chardevs.pop(chardev)
+            if target == "stdio":
+                opts.stdio_monitor = protocol == "hmp"
+            elif target != "none":
+                opts.monitors.append(_parse_monitor(target, protocol, option))
+        elif name == "overcommit":
+            props = dict(split_opts(value))
+            mem_lock = props.get("mem-lock") in ("on", None) and "mem-lock" in props
+    for cid, target in chardevs.items():
+        if target == "stdio":
+            opts.notes.append(f"-chardev stdio,id={cid}: the guest console is not on stdio "
+                              "(use 'info guest'); stdio is the monitor")
+        elif target != "none":
+            opts.notes.append(f"-chardev {target},id={cid}: not used by any -mon; ignored")
+
+    cfg.boot_ram = ram
+    cfg.maxmem = maxmem if maxmem is not None else ram
+    cfg.smp = smp
+    opts.config = cfg
+    _build_numa(cfg, numa, objects, ram, opts)
+    _build_devices(cfg, devices, objects, opts)
+    if mem_lock and devices:
+        raise CmdlineError("Incompatible with mlock", devices[0].option)
+    _validate(cfg, devices)
+    return opts
+
+
+def _parse_device(parts: list[tuple[str, str | None]], option: str, index: int) -> _Device:
+    dev = _Device(option=option, id=f"virtio-mem{index}", memdev=None, node=0,
+                  requested_size=None, block_size=DEFAULT_BLOCK_SIZE, memaddr=None,
+                  unplugged_inaccessible=False, rfc_shrink=False)
+    for key, val in parts:
+        if key not in DEVICE_PROPS:
+            raise CmdlineError(f"Property 'virtio-mem-pci.{key}' not found", option)
+        if key == "size":
+            raise CmdlineError("Property 'virtio-mem.size' is not writable", option)
+        if key == "id":
+            dev.id = val or ""
+        elif key == "memdev":
+            dev.memdev = val
+        elif key == "node":
+            if not (val or "").isdigit() or int(val or 0) > 0xFFFFFFFF:
+                raise CmdlineError("Parameter 'node' expects uint32", option)
+            dev.node = int(val or 0)
+        elif key == "requested-size":
+            dev.requested_size = _size("requested-size", val, option)
+        elif key == "block-size":
+            dev.block_size = _size("block-size", val, option)
+        elif key == "memaddr":
+            try:
+                dev.memaddr = int(val or "", 0)
+                if dev.memaddr < 0:
+                    raise ValueError
+            except ValueError:
+                raise CmdlineError("Parameter 'memaddr' expects uint64", option) from None
+        elif key == "unplugged-inaccessible":
+            if val not in ("on", "off", "auto"):
+                raise CmdlineError(
+                    f"Parameter 'unplugged-inaccessible' does not accept value '{val}'", option)
+            dev.unplugged_inaccessible = val == "on"
+        elif key == "x-rfc-shrink-on-reboot":
+            dev.rfc_shrink = _bool(key, val, option)
+    return dev
+
+
+def _build_numa(cfg: MachineConfig, numa: list, objects: dict[str, _Object], ram: int,
+                opts: RunOptions) -> None:
+    if not numa:
+        return
+    nodes = []
+    for option, nodeid, cpus, memdev, mem in numa:
+        size = mem
+        if memdev is not None:
+            obj = objects.get(memdev)
+            if obj is None:
+                raise CmdlineError(f"Device '{memdev}' not found", option)
+            obj.used_by = option
+            size = obj.size
+        nodes.append(NumaNodeConfig(nodeid, cpus, size))
+    if all(n.mem is None for n in nodes):
+        opts.notes.append(
+            f"{numa[0][0]}: no memdev: boot RAM split evenly between the nodes, as QEMU 2.x did "
+            f"(QEMU 7.2 refuses: total memory for NUMA nodes (0x0) should equal RAM size "
+            f"(0x{ram:x}))")
+    elif any(n.mem is None for n in nodes):
+        total = sum(n.mem or 0 for n in nodes)
+        raise CmdlineError(f"total memory for NUMA nodes (0x{total:x}) should equal RAM size "
+                           f"(0x{ram:x})")
+    ids = sorted(n.node_id for n in nodes)
+    if ids != list(range(len(nodes))):
+        raise CmdlineError("NUMA node IDs must be 0..N-1 in vmemlab")
+    given = {cpu for n in nodes for cpu in n.cpus}
+    if any(cpu >= cfg.smp for cpu in given):
+        raise CmdlineError(f"CPU index ({max(given)}) should be smaller than maxcpus "
+                           f"({cfg.smp})", numa[0][0])
+    spare = [cpu for cpu in range(cfg.smp) if cpu not in given]
+    if spare:
+        nodes[0].cpus = sorted(nodes[0].cpus + spare)
+    cfg.nodes = sorted(nodes, key=lambda n: n.node_id)
+
+
+def _build_devices(cfg: MachineConfig, devices: list[_Device], objects: dict[str, _Object],
+                   opts: RunOptions) -> None:
+    for dev in devices:
+        if not dev.memdev:
+            raise CmdlineError("'memdev' property must be set", dev.option)
+        obj = objects.get(dev.memdev)
+        if obj is None:
+            raise CmdlineError(f"Device '{dev.memdev}' not found", dev.option)
+        if obj.used_by is not None:
+            raise CmdlineError(f"'memdev' property specifies a busy memdev: {dev.memdev}",
+                               dev.option)
+        obj.used_by = dev.option
+        region = obj.max_size if obj.max_size is not None else obj.size
+        requested = dev.requested_size
+        if requested is None:
+            requested = obj.size if obj.max_size is not None else 0
+        if dev.block_size < DEFAULT_BLOCK_SIZE and dev.block_size >= MiB and \
+                not dev.block_size & (dev.block_size - 1):
+            opts.warnings.append(f"{PROG}: {dev.option}: warning: 'block-size' property is "
+                                 "smaller than the default block size (2 MiB)")
+        if dev.rfc_shrink:
+            cfg.rfc_shrink_on_reboot = True
+        cfg.devices.append(MemoryDeviceConfig(
+            id=dev.id, size=region, memdev=dev.memdev, node=dev.node,
+            requested_size=requested, block_size=dev.block_size, memaddr=dev.memaddr,
+            unplugged_inaccessible=dev.unplugged_inaccessible))
+
+
+def _validate(cfg: MachineConfig, devices: list[_Device]) -> None:
+    """Run the engine's QEMU checks and say which option each error belongs to."""
+    from dataclasses import replace
+
+    all_devices = list(cfg.devices)
+    try:
+        replace(cfg, devices=[]).layout()
+    except ConfigError as err:
+        raise CmdlineError(str(err)) from None
+    for n in range(1, len(all_devices) + 1):
+        try:
+            replace(cfg, devices=all_devices[:n]).layout()
+        except ConfigError as err:
+            raise CmdlineError(str(err), devices[n - 1].option) from None
+
+
+def help_text() -> str:
+    return """usage: vmemlab run [options]
+
+Start a vmemlab machine headless with the HMP monitor on stdio, QEMU style.
+
+Machine (QEMU's syntax and error messages):
+  -m SIZE[,maxmem=SIZE]     boot RAM (default unit MiB) and the limit for memory devices
+  -smp N | sockets=S,cores=C   number of CPUs (shown by 'info numa')
+  -numa node,nodeid=N,cpus=A-B[,memdev=ID]
+  -object memory-backend-ram,id=ID,size=SIZE[,max-size=SIZE]
+                            max-size is the 2017 RFC's form: region max-size, requested size
+  -device virtio-mem-pci,id=ID,memdev=ID[,node=N][,requested-size=SIZE][,block-size=SIZE]
+          [,memaddr=ADDR][,unplugged-inaccessible=on|off|auto][,x-rfc-shrink-on-reboot=on]
+  -machine rfc-shrink-on-reboot=on   the RFC's reboot behaviour instead of unplug-all
+  -append "OPTIONS"         guest boot options, e.g. modprobe.blacklist=virtio_mem,
+                            memory_block_size=128M
+  -incoming "exec:cat FILE" start from a saved machine (HMP: migrate "exec:cat > FILE")
+  -S                        do not start the CPU (use 'cont')
+  -no-shutdown              stay alive when the guest powers off (default: exit, as QEMU)
+
+Monitors (unix sockets or 127.0.0.1 only):
+  -qmp unix:PATH,server,nowait | tcp:127.0.0.1:PORT,server,nowait
+  -monitor unix:PATH,server,nowait | tcp:127.0.0.1:PORT,server,nowait | stdio | none
+  -chardev socket,id=ID,path=PATH,server,nowait -mon chardev=ID,mode=readline|control
+
+Options with no meaning here (-enable-kvm, -machine, -cpu, -kernel, -initrd, -nodefaults,
+-serial, -nographic, ...) are accepted with a one-line note.
+With no options at all, vmemlab runs the reference machine:
+  -m 1G,maxmem=4G -smp 2 -object memory-backend-ram,id=mem0,size=2G
+  -device virtio-mem-pci,id=vm0,memdev=mem0,node=0,requested-size=512M
+"""
+
+
+DEFAULT_ARGS = ["-m", "1G,maxmem=4G", "-smp", "2", "-object",
+                "memory-backend-ram,id=mem0,size=2G", "-device",
+                "virtio-mem-pci,id=vm0,memdev=mem0,node=0,requested-size=512M"]

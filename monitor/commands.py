@@ -1,0 +1,690 @@
+"""The command layer HMP and QMP share: QEMU semantics, QEMU error classes and texts.
+
+Every function takes a :class:`MonitorContext` (one per machine, see :func:`context_for`) and
+returns plain data; HMP (``monitor.hmp``) formats it as text, QMP (``monitor.qmp``) as JSON.
+Errors are :class:`MonitorError` with QEMU's class (``GenericError``, ``DeviceNotFound``,
+``CommandNotFound``) and description. Only the machine's public API and its event bus are used.
+"""
+
+from __future__ import annotations
+
+import shlex
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from device.errors import ConfigError, GuestMemoryError, MigrationError, VmemError
+from monitor.sizes import U64_MAX, json_to_uint64, parse_option_size
+
+if TYPE_CHECKING:
+    from emulator.machine import Machine
+    from monitor.qmp_events import EventTranslator
+
+T = TypeVar("T")
+MiB = 1 << 20
+PAGE = 4096
+PERIPHERAL = "/machine/peripheral"
+RUNNING_STATES = ("running",)
+NEEDS_RESET = ("shutdown", "guest-panicked", "internal-error")
+
+
+class MonitorError(Exception):
+    """A command failed; ``cls`` is the QMP error class, ``desc`` QEMU's text."""
+
+    def __init__(self, desc: str, cls: str = "GenericError") -> None:
+        super().__init__(desc)
+        self.desc = desc
+        self.cls = cls
+
+
+@dataclass
+class MigrationInfo:
+    status: str = ""  # "" = never migrated
+    started: float = 0.0
+    total_ms: int = 0
+    transferred: int = 0
+    total_ram: int = 0
+    incoming: bool = False
+    error: str = ""
+
+
+@dataclass
+class MonitorContext:
+    """Per-machine monitor state shared by every HMP and QMP session of that machine."""
+
+    machine: Machine
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    migration: MigrationInfo = field(default_factory=MigrationInfo)
+    quit_handler: Callable[[], None] | None = None
+    last_x_format: tuple[str, int] = ("x", 4)
+    _events: EventTranslator | None = None
+    quitting: bool = False
+
+    def run(self, fn: Callable[[], T]) -> T:
+        """Run a command. Before the vCPU thread exists (``-S``, ``-incoming``) the machine
+        runs calls on the caller's thread, so commands from several monitors are serialized
+        here; afterwards the machine's own thread serializes them."""
+        if self.machine.runstate in ("prelaunch", "inmigrate"):
+            with self.lock:
+                return fn()
+        return fn()
+
+    @property
+    def events(self) -> EventTranslator:
+        """The machine's QMP event stream (created on first use, shared by all clients)."""
+        with self.lock:
+            if self._events is None:
+                from monitor.qmp_events import EventTranslator
+
+                self._events = EventTranslator(self.machine)
+            return self._events
+
+
+_contexts: weakref.WeakKeyDictionary[Any, MonitorContext] = weakref.WeakKeyDictionary()
+_contexts_lock = threading.Lock()
+
+
+def context_for(machine: Machine) -> MonitorContext:
+    """The one :class:`MonitorContext` of ``machine`` (created on first use)."""
+    with _contexts_lock:
+        ctx = _contexts.get(machine)
+        if ctx is None:
+            ctx = MonitorContext(machine)
+            _contexts[machine] = ctx
+        return ctx
+
+
+# ------------------------------------------------------------------------------ QOM model
+
+@dataclass(frozen=True)
+class QomObject:
+    path: str
+    type: str
+    kind: str  # "pci" | "backend" | "memdev" | "container"
+    dev_id: str = ""
+
+
+def _memdev_name(machine: Machine, dev_id: str) -> str:
+    for placed in machine.layout.devices:
+        if placed.config.id == dev_id:
+            return placed.config.memdev or dev_id
+    return dev_id
+
+
+def _objects(machine: Machine) -> dict[str, QomObject]:
+    objs = {
+        "/": QomObject("/", "container", "container"),
+        "/machine": QomObject("/machine", "virt-7.2-machine", "container"),
+        PERIPHERAL: QomObject(PERIPHERAL, "container", "container"),
+        "/objects": QomObject("/objects", "container", "container"),
+    }
+    for dev_id in machine.devices:
+        pci = f"{PERIPHERAL}/{dev_id}"
+        objs[pci] = QomObject(pci, "virtio-mem-pci", "pci", dev_id)
+        objs[pci + "/virtio-backend"] = QomObject(pci + "/virtio-backend", "virtio-mem",
+                                                  "backend", dev_id)
+        mem = "/objects/" + _memdev_name(machine, dev_id)
+        objs[mem] = QomObject(mem, "memory-backend-ram", "memdev", dev_id)
+    return objs
+
+
+def resolve(ctx: MonitorContext, path: str) -> QomObject:
+    """QEMU ``object_resolve_path``: absolute, or a unique partial path (``vm0``)."""
+    objs = _objects(ctx.machine)
+    if path.startswith("/"):
+        key = path.rstrip("/") or "/"
+        if key in objs:
+            return objs[key]
+    elif path:
+        hits = [o for p, o in objs.items() if p.endswith("/" + path.rstrip("/"))]
+        if len(hits) == 1:
+            return hits[0]
+    raise MonitorError(f"Device '{path}' not found", "DeviceNotFound")
+
+
+def resolve_device(ctx: MonitorContext, name: str) -> str:
+    """A device id from ``vm0``, ``/machine/peripheral/vm0`` or ``.../vm0/virtio-backend``."""
+    if name in ctx.machine.devices:
+        return name
+    try:
+        obj = resolve(ctx, name)
+    except MonitorError:
+        obj = None
+    if obj is None or obj.kind not in ("pci", "backend"):
+        raise MonitorError(f"Device '{name}' not found", "DeviceNotFound")
+    return obj.dev_id
+
+
+# (name, type) in the order QEMU 7.2 lists them; values come from _pci_value/_backend_value
+PCI_PROPS: tuple[tuple[str, str], ...] = (
+    ("type", "string"), ("parent_bus", "link<bus>"), ("realized", "bool"),
+    ("hotplugged", "bool"), ("hotpluggable", "bool"), ("failover_pair_id", "str"),
+    ("romfile", "str"), ("addr", "int32"), ("romsize", "uint32"),
+    ("x-pcie-lnksta-dllla", "bool"), ("rombar", "uint32"), ("x-pcie-extcap-init", "bool"),
+    ("acpi-index", "uint32"), ("multifunction", "bool"), ("legacy-addr", "str"),
+    ("migrate-extra", "bool"), ("ats", "bool"), ("x-ignore-backend-features", "bool"),
+    ("x-pcie-pm-init", "bool"), ("aer", "bool"), ("x-pcie-flr-init", "bool"),
+    ("x-pcie-lnkctl-init", "bool"), ("x-ats-page-aligned", "bool"), ("page-per-vq", "bool"),
+    ("x-pcie-deverr-init", "bool"), ("virtio-pci-bus-master-bug-migration", "bool"),
+    ("modern-pio-notify", "bool"), ("x-disable-pcie", "bool"),
+    ("disable-legacy", "OnOffAuto"), ("disable-modern", "bool"), ("memaddr", "uint64"),
+    ("indirect_desc", "bool"), ("virtio-pci-isr-virtio-mem[0]", "child<memory-region>"),
+    ("virtio-pci-device-virtio-mem[0]", "child<memory-region>"), ("iommu_platform", "bool"),
+    ("memdev", "link<memory-backend>"), ("use-disabled-flag", "bool"), ("event_idx", "bool"),
+    ("node", "uint32"), ("virtio-pci-notify-pio-virtio-mem[0]", "child<memory-region>"),
+    ("requested-size", "size"), ("bus master container[0]", "child<memory-region>"),
+    ("x-disable-legacy-check", "bool"), ("any_layout", "bool"), ("queue_reset", "bool"),
+    ("notify_on_empty", "bool"), ("packed", "bool"), ("block-size", "size"),
+    ("prealloc", "bool"), ("use-started", "bool"),
+    ("virtio-pci-notify-virtio-mem[0]", "child<memory-region>"),
+    ("virtio-pci-common-virtio-mem[0]", "child<memory-region>"),
+    ("unplugged-inaccessible", "OnOffAuto"), ("virtio-pci[0]", "child<memory-region>"),
+    ("virtio-bus", "child<virtio-pci-bus>"), ("bus master[0]", "child<memory-region>"),
+    ("size", "size"), ("virtio-backend", "child<virtio-mem>"),
+)
+BACKEND_PROPS: tuple[tuple[str, str], ...] = (
+    ("type", "string"), ("parent_bus", "link<bus>"), ("realized", "bool"),
+    ("hotplugged", "bool"), ("hotpluggable", "bool"), ("queue_reset", "bool"),
+    ("use-disabled-flag", "bool"), ("packed", "bool"), ("iommu_platform", "bool"),
+    ("event_idx", "bool"), ("x-disable-legacy-check", "bool"), ("notify_on_empty", "bool"),
+    ("any_layout", "bool"), ("use-started", "bool"), ("indirect_desc", "bool"),
+    ("memdev", "link<memory-backend>"), ("node", "uint32"),
+    ("unplugged-inaccessible", "OnOffAuto"), ("memaddr", "uint64"), ("legacy-memdev", "str"),
+    ("prealloc", "bool"), ("block-size", "size"), ("size", "size"),
+    ("requested-size", "size"),
+)
+MEMDEV_PROPS: tuple[tuple[str, str], ...] = (
+    ("type", "string"), ("size", "int"), ("merge", "bool"), ("dump", "bool"),
+    ("prealloc", "bool"), ("prealloc-threads", "uint32"), ("share", "bool"),
+    ("reserve", "bool"), ("policy", "HostMemPolicy"), ("host-nodes", "int"),
+    ("x-use-canonical-path-for-ramblock-id", "bool"),
+)
+_BACKEND_NAMES = {name for name, _ in BACKEND_PROPS} - {
+    "type", "parent_bus", "realized", "hotplugged", "hotpluggable"}
+_STATIC = {
+    "realized": True, "hotplugged": False, "hotpluggable": True, "failover_pair_id": "",
+    "romfile": "", "romsize": 4294967295, "x-pcie-lnksta-dllla": True, "rombar": 1,
+    "x-pcie-extcap-init": True, "acpi-index": 0, "multifunction": False,
+    "migrate-extra": True, "ats": False, "x-ignore-backend-features": False,
+    "x-pcie-pm-init": True, "aer": False, "x-pcie-flr-init": True,
+    "x-pcie-lnkctl-init": True, "x-ats-page-aligned": True, "page-per-vq": False,
+    "x-pcie-deverr-init": True, "virtio-pci-bus-master-bug-migration": False,
+    "modern-pio-notify": False, "x-disable-pcie": False, "disable-legacy": "on",
+    "disable-modern": False, "indirect_desc": True, "iommu_platform": False,
+    "use-disabled-flag": True, "event_idx": True, "x-disable-legacy-check": False,
+    "any_layout": True, "queue_reset": True, "notify_on_empty": True, "packed": False,
+    "prealloc": False, "use-started": True, "legacy-memdev": "",
+}
+
+
+def _props(obj: QomObject) -> tuple[tuple[str, str], ...]:
+    if obj.kind == "pci":
+        return PCI_PROPS
+    if obj.kind == "backend":
+        return BACKEND_PROPS
+    if obj.kind == "memdev":
+        return MEMDEV_PROPS
+    return (("type", "string"),)
+
+
+def _type_of(obj: QomObject, prop: str) -> str | None:
+    return next((t for n, t in _props(obj) if n == prop), None)
+
+
+def qom_list(ctx: MonitorContext, path: str) -> list[dict[str, str]]:
+    obj = resolve(ctx, path)
+    out = [{"name": n, "type": t} for n, t in _props(obj)]
+    if obj.kind == "container":
+        prefix = obj.path.rstrip("/") + "/"
+        for p, o in _objects(ctx.machine).items():
+            rest = p[len(prefix):]
+            if p.startswith(prefix) and rest and "/" not in rest:
+                out.append({"name": rest, "type": f"child<{o.type}>"})
+    return out
+
+
+def qom_get(ctx: MonitorContext, path: str, prop: str) -> Any:
+    obj = resolve(ctx, path)
+    ptype = _type_of(obj, prop)
+    if ptype is None:
+        raise MonitorError(f"Property '{obj.type}.{prop}' not found")
+    if prop == "type":
+        return obj.type
+    machine = ctx.machine
+    if obj.kind == "memdev":
+        dev = machine.devices[obj.dev_id]
+        return {"size": dev.region_size, "merge": True, "dump": True, "prealloc": False,
+                "prealloc-threads": 1, "share": False, "reserve": True, "policy": "default",
+                "host-nodes": [], "x-use-canonical-path-for-ramblock-id": True}[prop]
+    dev = machine.devices[obj.dev_id]
+    pci = f"{PERIPHERAL}/{obj.dev_id}"
+    if ptype.startswith("child<"):
+        return f"{pci}/{prop}" if obj.kind == "pci" else f"{pci}/virtio-backend/{prop}"
+    index = list(machine.devices).index(obj.dev_id)
+    dynamic: dict[str, Any] = {
+        "size": dev.plugged_size,
+        "requested-size": dev.requested_size,
+        "block-size": dev.block_size,
+        "memaddr": dev.addr,
+        "node": dev.node_id,
+        "memdev": "/objects/" + _memdev_name(machine, obj.dev_id),
+        "unplugged-inaccessible": "on" if _device_config(ctx, obj.dev_id).unplugged_inaccessible
+        else "off",
+        "parent_bus": "/machine/gpex-pcihost/pcie.0" if obj.kind == "pci"
+        else f"{pci}/virtio-bus",
+        "addr": (3 + index) * 8,
+        "legacy-addr": f"{3 + index:02x}.0",
+    }
+    if prop in dynamic:
+        return dynamic[prop]
+    return _STATIC.get(prop, False)
+
+
+def _device_config(ctx: MonitorContext, dev_id: str) -> Any:
+    for placed in ctx.machine.layout.devices:
+        if placed.config.id == dev_id:
+            return placed.config
+    raise MonitorError(f"Device '{dev_id}' not found", "DeviceNotFound")
+
+
+def qom_set(ctx: MonitorContext, path: str, prop: str, value: Any, *, text: bool = False
+            ) -> None:
+    """``qom-set``: ``text=True`` for HMP's unparsed string, else a JSON value."""
+    obj = resolve(ctx, path)
+    ptype = _type_of(obj, prop)
+    if ptype is None:
+        raise MonitorError(f"Property '{obj.type}.{prop}' not found")
+    if obj.kind == "memdev":
+        raise MonitorError(f"cannot change property '{prop}' of {obj.path.rsplit('/', 1)[1]}")
+    if obj.kind == "container" or prop == "type" or ptype.startswith("child<"):
+        raise MonitorError(f"Property '{obj.type}.{prop}' is not writable")
+    if prop == "size":
+        raise MonitorError("Property 'virtio-mem.size' is not writable")
+    if prop == "block-size":
+        raise MonitorError("'block-size' cannot be changed")
+    if prop == "memdev":
+        raise MonitorError("Attempt to set link property 'memdev' on device '(null)' "
+                           "(type 'virtio-mem') after it was realized")
+    if prop == "requested-size":
+        if text:
+            try:
+                size = parse_option_size(prop, str(value))
+            except ValueError as err:
+                raise MonitorError(str(err)) from None
+        else:
+            try:
+                size = json_to_uint64(prop, value)
+            except ValueError as err:
+                raise MonitorError(str(err)) from None
+        set_requested_size(ctx, obj.dev_id, size)
+        return
+    if prop in _BACKEND_NAMES:
+        raise MonitorError(f"Attempt to set property '{prop}' on anonymous device "
+                           "(type 'virtio-mem') after it was realized")
+    if ptype.startswith("link<"):
+        raise MonitorError(f"Property '{obj.type}.{prop}' is not writable")
+    raise MonitorError(f"Attempt to set property '{prop}' on device '{obj.dev_id}' "
+                       f"(type '{obj.type}') after it was realized")
+
+
+def set_requested_size(ctx: MonitorContext, dev_id: str, size: int) -> None:
+    if not 0 <= size <= U64_MAX:
+        raise MonitorError("Parameter 'requested-size' expects uint64")
+    try:
+        ctx.machine.set_requested_size(dev_id, size)
+    except ConfigError as err:
+        text = str(err)
+        raise MonitorError(text, "DeviceNotFound" if text.endswith("not found") else
+                           "GenericError") from None
+
+
+def virtio_mem_resize(ctx: MonitorContext, name: str, size_mb: int) -> None:
+    """The 2017 RFC's ``virtio-mem ID SIZE_MB``."""
+    dev_id = resolve_device(ctx, name)
+    if size_mb < 0 or size_mb * MiB > U64_MAX:
+        raise MonitorError(f"Value '{size_mb}' is out of range for parameter 'size'")
+    set_requested_size(ctx, dev_id, size_mb * MiB)
+
+
+# ------------------------------------------------------------------------------ queries
+
+def query_memory_devices(ctx: MonitorContext) -> list[dict[str, Any]]:
+    snap = ctx.machine.snapshot()
+    out = []
+    for dev in snap.devices:
+        out.append({"type": "virtio-mem", "data": {
+            "memdev": "/objects/" + _memdev_name(ctx.machine, dev.id),
+            "memaddr": dev.addr,
+            "block-size": dev.block_size,
+            "size": dev.plugged_size,
+            "node": dev.node,
+            "max-size": dev.region_size,
+            "requested-size": dev.requested_size,
+            "id": dev.id,
+        }})
+    return out
+
+
+def query_status(ctx: MonitorContext) -> dict[str, Any]:
+    state = ctx.machine.runstate
+    return {"status": state, "singlestep": False, "running": state == "running"}
+
+
+def numa_info(ctx: MonitorContext) -> list[dict[str, Any]]:
+    snap = ctx.machine.snapshot()
+    return [{"node": n.node_id, "cpus": list(n.cpus), "size": n.boot_ram + n.plugged,
+             "plugged": n.plugged} for n in snap.nodes]
+
+
+def memory_size_summary(ctx: MonitorContext) -> dict[str, int]:
+    snap = ctx.machine.snapshot()
+    return {"base-memory": snap.boot_ram_size,
+            "plugged-memory": sum(d.plugged_size for d in snap.devices)}
+
+
+REQUEST_STATUS = {
+    "stopped-short": "vm-oom", "no-memory": "vm-oom", "retrying": "retrying",
+    "broken": "failed", "failed": "failed",
+}
+
+
+def virtio_mem_info(ctx: MonitorContext, name: str) -> dict[str, Any]:
+    """The RFC's ``info virtio-mem ID``: driver status, request status, block size."""
+    dev_id = resolve_device(ctx, name)
+    snap = ctx.machine.snapshot()
+    dev = snap.device(dev_id)
+    state = dev.driver_state
+    if dev.broken:
+        status = "broken"
+    elif state in ("absent", "disabled"):
+        status = "no guest driver"
+    elif state == "probing":
+        status = "initializing"
+    elif state in ("failed", "broken"):
+        status = state
+    else:
+        status = "ready"
+    if state in REQUEST_STATUS:
+        request = REQUEST_STATUS[state]
+    elif dev.plugged_size == min(dev.requested_size, dev.region_size) and state == "idle":
+        request = "finished"
+    elif state in ("absent", "disabled"):
+        request = "finished" if dev.plugged_size == dev.requested_size else "pending"
+    else:
+        request = "in progress"
+    return {"id": dev_id, "status": status, "request-status": request,
+            "driver-state": state, "block-size": dev.block_size,
+            "requested-size": dev.requested_size, "size": dev.plugged_size}
+
+
+# ------------------------------------------------------------------------------ run state
+
+def stop(ctx: MonitorContext) -> None:
+    ctx.machine.pause()
+
+
+def cont(ctx: MonitorContext) -> None:
+    state = ctx.machine.runstate
+    if state in NEEDS_RESET:
+        raise MonitorError("Resetting the Virtual Machine is required")
+    if state == "inmigrate":
+        raise MonitorError("Migration is not finished yet")
+    ctx.machine.resume()
+
+
+def system_reset(ctx: MonitorContext) -> None:
+    ctx.machine.system_reset(reason="host-qmp-system-reset")
+
+
+def quit_machine(ctx: MonitorContext) -> None:
+    """QEMU ``quit``: emit SHUTDOWN (host-qmp-quit), then hand over to the quit handler."""
+    with ctx.lock:
+        if ctx.quitting:
+            return
+        ctx.quitting = True
+    if ctx._events is not None:
+        ctx._events.limiter.flush()  # the last size of every device is never lost
+        ctx._events.emit_now("SHUTDOWN", {"guest": False, "reason": "host-qmp-quit"})
+    if ctx.quit_handler is not None:
+        ctx.quit_handler()
+    else:
+        threading.Thread(target=ctx.machine.close, daemon=True).start()
+
+
+# ------------------------------------------------------------------------------ migration
+
+def _exec_target(uri: str, direction: str) -> str:
+    """The FILE of ``exec:cat > FILE`` (``out``) or ``exec:cat FILE`` (``in``)."""
+    if not uri.startswith("exec:"):
+        proto = uri.split(":", 1)[0] if ":" in uri else uri
+        raise MonitorError(f"unknown migration protocol: {proto}")
+    try:
+        words = shlex.split(uri[5:])
+    except ValueError as err:
+        raise MonitorError(f"cannot parse '{uri}': {err}") from None
+    if direction == "out":
+        if len(words) == 3 and words[0] == "cat" and words[1] == ">":
+            return words[2]
+        if len(words) == 2 and words[0] == "cat" and words[1].startswith(">") and words[1][1:]:
+            return words[1][1:]
+        raise MonitorError("vmemlab runs no shell: use migrate \"exec:cat > FILE\"")
+    if len(words) == 2 and words[0] == "cat":
+        return words[1]
+    raise MonitorError("vmemlab runs no shell: use -incoming \"exec:cat FILE\"")
+
+
+def _total_ram(machine: Machine) -> int:
+    return machine.layout.boot_ram_size + sum(d.region_size for d in machine.devices.values())
+
+
+def migrate(ctx: MonitorContext, uri: str) -> None:
+    """``migrate "exec:cat > FILE"``: save the machine; the source ends ``postmigrate``."""
+    path = _exec_target(uri, "out")
+    machine = ctx.machine
+    if ctx.migration.status == "active":
+        raise MonitorError("There's a migration process in progress")
+    info = ctx.migration
+    info.status, info.started, info.incoming, info.error = "active", time.time(), False, ""
+    t0 = time.monotonic()
+    try:
+        with open(path, "wb") as stream:
+            machine.save(stream)
+    except (OSError, VmemError) as err:
+        info.status, info.error = "failed", str(err)
+        raise MonitorError(str(err)) from None
+    info.total_ms = max(1, round((time.monotonic() - t0) * 1000))
+    info.transferred = machine.last_migration_bytes
+    info.total_ram = _total_ram(machine)
+    info.status = "completed"
+
+
+def incoming(ctx: MonitorContext, uri: str) -> None:
+    """``-incoming "exec:cat FILE"``: load the stream into this (``inmigrate``) machine."""
+    path = _exec_target(uri, "in")
+    info = ctx.migration
+    info.status, info.incoming = "active", True
+    try:
+        with open(path, "rb") as stream:
+            ctx.machine.load_state(stream)
+    except (OSError, VmemError) as err:
+        info.status, info.error = "failed", str(err)
+        raise MonitorError(str(err)) from None
+    info.status, info.total_ms = "completed", 0
+
+
+def query_migrate(ctx: MonitorContext) -> dict[str, Any]:
+    info = ctx.migration
+    if not info.status:
+        return {}
+    out: dict[str, Any] = {"status": info.status}
+    if info.status == "failed":
+        out["error-desc"] = info.error
+        return out
+    if info.incoming:
+        if info.status == "completed":
+            out["total-time"] = 0
+        return out
+    if info.status == "completed":
+        normal = info.transferred // PAGE
+        total_pages = info.total_ram // PAGE
+        secs = info.total_ms / 1000
+        out.update({
+            "setup-time": 0, "downtime": min(info.total_ms, 10), "total-time": info.total_ms,
+            "ram": {
+                "transferred": info.transferred, "remaining": 0, "total": info.total_ram,
+                "duplicate": max(0, total_pages - normal), "skipped": 0, "normal": normal,
+                "normal-bytes": info.transferred, "dirty-sync-count": 1,
+                "page-size": PAGE, "multifd-bytes": 0,
+                "pages-per-second": round(normal / secs) if secs else 0,
+                "precopy-bytes": info.transferred, "downtime-bytes": 0,
+                "postcopy-bytes": 0, "dirty-pages-rate": 0,
+                "mbps": round(info.transferred * 8 / 1e6 / secs, 2) if secs else 0,
+            },
+        })
+    return out
+
+
+# ------------------------------------------------------------------------------ memory
+
+def read_memory(ctx: MonitorContext, addr: int, size: int) -> bytes:
+    try:
+        return ctx.machine.read_memory(addr, size)
+    except GuestMemoryError as err:
+        raise MonitorError(str(err)) from None
+    except ValueError as err:
+        raise MonitorError(f"Cannot access memory at 0x{addr:x}: {err}") from None
+
+
+# ------------------------------------------------------------------------------ guest
+
+GUEST_COMMANDS = ("alloc", "pin", "free", "touch", "verify", "dump", "rogue-write", "read",
+                  "stats", "reboot", "poweroff")
+
+
+def _errno(status: int) -> str:
+    names = {-12: "ENOMEM", -14: "EFAULT", -22: "EINVAL", -2: "ENOENT", -16: "EBUSY",
+             -19: "ENODEV"}
+    return names.get(status, str(status))
+
+
+def guest_command(ctx: MonitorContext, command: str, args: list[str],
+                  timeout: float = 60.0) -> dict[str, Any]:
+    """Drive the guest workload (``guest alloc 64M unmovable vm0`` ...)."""
+    from emulator.machine import MachineError
+    from emulator.workload import GuestError, Workload
+
+    machine = ctx.machine
+    if command not in GUEST_COMMANDS:
+        raise MonitorError(f"unknown guest command '{command}' (try: {', '.join(GUEST_COMMANDS)})")
+    if machine.runstate != "running":
+        raise MonitorError(f"the guest is not running (VM status: {machine.runstate})")
+    if not machine.guest_booted and command not in ("reboot", "poweroff"):
+        raise MonitorError("the guest has not finished booting")
+    work = Workload(machine, timeout=timeout)
+
+    def target(word: str) -> str | int | None:
+        if word in ("any", "boot"):
+            return word
+        return resolve_device(ctx, word)
+
+    def number(word: str) -> int:
+        try:
+            return int(word, 0)
+        except ValueError:
+            raise MonitorError(f"invalid number '{word}'") from None
+
+    try:
+        if command in ("alloc", "pin"):
+            if not args:
+                raise MonitorError(f"usage: guest {command} SIZE"
+                                   + (" [movable|unmovable]" if command == "alloc" else "")
+                                   + " [any|boot|DEVICE]")
+            size = parse_option_size("size", args[0])
+            unmovable = command == "pin"
+            where: str | int | None = None
+            for word in args[1:]:
+                if word in ("movable", "unmovable") and command == "alloc":
+                    unmovable = word == "unmovable"
+                elif word.startswith("target="):
+                    where = target(word[7:])
+                else:
+                    where = target(word)
+            a = work.alloc(size, unmovable=unmovable, target=where)
+            return {"command": command, "id": a.id, "pages": a.pages, "unmovable": a.unmovable}
+        if command in ("free", "touch"):
+            ident = number(args[0]) if args else 0
+            n = work.free(ident) if command == "free" else work.touch(ident)
+            return {"command": command, "id": ident, "pages": n}
+        if command == "verify":
+            ident = number(args[0]) if args else 0
+            bad, checked = work.verify(ident)
+            return {"command": command, "id": ident, "bad": bad, "checked": checked}
+        if command == "dump":
+            dev = resolve_device(ctx, args[0]) if args else None
+            nbytes, nonzero = work.dump(dev)
+            return {"command": command, "device": dev, "bytes": nbytes, "nonzero-pages": nonzero}
+        if command == "rogue-write":
+            addr = number(args[0]) if args else 0
+            dev = resolve_device(ctx, args[1]) if len(args) > 1 else next(iter(machine.devices))
+            res = work.rogue_write(addr, dev)
+            return {"command": command, "device": dev, "addr": addr, "status": res.status,
+                    "blocked": res.status == -14, "errno": _errno(res.status)}
+        if command == "read":
+            addr = number(args[0]) if args else 0
+            res = work.read(addr)
+            return {"command": command, "addr": addr, "status": res.status,
+                    "value": res.values[0], "errno": _errno(res.status)}
+        if command == "stats":
+            work.stats()
+            return {"command": command}
+        if command == "reboot":
+            work.reboot()
+            return {"command": command}
+        machine.submit_command("poweroff")
+        return {"command": command}
+    except GuestError as err:
+        raise MonitorError(f"guest {command} failed: {_errno(err.result.status)}") from None
+    except ValueError as err:
+        raise MonitorError(str(err)) from None
+    except (MachineError, TimeoutError) as err:
+        raise MonitorError(f"guest {command}: {err or 'timed out'}") from None
+
+
+def guest_info(ctx: MonitorContext) -> dict[str, Any] | None:
+    snap = ctx.machine.snapshot()
+    view = snap.guest
+    if view is None:
+        return None
+    devices = []
+    for dev, gdev in zip(snap.devices, view.devices, strict=False):
+        devices.append({"id": dev.id, "state": dev.driver_state, "view": gdev})
+    return {"view": view, "devices": devices, "cmdline": snap.cmdline,
+            "uptime_ns": snap.uptime_ns, "faults": snap.guest_faults}
+
+
+def block_map(ctx: MonitorContext, name: str) -> dict[str, Any]:
+    dev_id = resolve_device(ctx, name)
+    snap = ctx.machine.snapshot()
+    dev = snap.device(dev_id)
+    return {"id": dev.id, "addr": dev.addr, "block-size": dev.block_size,
+            "nb-blocks": dev.nb_blocks, "usable": dev.usable_region_size // dev.block_size,
+            "bitmap": dev.bitmap, "plugged": dev.plugged_size,
+            "requested": dev.requested_size, "state": dev.driver_state}
+
+
+def query_commands() -> list[dict[str, str]]:
+    from monitor.qmp import QMP_COMMANDS
+
+    return [{"name": name} for name in QMP_COMMANDS]
+
+
+def describe_error(err: BaseException) -> MonitorError:
+    """Turn any exception from the engine into a MonitorError (never a traceback)."""
+    if isinstance(err, MonitorError):
+        return err
+    if isinstance(err, (ConfigError, MigrationError, VmemError)):
+        return MonitorError(str(err))
+    return MonitorError(f"internal error: {type(err).__name__}: {err}")

@@ -1,0 +1,7 @@
+"""``python -m vmemlab`` is the ``vmemlab`` command."""
+
+import sys
+
+from vmemlab.cli import main
+
+sys.exit(main())
