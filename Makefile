@@ -4,15 +4,22 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench guest guest-check lint venv clean
+.PHONY: run test bench guest guest-check lint venv vendor clean
 
-run: $(STAMP)
-	$(VENV)/bin/vmemlab run
+run: $(STAMP) vendor
+	$(VENV)/bin/vmemlab serve
 
-test: $(STAMP)
+# browser assets (socket.io-client, plotly.js-dist-min) from npm into static/vendor/
+vendor: static/vendor/.installed
+
+static/vendor/.installed: package.json package-lock.json scripts/vendor.sh
+	sh scripts/vendor.sh
+	touch $@
+
+test: $(STAMP) vendor
 	$(PY) -m pytest -q
 
-bench: $(STAMP)
+bench: $(STAMP) vendor
 	$(PY) -m benchmarks
 
 guest:

@@ -12,7 +12,7 @@ import struct
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import Any, cast
 
 from unicorn import (
     UC_ARCH_ARM64,
@@ -25,6 +25,7 @@ from unicorn import (
     Uc,
 )
 from unicorn import arm64_const as arm
+from unicorn.unicorn_py3.arch.arm64 import UcAArch64
 
 from device.virtio_mem import VirtioMemDevice
 from emulator import Machine, MachineConfig, MemoryDeviceConfig
@@ -62,7 +63,7 @@ def _plugged_device(addr: int, size: int) -> VirtioMemDevice:
 
 def _loop_rate(stage2: bool, where: str, working_set: int, rounds: int) -> float:
     """Guest loop stores per second, with the machine's stage 2 or plain identity mapping."""
-    uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
+    uc = cast(UcAArch64, Uc(UC_ARCH_ARM64, UC_MODE_ARM))
     ram = HostMemory(0x4000_0000, 64 * MiB, "ram")
     device_mem = HostMemory(DEVICE, 64 * MiB, "dev")
     if stage2:  # exactly as emulator.machine sets it up

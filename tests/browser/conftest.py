@@ -1,0 +1,75 @@
+"""End-to-end fixtures: a live server in a thread and Debian's Chromium driven by Playwright.
+
+The server is the real app (real machines, real guest) on a free loopback port; Chromium is
+the system one (``/usr/bin/chromium``, ``apt-get install chromium``) -- Playwright never
+downloads a browser here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from emulator.config import MachineConfig, MemoryDeviceConfig, MiB, NumaNodeConfig
+from webapp import live
+from webapp.live import CHROMIUM_ARGS, LiveServer
+
+CHROMIUM = os.environ.get("VMEMLAB_CHROMIUM", live.CHROMIUM)
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+if not os.path.exists(CHROMIUM):
+    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
+
+
+def browser_config() -> MachineConfig:
+    """Two nodes, 2 x 256 MiB devices (128 blocks each), 64 and 32 MiB plugged at boot."""
+    return MachineConfig(
+        boot_ram=64 * MiB, smp=2, nodes=[NumaNodeConfig(0, [0]), NumaNodeConfig(1, [1])],
+        devices=[
+            MemoryDeviceConfig(id="vm0", memdev="mem0", size=256 * MiB, node=0,
+                               requested_size=64 * MiB),
+            MemoryDeviceConfig(id="vm1", memdev="mem1", size=256 * MiB, node=1,
+                               requested_size=32 * MiB),
+        ],
+    )
+
+
+@pytest.fixture(scope="package")
+def live_server() -> Iterator[LiveServer]:
+    server = LiveServer({"TESTING": True, "VMEMLAB_DEFAULT_MACHINE": browser_config,
+                         "VMEMLAB_MAX_MACHINES": 12})
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="package")
+def chromium() -> Iterator[Any]:
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def new_page(chromium: Any, live_server: LiveServer) -> Iterator[Any]:
+    """Open the sandbox in a fresh browser context (its own cookie, so its own machine)."""
+    contexts: list[Any] = []
+
+    def open_page(width: int = 1400, height: int = 1000) -> Any:
+        context = chromium.new_context(viewport={"width": width, "height": height},
+                                       base_url=live_server.url)
+        contexts.append(context)
+        page = context.new_page()
+        page.errors = []  # type: ignore[attr-defined]
+        page.on("pageerror", lambda exc: page.errors.append(str(exc)))
+        page.goto("/")
+        page.wait_for_function("document.body.dataset.ready === '1'", timeout=15_000)
+        return page
+
+    yield open_page
+    for context in contexts:
+        context.close()
+    live_server.manager.close_sessions()

@@ -1,0 +1,78 @@
+"""The browser sandbox: Flask app factory, the shared Socket.IO object, blueprints.
+
+``create_app(config)`` builds one app with its own ``SessionManager`` (machines per browser
+session); ``socketio`` is module-level so event handlers (``webapp.sockets``) register once
+and every app gets them through ``socketio.init_app``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from flask import Flask
+from flask_socketio import SocketIO
+
+from webapp.sessions import SessionManager, Settings, default_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+#: ``threading`` + simple-websocket: the vCPU threads release the GIL while guest code runs.
+socketio = SocketIO(async_mode="threading")
+
+DEFAULTS: dict[str, Any] = {
+    "VMEMLAB_MAX_MACHINES": 40,
+    "VMEMLAB_MAX_MACHINE_MEMORY": 8 << 30,
+    "VMEMLAB_MAX_BLOCKS": 16_384,
+    "VMEMLAB_IDLE_PAUSE": 120.0,
+    "VMEMLAB_IDLE_RECLAIM": 900.0,
+    "VMEMLAB_EMIT_HZ": 30.0,
+    "VMEMLAB_VIEW_INTERVAL": 0.25,
+    "VMEMLAB_SAMPLE_INTERVAL": 1.0,
+    "VMEMLAB_COMMAND_TIMEOUT": 30.0,
+    "VMEMLAB_DEFAULT_MACHINE": None,  # a MachineConfig factory; None: two nodes, 2 x 1 GiB
+    "MAX_CONTENT_LENGTH": 512 << 20,  # largest state file that can be loaded
+    "SESSION_COOKIE_SAMESITE": "Lax",
+}
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """Build the app; ``config`` overrides ``DEFAULTS`` and Flask settings."""
+    app = Flask(__name__, static_folder=os.path.join(ROOT, "static"),
+                template_folder=os.path.join(ROOT, "templates"))
+    app.config.update(DEFAULTS)
+    app.config["SECRET_KEY"] = os.urandom(32)
+    if config:
+        app.config.update(config)
+    settings = Settings(
+        max_machines=int(app.config["VMEMLAB_MAX_MACHINES"]),
+        max_memory=int(app.config["VMEMLAB_MAX_MACHINE_MEMORY"]),
+        max_blocks=int(app.config["VMEMLAB_MAX_BLOCKS"]),
+        idle_pause=float(app.config["VMEMLAB_IDLE_PAUSE"]),
+        idle_reclaim=float(app.config["VMEMLAB_IDLE_RECLAIM"]),
+        emit_hz=float(app.config["VMEMLAB_EMIT_HZ"]),
+        view_interval=float(app.config["VMEMLAB_VIEW_INTERVAL"]),
+        sample_interval=float(app.config["VMEMLAB_SAMPLE_INTERVAL"]),
+        command_timeout=float(app.config["VMEMLAB_COMMAND_TIMEOUT"]),
+    )
+
+    from webapp import sockets  # noqa: F401  (registers the event handlers)
+    from webapp.api import bp as api_bp
+    from webapp.pages import bp as pages_bp
+
+    app.register_blueprint(pages_bp)
+    app.register_blueprint(api_bp)
+    socketio.init_app(app, async_mode="threading", max_http_buffer_size=1_000_000)
+    server = socketio.server  # this app's server, even if another app is created later
+
+    def emit(event: str, data: Any, to: str) -> None:
+        server.emit(event, data, to=to, namespace="/")
+
+    app.extensions["vmemlab_server"] = server
+    factory = app.config["VMEMLAB_DEFAULT_MACHINE"] or default_config
+    app.extensions["vmemlab"] = SessionManager(settings, emit, factory)
+    return app
+
+
+def manager(app: Flask) -> SessionManager:
+    return app.extensions["vmemlab"]

@@ -1,0 +1,142 @@
+"""The JSON API: the same actions as the page's socket events, for scripts and tests.
+
+Every route works on the caller's own machine (found through the signed session cookie) and
+answers JSON; bad input gives ``400 {"error": ...}``, never a traceback.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from device.errors import VmemError
+from webapp import actions
+from webapp.inputs import InputError
+from webapp.pages import session_token
+from webapp.sessions import LimitError, MachineSession, SessionManager
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+log = logging.getLogger(__name__)
+
+
+def _manager() -> SessionManager:
+    return current_app.extensions["vmemlab"]
+
+
+def _token() -> str:
+    token = session_token()
+    assert token is not None
+    return token
+
+
+def _session() -> MachineSession:
+    return _manager().session(_token())
+
+
+def _body() -> Any:
+    if not request.data:
+        return {}
+    data = request.get_json(silent=True)
+    if data is None:
+        raise InputError("the body must be JSON")
+    return data
+
+
+def _answer(fn: Callable[[], dict[str, Any]]) -> tuple[Response, int]:
+    try:
+        return jsonify(ok=True, **fn()), 200
+    except LimitError as exc:
+        return jsonify(ok=False, error=str(exc)), 503
+    except (InputError, VmemError, ValueError, KeyError, TimeoutError) as exc:
+        return jsonify(ok=False, error=str(exc) or type(exc).__name__), 400
+
+
+@bp.errorhandler(Exception)
+def _unexpected(exc: Exception):  # type: ignore[no-untyped-def]
+    if isinstance(exc, HTTPException):
+        return jsonify(ok=False, error=exc.description), exc.code
+    log.exception("API request failed")
+    return jsonify(ok=False, error=f"internal error ({type(exc).__name__})"), 500
+
+
+@bp.get("/machine")
+def machine():  # type: ignore[no-untyped-def]
+    return _answer(lambda: actions.machine_info(_session()))
+
+
+@bp.post("/machine")
+def new_machine():  # type: ignore[no-untyped-def]
+    return _answer(lambda: actions.new_machine(_manager(), _token(), _body()))
+
+
+@bp.get("/machine/status")
+def status():  # type: ignore[no-untyped-def]
+    return _answer(lambda: actions.status(_session()))
+
+
+@bp.get("/machine/memory-devices")
+def memory_devices():  # type: ignore[no-untyped-def]
+    return _answer(lambda: {"return": actions.machine_info(_session())["memory_devices"]})
+
+
+@bp.post("/machine/requested-size")
+def requested_size():  # type: ignore[no-untyped-def]
+    return _answer(lambda: actions.set_requested_size(_session(), _body()))
+
+
+@bp.post("/machine/guest")
+def guest():  # type: ignore[no-untyped-def]
+    return _answer(lambda: actions.guest_action(
+        _session(), _body(), _manager().settings.command_timeout))
+
+
+@bp.post("/machine/reboot")
+def reboot():  # type: ignore[no-untyped-def]
+    return _answer(lambda: actions.reboot(_session(), _body()))
+
+
+@bp.post("/machine/run")
+def run():  # type: ignore[no-untyped-def]
+    return _answer(lambda: actions.run_control(_session(), _body()))
+
+
+@bp.post("/machine/hmp")
+def hmp():  # type: ignore[no-untyped-def]
+    return _answer(lambda: actions.hmp(_session(), _body()))
+
+
+@bp.get("/machine/block")
+def block():  # type: ignore[no-untyped-def]
+    args = {"device": request.args.get("device"), "block": request.args.get("block")}
+    return _answer(lambda: actions.block_info(_session(), args))
+
+
+@bp.get("/machine/state")
+def save_state():  # type: ignore[no-untyped-def]
+    try:
+        data = actions.save(_session())
+    except (InputError, VmemError) as exc:
+        return jsonify(ok=False, error=str(exc)), 400
+    name = time.strftime("vmemlab-%Y%m%d-%H%M%S.vmstate")
+    return Response(data, mimetype="application/octet-stream",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+@bp.post("/machine/state")
+def load_state():  # type: ignore[no-untyped-def]
+    upload = request.files.get("file")
+    stream = upload.stream if upload is not None else io.BytesIO(request.get_data())
+    return _answer(lambda: actions.load(_manager(), _token(), stream))
+
+
+@bp.get("/config/default")
+def default_config():  # type: ignore[no-untyped-def]
+    from webapp.inputs import config_to_form
+
+    return jsonify(ok=True, config=config_to_form(_manager().config_factory()))

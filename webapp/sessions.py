@@ -1,0 +1,476 @@
+"""One machine per browser session, bounded, paused when idle and reclaimed later.
+
+A *session* is identified by a random token kept in the signed Flask session cookie; its
+machine's events go to one Socket.IO room only that session's sockets join, so a browser can
+never see or steer another browser's machine. One pump thread serves all sessions: it drains
+each machine's event queue (filled by a tiny bus subscriber on the vCPU thread), sends the
+events as one ``batch`` per tick (≤ ``emit_hz`` per room), sends a fresh ``view`` (block
+codes, config space, chart sample) after changes, and ``keyframe``s to sockets that just joined.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import IO, Any, BinaryIO, cast
+
+from emulator.config import GiB, MachineConfig, MemoryDeviceConfig, MiB, NumaNodeConfig
+from emulator.events import Record
+from emulator.machine import Machine
+from emulator.snapshot import MachineSnapshot, take_snapshot
+from webapp import view_model
+from webapp.inputs import InputError, config_to_form
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[str, Any, str], None]
+
+LOG_KINDS = frozenset({"request", "response", "config_change", "reset", "violation",
+                       "guest_status", "runstate", "device_broken", "device_reset",
+                       "guest_command", "migration", "zero_page_read"})
+MAX_BATCH_EVENTS = 3000  # more than this in one tick: send a keyframe instead
+
+
+class LimitError(InputError):
+    """The server is full (too many machines)."""
+
+
+@dataclass
+class Settings:
+    max_machines: int = 40
+    max_memory: int = 8 * GiB
+    max_blocks: int = 16_384
+    idle_pause: float = 120.0  # seconds without a connected browser before pausing
+    idle_reclaim: float = 900.0  # ... before closing the machine
+    emit_hz: float = 60.0  # at most this many batches per second per room
+    view_interval: float = 0.25  # at most this often a fresh snapshot after events
+    sample_interval: float = 1.0  # a chart sample (and a host residency scan) this often
+    command_timeout: float = 30.0
+    snapshot_timeout: float = 5.0
+
+
+def default_config() -> MachineConfig:
+    """Boot RAM plus two NUMA nodes with one 1 GiB virtio-mem device each (512 blocks)."""
+    return MachineConfig(
+        boot_ram=256 * MiB,
+        smp=2,
+        nodes=[NumaNodeConfig(0, [0]), NumaNodeConfig(1, [1])],
+        devices=[
+            MemoryDeviceConfig(id="vm0", memdev="mem0", size=1 * GiB, node=0,
+                               requested_size=256 * MiB),
+            MemoryDeviceConfig(id="vm1", memdev="mem1", size=1 * GiB, node=1,
+                               requested_size=128 * MiB),
+        ],
+    )
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(18)
+
+
+class MachineSession:
+    """A browser session's machine plus what its page needs to catch up (logs, chart data)."""
+
+    def __init__(self, token: str, wake: Callable[[], None] = lambda: None) -> None:
+        self.token = token
+        self._wake = wake
+        self.room = "m-" + secrets.token_hex(8)  # never derived from the secret token
+        self.lock = threading.RLock()
+        self.clients: set[str] = set()
+        self.last_seen = time.monotonic()
+        self.idle_paused = False
+        self.machine: Machine | None = None
+        self.config: MachineConfig | None = None
+        self.generation = 0  # bumped whenever the machine is replaced
+        self._queue: deque[Record] = deque()
+        self._unsubscribe: Callable[[], None] | None = None
+        self._keyframe_to: set[str] = set()
+        self._keyframe_room = False
+        self.started = time.monotonic()
+        self.log: deque[dict[str, Any]] = deque(maxlen=300)
+        self.console: deque[str] = deque(maxlen=300)
+        self.series: deque[dict[str, Any]] = deque(maxlen=900)
+        self.drained_seq = 0
+        self.snapshot: MachineSnapshot | None = None
+        self._sent_view: dict[str, Any] | None = None
+        self._last_view_t = 0.0
+        self._events_since_view = False
+        self._last_sample_t = 0.0
+        self._last_sample_key: tuple[Any, ...] | None = None
+        #: bytes resident per block (device id → tuple), from the sampler thread
+        self.residency: dict[str, tuple[int, ...]] | None = None
+        self.boot_resident: int | None = None
+
+    # ---------------------------------------------------------------- machine lifetime
+
+    def start_machine(self, config: MachineConfig, load: IO[bytes] | None = None) -> None:
+        """Build (or load) a machine for this session, replacing the current one."""
+        machine = Machine(config, incoming=load is not None)
+        try:
+            if load is not None:
+                machine.load_state(cast(BinaryIO, load))
+        except BaseException:
+            machine.close()
+            raise
+        with self.lock:
+            self.stop_machine()
+            self.machine = machine
+            self.config = config
+            self.generation += 1
+            self._queue = deque()
+            queue, wake = self._queue, self._wake
+
+            def on_record(record: Record) -> None:  # on the vCPU thread: tiny
+                queue.append(record)
+                wake()
+
+            self._unsubscribe = machine.bus.subscribe(on_record)
+            self.residency = None
+            self.boot_resident = None
+            self.log.clear()
+            self.console.clear()
+            self.series.clear()
+            self.console.extend(machine.console)
+            self.drained_seq = machine.bus.last_seq
+            self.snapshot = None
+            self._sent_view = None
+            self._last_sample_key = None
+            self.started = time.monotonic()
+            self.idle_paused = False
+            self._keyframe_room = True
+            machine.start()
+
+    def stop_machine(self) -> None:
+        with self.lock:
+            if self._unsubscribe is not None:
+                self._unsubscribe()
+                self._unsubscribe = None
+            if self.machine is not None:
+                self.machine.close()
+                self.machine = None
+
+    def want_keyframe(self, sid: str | None = None) -> None:
+        with self.lock:
+            if sid is None:
+                self._keyframe_room = True
+            else:
+                self._keyframe_to.add(sid)
+
+    # ---------------------------------------------------------------- views
+
+    def take_snapshot(self, timeout: float = 5.0, *, residency: bool = False
+                      ) -> MachineSnapshot:
+        """A snapshot; with ``residency`` also a fresh host residency scan (``mincore``)."""
+        machine = self.machine
+        if machine is None:
+            raise InputError("this session has no machine")
+        snap: MachineSnapshot = machine.call(
+            lambda: take_snapshot(machine, residency=residency), timeout=timeout)
+        if residency:
+            self.note_residency(snap)
+        self.snapshot = snap
+        return snap
+
+    def note_residency(self, snap: MachineSnapshot) -> None:
+        self.residency = {d.id: d.resident for d in snap.devices if d.resident is not None}
+        self.boot_resident = snap.boot_resident
+
+    def view(self, snap: MachineSnapshot) -> dict[str, Any]:
+        return view_model.machine_view(snap, self.residency, self.boot_resident)
+
+    def memdevs(self) -> dict[str, str]:
+        cfg = self.config
+        return {d.id: d.memdev or d.id for d in cfg.devices} if cfg else {}
+
+    def keyframe(self, settings: Settings) -> dict[str, Any]:
+        """Everything a page needs to draw this machine from scratch."""
+        snap = self.take_snapshot(settings.snapshot_timeout, residency=True)
+        view = self.view(snap)
+        machine = self.machine
+        assert machine is not None and self.config is not None
+        return {
+            "generation": self.generation,
+            "log_seq": self.drained_seq,
+            "view": view_model.encode_view(view),
+            "log": list(self.log),
+            "console": list(self.console),
+            "series": list(self.series),
+            "config": config_to_form(self.config),
+            "rfc_shrink_on_reboot": self.config.rfc_shrink_on_reboot,
+            "memory_devices": view_model.memory_devices(snap, self.memdevs()),
+            "capabilities": {
+                "step": hasattr(machine, "step"),
+                "speed": hasattr(machine, "set_speed"),
+            },
+        }
+
+    def _sample(self, snap: MachineSnapshot, view: dict[str, Any], now: float,
+                force: bool) -> dict[str, Any] | None:
+        key = (tuple((d.requested_size, d.plugged_size) for d in snap.devices),
+               view["resident"])
+        if not force and key == self._last_sample_key:
+            return None
+        self._last_sample_key = key
+        self._last_sample_t = now
+        sample = {
+            "t": round(now - self.started, 3),
+            "seq": snap.seq,
+            "devices": {d.id: [d.requested_size, d.plugged_size] for d in snap.devices},
+            "resident": view["resident"],
+            "rss": snap.host_rss,
+        }
+        self.series.append(sample)
+        return sample
+
+    # ---------------------------------------------------------------- the pump
+
+    def pump(self, settings: Settings, emit: Emit, now: float) -> None:
+        """One tick: events → ``batch``; changes → ``view``; joiners → ``keyframe``."""
+        machine = self.machine
+        if machine is None:
+            return
+        queue = self._queue
+        records: list[Record] = []
+        while queue and len(records) <= MAX_BATCH_EVENTS:
+            records.append(queue.popleft())
+        if len(records) > MAX_BATCH_EVENTS:
+            queue.clear()
+            self._keyframe_room = True
+        events = []
+        for record in records:
+            data = record.to_dict()
+            kind = data["kind"]
+            if kind == "console":
+                self.console.append(str(data.get("line", "")))
+            elif kind in LOG_KINDS:
+                self.log.append(data)
+            events.append(data)
+            self.drained_seq = record.seq
+            self._events_since_view = True
+        if self._keyframe_room:
+            self._keyframe_room = False
+            self._keyframe_to.clear()
+            emit("keyframe", self.keyframe(settings), self.room)
+            self._sent_view = self.view(self.snapshot) if self.snapshot else None
+            self._last_view_t = now
+            self._events_since_view = False
+            return
+        if events:
+            emit("batch", {"generation": self.generation, "events": events}, self.room)
+        due_view = (records or machine.bus.last_seq != (self.snapshot.seq if self.snapshot
+                                                        else -1))
+        due_sample = now - self._last_sample_t >= settings.sample_interval
+        if (due_view and now - self._last_view_t >= settings.view_interval) or due_sample:
+            snap = self.take_snapshot(settings.snapshot_timeout)
+            view = self.view(snap)
+            # codes go out whenever events happened: the page applied them on its own and
+            # must be brought back to the snapshot's exact picture
+            payload = view_model.encode_view(
+                view, None if self._events_since_view else self._sent_view)
+            self._events_since_view = False
+            payload["generation"] = self.generation
+            payload["sample"] = self._sample(snap, view, now, due_sample)
+            payload["memory_devices"] = view_model.memory_devices(snap, self.memdevs())
+            emit("view", payload, self.room)
+            self._sent_view = view
+            self._last_view_t = now
+        if self._keyframe_to:
+            sids, self._keyframe_to = self._keyframe_to, set()
+            frame = self.keyframe(settings)
+            for sid in sids:
+                emit("keyframe", frame, sid)
+
+
+class SessionManager:
+    """All sessions of one app: creation under limits, the pump thread, idle reclaim."""
+
+    def __init__(self, settings: Settings, emit: Emit,
+                 config_factory: Callable[[], MachineConfig] = default_config) -> None:
+        self.settings = settings
+        self.emit = emit
+        self.config_factory = config_factory
+        self._sessions: dict[str, MachineSession] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._sampler: threading.Thread | None = None
+
+    # ---------------------------------------------------------------- lookup
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def get(self, token: str | None) -> MachineSession | None:
+        if not token:
+            return None
+        with self._lock:
+            return self._sessions.get(token)
+
+    def session(self, token: str) -> MachineSession:
+        """This token's session, creating it (and booting its machine) if needed."""
+        with self._lock:
+            sess = self._sessions.get(token)
+            if sess is not None:
+                sess.last_seen = time.monotonic()
+                return sess
+            if len(self._sessions) >= self.settings.max_machines:
+                self._reclaim_one_locked()
+            if len(self._sessions) >= self.settings.max_machines:
+                raise LimitError(
+                    f"this server already runs {self.settings.max_machines} machines "
+                    "(its limit); try again when a workshop seat is free")
+            sess = MachineSession(token, self._wake.set)
+            sess.lock.acquire()
+            self._sessions[token] = sess
+        try:
+            sess.start_machine(self.config_factory())
+        except BaseException:
+            with self._lock:
+                self._sessions.pop(token, None)
+            raise
+        finally:
+            sess.lock.release()
+        self.ensure_pump()
+        return sess
+
+    def connect(self, token: str, sid: str) -> MachineSession:
+        sess = self.session(token)
+        with sess.lock:
+            sess.clients.add(sid)
+            sess.last_seen = time.monotonic()
+            if sess.idle_paused and sess.machine is not None:
+                sess.idle_paused = False
+                sess.machine.resume()
+            sess.want_keyframe(sid)
+        return sess
+
+    def disconnect(self, token: str, sid: str) -> None:
+        sess = self.get(token)
+        if sess is not None:
+            with sess.lock:
+                sess.clients.discard(sid)
+                sess.last_seen = time.monotonic()
+
+    def replace(self, token: str, config: MachineConfig, load: IO[bytes] | None = None
+                ) -> MachineSession:
+        sess = self.session(token)
+        sess.start_machine(config, load)
+        return sess
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            sessions = list(self._sessions.values())
+        return {
+            "machines": len(sessions),
+            "max_machines": self.settings.max_machines,
+            "connected": sum(1 for s in sessions if s.clients),
+            "paused_idle": sum(1 for s in sessions if s.idle_paused),
+        }
+
+    # ---------------------------------------------------------------- pump + reclaim
+
+    def ensure_pump(self) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._stop.clear()
+                self._thread = threading.Thread(target=self._loop, name="vmemlab-pump",
+                                                daemon=True)
+                self._thread.start()
+            if self._sampler is None or not self._sampler.is_alive():
+                self._sampler = threading.Thread(target=self._sample_loop,
+                                                 name="vmemlab-residency", daemon=True)
+                self._sampler.start()
+
+    def _loop(self) -> None:
+        """Woken by new events (or every tick for views and reclaim); ≤ emit_hz rounds/s."""
+        tick = 1.0 / self.settings.emit_hz
+        while not self._stop.is_set():
+            self._wake.wait(tick)
+            self._wake.clear()
+            start = time.monotonic()
+            with self._lock:
+                sessions = list(self._sessions.values())
+            for sess in sessions:
+                if not sess.lock.acquire(blocking=False):
+                    continue  # being rebuilt: next tick
+                try:
+                    sess.pump(self.settings, self.emit, time.monotonic())
+                except Exception:
+                    log.exception("pump failed for room %s", sess.room)
+                finally:
+                    sess.lock.release()
+            self._reclaim(time.monotonic())
+            self._stop.wait(max(0.0, tick - (time.monotonic() - start)))
+
+    def _sample_loop(self) -> None:
+        """Host residency (``mincore`` over every region) off the event path, per interval."""
+        while not self._stop.wait(self.settings.sample_interval):
+            with self._lock:
+                sessions = list(self._sessions.values())
+            for sess in sessions:
+                machine = sess.machine
+                if machine is None or self._stop.is_set() or not sess.clients:
+                    continue  # nobody watching: next round
+                def scan(m: Machine = machine) -> MachineSnapshot:
+                    return take_snapshot(m, residency=True)
+
+                try:
+                    snap = machine.call(scan, timeout=self.settings.snapshot_timeout)
+                except Exception:  # replaced or closed meanwhile: next round
+                    continue
+                if sess.machine is machine:
+                    sess.note_residency(snap)
+
+    def _reclaim(self, now: float) -> None:
+        with self._lock:
+            sessions = list(self._sessions.items())
+        for token, sess in sessions:
+            if sess.clients or sess.machine is None:
+                continue
+            idle = now - sess.last_seen
+            if idle >= self.settings.idle_reclaim:
+                self._close(token)
+            elif idle >= self.settings.idle_pause and not sess.idle_paused:
+                with sess.lock:
+                    if sess.machine.runstate == "running":
+                        sess.machine.pause()
+                        sess.idle_paused = True
+
+    def _reclaim_one_locked(self) -> None:
+        now = time.monotonic()
+        idle = [(s.last_seen, t) for t, s in self._sessions.items()
+                if not s.clients and now - s.last_seen > 5.0]
+        if idle:
+            _, token = min(idle)
+            sess = self._sessions.pop(token)
+            threading.Thread(target=sess.stop_machine, daemon=True).start()
+
+    def _close(self, token: str) -> None:
+        with self._lock:
+            sess = self._sessions.pop(token, None)
+        if sess is not None:
+            sess.stop_machine()
+
+    def close_sessions(self) -> None:
+        """Close every machine (the pump keeps running)."""
+        with self._lock:
+            tokens = list(self._sessions)
+        for token in tokens:
+            self._close(token)
+
+    def close_all(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        for thread in (self._thread, self._sampler):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout=5)
+        with self._lock:
+            tokens = list(self._sessions)
+        for token in tokens:
+            self._close(token)

@@ -1,0 +1,173 @@
+"""Socket.IO events: the page's live channel.
+
+Server → client: ``keyframe`` (everything, on join and after a machine is replaced),
+``batch`` (engine events of one tick), ``view`` (block codes, config space, chart sample after
+changes). Client → server events all answer through the Socket.IO acknowledgement with
+``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``: bad input never raises, never
+returns a traceback, and never stops the machine.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from flask import current_app, request, session
+
+from device.errors import VmemError
+from webapp import actions, socketio
+from webapp.inputs import InputError
+from webapp.pages import TOKEN
+from webapp.sessions import MachineSession, SessionManager, new_token
+
+log = logging.getLogger(__name__)
+
+
+def _manager() -> SessionManager:
+    return current_app.extensions["vmemlab"]
+
+
+def _server() -> Any:
+    """This app's python-socketio server (not the module-level object's latest one)."""
+    return current_app.extensions["vmemlab_server"]
+
+
+def _token() -> str:
+    token = session.get(TOKEN)
+    if not isinstance(token, str):
+        # no cookie (a script, or cookies off): this socket gets a machine of its own
+        token = new_token()
+        session[TOKEN] = token
+    return token
+
+
+def _session() -> MachineSession:
+    sess = _manager().session(_token())
+    sess.last_seen = time.monotonic()
+    return sess
+
+
+def _error(exc: BaseException) -> dict[str, Any]:
+    return {"ok": False, "error": str(exc) or type(exc).__name__}
+
+
+def command(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """Wrap a handler: validate, run, answer ``{"ok": ...}``; never let an exception out."""
+
+    @functools.wraps(fn)
+    def wrapper(data: Any = None, *extra: Any) -> dict[str, Any]:
+        try:
+            return {"ok": True, **fn(data)}
+        except (InputError, VmemError, ValueError, KeyError, TimeoutError) as exc:
+            return _error(exc)
+        except Exception as exc:  # a bug: log it here, show one line in the page
+            log.exception("socket event %s failed", fn.__name__)
+            return {"ok": False, "error": f"internal error ({type(exc).__name__}); "
+                                          "the machine keeps running"}
+
+    return wrapper
+
+
+@socketio.on("connect")
+def on_connect(auth: Any = None) -> bool | None:
+    try:
+        sess = _manager().connect(_token(), request.sid)  # type: ignore[attr-defined]
+    except InputError as exc:
+        _server().emit("server_error", {"error": str(exc)}, to=request.sid)  # type: ignore[attr-defined]
+        return None
+    _server().enter_room(request.sid, sess.room, namespace="/")  # type: ignore[attr-defined]
+    return None
+
+
+@socketio.on("disconnect")
+def on_disconnect(reason: Any = None) -> None:
+    token = session.get(TOKEN)
+    if isinstance(token, str):
+        _manager().disconnect(token, request.sid)  # type: ignore[attr-defined]
+
+
+@socketio.on("ping_vmem")
+@command
+def on_ping(data: Any) -> dict[str, Any]:
+    return {"t": time.time()}
+
+
+@socketio.on("resync")
+@command
+def on_resync(data: Any) -> dict[str, Any]:
+    _session().want_keyframe(request.sid)  # type: ignore[attr-defined]
+    return {}
+
+
+@socketio.on("set_requested_size")
+@command
+def on_set_requested_size(data: Any) -> dict[str, Any]:
+    return actions.set_requested_size(_session(), data)
+
+
+@socketio.on("guest")
+@command
+def on_guest(data: Any) -> dict[str, Any]:
+    return actions.guest_action(_session(), data, _manager().settings.command_timeout)
+
+
+@socketio.on("reboot")
+@command
+def on_reboot(data: Any) -> dict[str, Any]:
+    return actions.reboot(_session(), data)
+
+
+@socketio.on("run")
+@command
+def on_run(data: Any) -> dict[str, Any]:
+    return actions.run_control(_session(), data)
+
+
+@socketio.on("speed")
+@command
+def on_speed(data: Any) -> dict[str, Any]:
+    return actions.speed(_session(), data)
+
+
+@socketio.on("hmp")
+@command
+def on_hmp(data: Any) -> dict[str, Any]:
+    return actions.hmp(_session(), data)
+
+
+@socketio.on("block_info")
+@command
+def on_block_info(data: Any) -> dict[str, Any]:
+    return actions.block_info(_session(), data)
+
+
+@socketio.on("machine_info")
+@command
+def on_machine_info(data: Any) -> dict[str, Any]:
+    return actions.machine_info(_session())
+
+
+@socketio.on("new_machine")
+@command
+def on_new_machine(data: Any) -> dict[str, Any]:
+    return actions.new_machine(_manager(), _token(), data)
+
+
+@socketio.on("rfc_shrink_on_reboot")
+@command
+def on_rfc(data: Any) -> dict[str, Any]:
+    return actions.toggle_rfc(_manager(), _token(), data)
+
+
+@socketio.on("*")
+def on_unknown(event: str, data: Any = None) -> dict[str, Any]:
+    return {"ok": False, "error": f"unknown event '{str(event)[:40]}'"}
+
+
+@socketio.on_error_default
+def on_error(exc: BaseException) -> dict[str, Any]:
+    log.exception("unhandled socket error")
+    return {"ok": False, "error": "internal error; the machine keeps running"}
