@@ -378,7 +378,7 @@
     Plotly.react("chart-host", [
       { name: "this machine: host-resident", x: s.map((p) => p.t), y: s.map((p) => p.resident / MiB), mode: "lines", line: { color: "#0072B2" } },
       { name: "server process RSS", x: s.map((p) => p.t), y: s.map((p) => p.rss / MiB), mode: "lines", line: { color: "#999", dash: "dot" } },
-    ], chartLayout("host memory (mincore / RSS)", "MiB"), { displayModeBar: false, responsive: true });
+    ], chartLayout("host memory (resident pages / RSS)", "MiB"), { displayModeBar: false, responsive: true });
     state.chartsReady = true;
     if (state.lastNuma) updateNuma(state.lastNuma, true);
   }

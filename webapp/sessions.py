@@ -165,7 +165,7 @@ class MachineSession:
 
     def take_snapshot(self, timeout: float = 5.0, *, residency: bool = False
                       ) -> MachineSnapshot:
-        """A snapshot; with ``residency`` also a fresh host residency scan (``mincore``)."""
+        """A snapshot; with ``residency`` also a fresh host residency scan (pagemap)."""
         machine = self.machine
         if machine is None:
             raise InputError("this session has no machine")
@@ -409,7 +409,7 @@ class SessionManager:
             self._stop.wait(max(0.0, tick - (time.monotonic() - start)))
 
     def _sample_loop(self) -> None:
-        """Host residency (``mincore`` over every region) off the event path, per interval."""
+        """Host residency (pagemap over every region) off the event path, per interval."""
         while not self._stop.wait(self.settings.sample_interval):
             with self._lock:
                 sessions = list(self._sessions.values())

@@ -71,7 +71,7 @@ def guest_codes(dev: DeviceSnapshot, usage: tuple[tuple[int, int, int, int], ...
 
 def host_codes(dev: DeviceSnapshot, resident: tuple[int, ...] | None = None,
                *, stale: bool = False) -> bytes:
-    """Per block: what the host really backs (``mincore`` residency).
+    """Per block: what the host really backs (pagemap residency).
 
     ``resident`` defaults to the snapshot's own; a ``stale`` one (taken a moment earlier,
     off the hot path) is trusted for plugged blocks only: an unplugged block was discarded
