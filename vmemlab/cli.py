@@ -143,8 +143,8 @@ def run_main(argv: list[str]) -> int:
                                  "vmemlab: load of migration failed: Invalid argument\n")
                 return 1
             machine.start()
-        elif not opts.start_paused:
-            machine.start()
+        else:
+            machine.start(paused=opts.start_paused)  # -S: the vCPU waits in prelaunch for cont
 
         def on_signal(signum: int, _frame: object) -> None:
             sys.stderr.write(f"vmemlab: terminating on signal {signum}\n")
