@@ -168,6 +168,9 @@ class Machine:
         self._boot_ns = time.monotonic_ns()
 
         self._cond = threading.Condition()
+        # Device state changes under this lock: the guest's MMIO on the vCPU thread, a host
+        # resize on any thread, snapshots copy under it (lock order: device_lock, then _cond).
+        self.device_lock = threading.RLock()
         self._calls: deque[tuple[Callable[[], Any], Future[Any]]] = deque()
         self._commands: deque[_PendingCommand] = deque()
         self._in_flight: dict[int, _PendingCommand] = {}
@@ -509,13 +512,15 @@ class Machine:
     def _virtio_read(self, _uc: object, offset: int, size: int, _ud: object) -> int:
         index, reg = divmod(offset, abi.VIRTIO_MMIO_STRIDE)
         if index < len(self.transports):
-            return self.transports[index].read(reg, size)
+            with self.device_lock:
+                return self.transports[index].read(reg, size)
         return 0  # an empty slot reads as zero (no magic value): the guest skips it
 
     def _virtio_write(self, _uc: object, offset: int, size: int, value: int, _ud: object) -> None:
         index, reg = divmod(offset, abi.VIRTIO_MMIO_STRIDE)
         if index < len(self.transports):
-            self.transports[index].write(reg, size, value)
+            with self.device_lock:
+                self.transports[index].write(reg, size, value)
 
     def _on_intr(self, uc: UcAArch64, intno: int, _ud: object) -> None:
         if intno == EXCP_SMC:
@@ -653,10 +658,11 @@ class Machine:
                 cmd.future.set_exception(MachineError(why))
 
     def _do_system_reset(self, guest: bool, reason: str, cmdline: str | None = None) -> None:
-        for dev in self.devices.values():
-            dev.system_reset()
-        for transport in self.transports:
-            transport.reset_state()
+        with self.device_lock:
+            for dev in self.devices.values():
+                dev.system_reset()
+            for transport in self.transports:
+                transport.reset_state()
         if cmdline is not None:
             self.config = self.config.with_cmdline(cmdline)
         self._fail_commands("guest rebooted")
@@ -711,11 +717,16 @@ class Machine:
         return self._call(run)
 
     def set_requested_size(self, dev_id: str, size: int) -> None:
-        """``qom-set ID requested-size SIZE``; raises ``ConfigError`` with QEMU's text."""
+        """``qom-set ID requested-size SIZE``; raises ``ConfigError`` with QEMU's text.
+
+        Like a host writing a device register: done under the device lock on the caller's
+        thread, the guest learns of it through the config-change interrupt, as it would.
+        """
         device = self.device(dev_id)
-        self._call(lambda: device.set_requested_size(size))
-        with self._cond:
-            self._cond.notify_all()
+        if self._closed:
+            raise MachineError("the machine is closed")
+        with self.device_lock:
+            device.set_requested_size(size)
 
     def device(self, dev_id: str) -> VirtioMemDevice:
         try:
@@ -784,10 +795,16 @@ class Machine:
         load_machine(self, stream)
 
     def snapshot(self, *, residency: bool = False) -> Any:
-        """The current state of everything a user can see (``emulator.snapshot``)."""
+        """The current state of everything a user can see (``emulator.snapshot``).
+
+        Runs on the caller's thread and does not stop the guest: a room full of pages polling
+        their machines must not slow the guests down.
+        """
         from emulator.snapshot import take_snapshot
 
-        return self._call(lambda: take_snapshot(self, residency=residency))
+        if self._closed:
+            raise MachineError("the machine is closed")
+        return take_snapshot(self, residency=residency)
 
     def wait_until(self, predicate: Callable[[Machine], bool], timeout: float = 30.0,
                    poll: float = 0.005) -> bool:

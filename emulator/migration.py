@@ -152,7 +152,11 @@ def save_machine(machine: Machine, stream: BinaryIO) -> int:
         machine._set_runstate("postmigrate", "migration completed")
         return sent
 
-    return machine.call(work, timeout=600)
+    def locked() -> int:
+        with machine.device_lock:
+            return work()
+
+    return machine.call(locked, timeout=600)
 
 
 def _read_exact(stream: BinaryIO, size: int) -> bytes:
@@ -174,7 +178,11 @@ def load_machine(machine: Machine, stream: BinaryIO) -> None:
         machine.bus.publish(MigrationStatus("completed", "incoming"))
         machine._set_runstate("running", "migration completed")
 
-    machine.call(work, timeout=600)
+    def locked() -> None:
+        with machine.device_lock:
+            work()
+
+    machine.call(locked, timeout=600)
 
 
 def _load(machine: Machine, stream: BinaryIO) -> None:

@@ -1,14 +1,15 @@
 """``Machine.snapshot()``: one consistent picture of everything a user can look at.
 
-Taken on the vCPU thread between slices, so device state, guest view and host residency all
-describe the same instant. The monitor, the web page and scenario checks read only this (and
+Taken without stopping the guest: device state is copied under the machine's device lock (so
+sizes, bitmap and the event number agree), the guest's exported counters and host residency
+are read around it. The monitor, the web page and scenario checks read only this (and
 the event stream), never the machine's internals.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from emulator.guest_view import GuestView, read_guest_view
@@ -90,19 +91,29 @@ def host_rss() -> int:
 
 
 def take_snapshot(machine: Machine, *, residency: bool = False) -> MachineSnapshot:
+    """Device state under the machine's device lock (one instant, consistent with ``seq``);
+    the guest's own view and the host residency are read around it, without stopping the
+    guest: they are counters and page states that change continually anyway."""
     devices = []
-    for dev in machine.devices.values():
-        region = machine.regions[dev.id]
-        devices.append(DeviceSnapshot(
-            id=dev.id, node=dev.node_id, addr=dev.addr, region_size=dev.region_size,
-            block_size=dev.block_size, nb_blocks=dev.nb_blocks,
-            usable_region_size=dev.usable_region_size, plugged_size=dev.plugged_size,
-            requested_size=dev.requested_size, device_features=dev.device_features,
-            driver_features=dev.driver_features,
-            unplugged_inaccessible=dev.unplugged_inaccessible_negotiated, broken=dev.broken,
-            bitmap=bytes(dev.bitmap), driver_state=machine.guest_states.get(dev.id, "absent"),
-            resident=tuple(region.resident_per_block(dev.block_size)) if residency else None,
-        ))
+    with machine.device_lock:
+        seq = machine.bus.last_seq
+        for dev in machine.devices.values():
+            devices.append(DeviceSnapshot(
+                id=dev.id, node=dev.node_id, addr=dev.addr, region_size=dev.region_size,
+                block_size=dev.block_size, nb_blocks=dev.nb_blocks,
+                usable_region_size=dev.usable_region_size, plugged_size=dev.plugged_size,
+                requested_size=dev.requested_size, device_features=dev.device_features,
+                driver_features=dev.driver_features,
+                unplugged_inaccessible=dev.unplugged_inaccessible_negotiated,
+                broken=dev.broken, bitmap=bytes(dev.bitmap),
+                driver_state=machine.guest_states.get(dev.id, "absent"), resident=None,
+            ))
+        runstate = machine.runstate
+    if residency:
+        devices = [
+            replace(d, resident=tuple(machine.regions[d.id].resident_per_block(d.block_size)))
+            for d in devices
+        ]
     nodes = tuple(
         NodeSnapshot(
             n.node_id, n.cpus, n.ram_size,
@@ -114,7 +125,7 @@ def take_snapshot(machine: Machine, *, residency: bool = False) -> MachineSnapsh
     if machine.view_addr:
         guest = read_guest_view(machine.boot_ram, machine.view_addr, len(devices))
     return MachineSnapshot(
-        seq=machine.bus.last_seq, runstate=machine.runstate, uptime_ns=machine.uptime_ns,
+        seq=seq, runstate=runstate, uptime_ns=machine.uptime_ns,
         boot_ram_size=machine.boot_ram.size, cmdline=machine.config.cmdline,
         guest_booted=machine.guest_booted, guest_faults=machine.guest_faults, nodes=nodes,
         devices=tuple(devices), guest=guest, host_rss=host_rss(),

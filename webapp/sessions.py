@@ -22,7 +22,7 @@ from typing import IO, Any, BinaryIO, cast
 from emulator.config import GiB, MachineConfig, MemoryDeviceConfig, MiB, NumaNodeConfig
 from emulator.events import Record
 from emulator.machine import Machine
-from emulator.snapshot import MachineSnapshot, take_snapshot
+from emulator.snapshot import MachineSnapshot
 from webapp import view_model
 from webapp.inputs import InputError, config_to_form
 
@@ -169,8 +169,7 @@ class MachineSession:
         machine = self.machine
         if machine is None:
             raise InputError("this session has no machine")
-        snap: MachineSnapshot = machine.call(
-            lambda: take_snapshot(machine, residency=residency), timeout=timeout)
+        snap: MachineSnapshot = machine.snapshot(residency=residency)
         if residency:
             self.note_residency(snap)
         self.snapshot = snap
@@ -417,11 +416,8 @@ class SessionManager:
                 machine = sess.machine
                 if machine is None or self._stop.is_set() or not sess.clients:
                     continue  # nobody watching: next round
-                def scan(m: Machine = machine) -> MachineSnapshot:
-                    return take_snapshot(m, residency=True)
-
                 try:
-                    snap = machine.call(scan, timeout=self.settings.snapshot_timeout)
+                    snap = machine.snapshot(residency=True)
                 except Exception:  # replaced or closed meanwhile: next round
                     continue
                 if sess.machine is machine:
