@@ -59,9 +59,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from webapp import sockets  # noqa: F401  (registers the event handlers)
     from webapp.api import bp as api_bp
     from webapp.pages import bp as pages_bp
+    from webapp.replay import bp as replay_bp
 
     app.register_blueprint(pages_bp)
     app.register_blueprint(api_bp)
+    app.register_blueprint(replay_bp)
     socketio.init_app(app, async_mode="threading", max_http_buffer_size=1_000_000)
     server = socketio.server  # this app's server, even if another app is created later
 

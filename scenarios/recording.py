@@ -1,0 +1,329 @@
+"""Recordings: an append-only NDJSON log of a played scenario, and a reader that can seek.
+
+Line 1 is the header::
+
+    {"type": "header", "format": "vmemlab-recording", "version": 1, "title": ...,
+     "summary": ..., "scenario": PATH, "created": WALL, "machines": {NAME: {"argv": [...] | null,
+     "config": {...MachineConfig...}}}}
+
+then one JSON object per line, each with ``t`` (seconds since the recording started) and
+``type``:
+
+* ``event``: ``{"machine": NAME, "event": Record.to_dict()}`` -- every record of the machine's
+  event bus (``seq``, ``time_ns``, ``wall``, ``kind`` and the event's fields);
+* ``step``: a finished step (``index``, ``kind``, ``machine``, ``line``, ``title``, ``ok``,
+  ``summary``, ``output``);
+* ``say``: narration (``text``, ``index``) -- a marker a player shows on its timeline;
+* ``marker``: ``{"marker": "violation", "machine", "addr", "access", "device"}`` for every
+  refused guest access, and ``attach``/``detach`` when a machine appears or goes (migration);
+* ``keyframe``: ``{"machine": NAME, "state": STATE}`` -- the full visible state (see
+  :func:`keyframe_state`), written when a machine is attached, every ``keyframe_events``
+  events or ``keyframe_seconds`` seconds, and at the end;
+* ``end``: ``{"ok": bool}``.
+
+A player seeks to time ``t`` with :meth:`Recording.state_at`: the nearest keyframe at or
+before ``t`` per machine, then the events after it replayed onto that state.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from bisect import bisect_right
+from collections import deque
+from dataclasses import asdict
+from typing import IO, TYPE_CHECKING, Any
+
+from emulator.events import Record
+
+if TYPE_CHECKING:
+    from emulator.machine import Machine
+    from emulator.snapshot import MachineSnapshot
+    from scenarios.loader import Scenario, Step
+    from scenarios.runner import StepReport
+
+FORMAT = "vmemlab-recording"
+VERSION = 1
+
+
+def keyframe_state(snap: MachineSnapshot) -> dict[str, Any]:
+    """The part of a snapshot a replay needs: sizes, bitmaps, driver states, nodes."""
+    return {
+        "seq": snap.seq,
+        "runstate": snap.runstate,
+        "cmdline": snap.cmdline,
+        "guest_booted": snap.guest_booted,
+        "guest_faults": snap.guest_faults,
+        "boot_ram_size": snap.boot_ram_size,
+        "nodes": [{"node_id": n.node_id, "boot_ram": n.boot_ram, "plugged": n.plugged}
+                  for n in snap.nodes],
+        "devices": {
+            d.id: {"node": d.node, "addr": d.addr, "region_size": d.region_size,
+                   "block_size": d.block_size, "nb_blocks": d.nb_blocks,
+                   "usable_region_size": d.usable_region_size, "plugged_size": d.plugged_size,
+                   "requested_size": d.requested_size, "driver_state": d.driver_state,
+                   "unplugged_inaccessible": d.unplugged_inaccessible,
+                   "bitmap": d.bitmap.hex()}
+            for d in snap.devices
+        },
+    }
+
+
+class Recorder:
+    """Writes a recording while a :class:`scenarios.runner.Player` plays.
+
+    Bus records are queued by a subscriber on the vCPU thread (cheap) and written by
+    :meth:`tick` on the player's thread, which also takes keyframes when they are due.
+    """
+
+    def __init__(self, stream: IO[str], *, keyframe_events: int = 500,
+                 keyframe_seconds: float = 2.0) -> None:
+        self.stream = stream
+        self.keyframe_events = keyframe_events
+        self.keyframe_seconds = keyframe_seconds
+        self._t0 = time.time()
+        self._queue: deque[tuple[str, Record]] = deque()
+        self._lock = threading.Lock()
+        self._machines: dict[str, Machine] = {}
+        self._unsubscribe: dict[str, Any] = {}
+        self._since_keyframe: dict[str, int] = {}
+        self._last_keyframe: dict[str, float] = {}
+        self.lines = 0
+        self._last_t = 0.0
+
+    def _write(self, obj: dict[str, Any]) -> None:
+        self.stream.write(json.dumps(obj, separators=(",", ":"), default=str) + "\n")
+        self.lines += 1
+
+    def _now(self) -> float:
+        return self._stamp(time.time() - self._t0)
+
+    def _stamp(self, t: float) -> float:
+        """Times in the file never go backwards: file order is the order of replay."""
+        self._last_t = max(self._last_t, round(max(0.0, t), 6))
+        return self._last_t
+
+    def start(self, scenario: Scenario) -> None:
+        self._t0 = time.time()
+        self._write({
+            "type": "header", "format": FORMAT, "version": VERSION, "title": scenario.title,
+            "summary": scenario.summary, "scenario": scenario.path, "created": self._t0,
+            "machines": {name: {"argv": spec.argv, "config": asdict(spec.config)}
+                         for name, spec in scenario.machines.items()},
+        })
+
+    def attach(self, name: str, machine: Machine) -> None:
+        self.tick()
+        self._machines[name] = machine
+
+        def on_record(record: Record) -> None:
+            self._queue.append((name, record))  # deque.append is atomic
+
+        self._unsubscribe[name] = machine.bus.subscribe(on_record)
+        self._write({"t": self._now(), "type": "marker", "marker": "attach", "machine": name})
+        self._keyframe(name)
+
+    def detach(self, name: str) -> None:
+        unsubscribe = self._unsubscribe.pop(name, None)
+        if unsubscribe is None:
+            return
+        self.tick(force_keyframe=True, only=name)
+        unsubscribe()
+        self._flush()
+        self._machines.pop(name, None)
+        self._write({"t": self._now(), "type": "marker", "marker": "detach", "machine": name})
+
+    def _flush(self, upto: tuple[str, int] | None = None) -> None:
+        """Write queued records; with ``upto=(machine, seq)`` that machine's later ones stay."""
+        held: list[tuple[str, Record]] = []
+        for _ in range(len(self._queue)):  # only what is queued now: the vCPU keeps adding
+            name, record = self._queue.popleft()
+            if upto is not None and name == upto[0] and record.seq > upto[1]:
+                held.append((name, record))
+                continue
+            t = self._stamp(record.wall - self._t0)
+            self._write({"t": t, "type": "event", "machine": name, "event": record.to_dict()})
+            self._since_keyframe[name] = self._since_keyframe.get(name, 0) + 1
+            event = record.event
+            if event.kind == "violation":
+                self._write({"t": t, "type": "marker", "marker": "violation", "machine": name,
+                             "device": getattr(event, "device", None),
+                             "addr": getattr(event, "addr", 0),
+                             "access": getattr(event, "access", "")})
+        self._queue.extendleft(reversed(held))
+
+    def _keyframe(self, name: str) -> None:
+        machine = self._machines.get(name)
+        if machine is None:
+            return
+        t = self._now()
+        try:
+            snap = machine.snapshot()
+        except Exception:  # a closed or stuck machine: no keyframe, the events still count
+            return
+        self._flush(upto=(name, snap.seq))  # exactly the events the snapshot includes
+        self._write({"t": self._stamp(t), "type": "keyframe", "machine": name,
+                     "state": keyframe_state(snap)})
+        self._since_keyframe[name] = 0
+        self._last_keyframe[name] = time.monotonic()
+
+    def tick(self, force_keyframe: bool = False, only: str | None = None) -> None:
+        """Write queued events; take keyframes that are due (or all, if forced)."""
+        self._flush()
+        now = time.monotonic()
+        for name in list(self._machines):
+            if only is not None and name != only:
+                continue
+            due = (self._since_keyframe.get(name, 0) >= self.keyframe_events
+                   or (self._since_keyframe.get(name, 0) and
+                       now - self._last_keyframe.get(name, 0) >= self.keyframe_seconds))
+            if force_keyframe or due:
+                self._keyframe(name)
+
+    def step(self, report: StepReport, step: Step | None) -> None:
+        self._flush()
+        t = self._now()
+        if step is not None and step.kind == "say":
+            self._write({"t": t, "type": "say", "index": step.index, "machine": step.machine,
+                         "text": step.params["text"]})
+        self._write({"t": t, "type": "step", "index": report.index, "kind": report.kind,
+                     "machine": report.machine, "line": report.line, "title": report.title,
+                     "ok": report.ok, "summary": report.summary, "output": report.output,
+                     "elapsed": round(report.elapsed, 6)})
+
+    def finish(self, ok: bool) -> None:
+        self._flush()
+        self._write({"t": self._now(), "type": "end", "ok": ok})
+        self.stream.flush()
+
+
+# ------------------------------------------------------------------------------ reading
+
+class RecordingError(ValueError):
+    """Not a recording this reader understands (with the line number)."""
+
+
+def apply_event(state: dict[str, Any], event: dict[str, Any]) -> None:
+    """Replay one recorded bus event onto a keyframe ``state`` (in place)."""
+    kind = event.get("kind")
+    state["seq"] = event.get("seq", state.get("seq", 0))
+    devices = state.get("devices", {})
+    dev = devices.get(event.get("device")) if isinstance(event.get("device"), str) else None
+    if kind == "block_state" and dev is not None:
+        bitmap = bytearray.fromhex(dev["bitmap"])
+        first, count = int(event["first_block"]), int(event["count"])
+        bitmap[first:first + count] = (b"\x01" if event["plugged"] else b"\x00") * count
+        dev["bitmap"] = bitmap.hex()
+    elif kind == "config_change" and dev is not None:
+        for key, value in (event.get("fields") or {}).items():
+            if key in ("plugged_size", "requested_size", "usable_region_size"):
+                dev[key] = value
+        if "plugged_size" in (event.get("fields") or {}):
+            node = next((n for n in state.get("nodes", []) if n["node_id"] == dev["node"]),
+                        None)
+            if node is not None:
+                node["plugged"] = sum(d["plugged_size"] for d in devices.values()
+                                      if d["node"] == dev["node"])
+    elif kind == "guest_status":
+        if dev is not None:
+            dev["driver_state"] = event["status"]
+        elif event.get("status") == "booted":
+            state["guest_booted"] = True
+        elif event.get("status") == "fault":
+            state["guest_faults"] = state.get("guest_faults", 0) + 1
+    elif kind == "runstate":
+        state["runstate"] = event["state"]
+    elif kind == "reset":
+        state["cmdline"] = event.get("cmdline", state.get("cmdline", ""))
+        state["guest_booted"] = False
+        for d in devices.values():
+            d["driver_state"] = "absent"
+
+
+class Recording:
+    """A loaded recording: ``header``, ``entries`` (every line after it), seek helpers."""
+
+    def __init__(self, header: dict[str, Any], entries: list[dict[str, Any]]) -> None:
+        self.header = header
+        self.entries = entries
+        self._times: list[float] = []
+        last = 0.0
+        for e in entries:
+            last = max(last, float(e.get("t", 0.0)))
+            self._times.append(last)
+
+    @classmethod
+    def load(cls, path: str) -> Recording:
+        with open(path, encoding="utf-8") as f:
+            return cls.parse(f)
+
+    @classmethod
+    def parse(cls, lines: Any) -> Recording:
+        header: dict[str, Any] | None = None
+        entries: list[dict[str, Any]] = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise RecordingError(f"line {number}: not JSON: {err.msg}") from None
+            if header is None:
+                if obj.get("format") != FORMAT:
+                    raise RecordingError(f"line {number}: not a {FORMAT} file")
+                if obj.get("version") != VERSION:
+                    raise RecordingError(f"line {number}: version {obj.get('version')} "
+                                         f"(this reader knows {VERSION})")
+                header = obj
+                continue
+            entries.append(obj)
+        if header is None:
+            raise RecordingError("empty recording")
+        return cls(header, entries)  # file order is replay order (times never go backwards)
+
+    @property
+    def title(self) -> str:
+        return str(self.header.get("title", ""))
+
+    @property
+    def duration(self) -> float:
+        return self._times[-1] if self._times else 0.0
+
+    def markers(self) -> list[dict[str, Any]]:
+        """Timeline markers: narration and violations."""
+        return [e for e in self.entries if e.get("type") == "say" or
+                (e.get("type") == "marker" and e.get("marker") == "violation")]
+
+    def steps(self) -> list[dict[str, Any]]:
+        return [e for e in self.entries if e.get("type") == "step"]
+
+    def events(self, machine: str | None = None) -> list[dict[str, Any]]:
+        return [e for e in self.entries if e.get("type") == "event" and
+                (machine is None or e.get("machine") == machine)]
+
+    def state_at(self, t: float) -> dict[str, dict[str, Any]]:
+        """Every machine's state at time ``t``: nearest keyframe, then replayed events.
+
+        A machine that was detached (migrated away) before ``t`` is left out; its successor
+        under the same name has its own keyframe from when it was attached.
+        """
+        end = bisect_right(self._times, t)
+        states: dict[str, dict[str, Any]] = {}
+        start_of: dict[str, int] = {}
+        # scan back to the nearest keyframe of each machine
+        for i in range(end - 1, -1, -1):
+            e = self.entries[i]
+            if e.get("type") == "keyframe" and e["machine"] not in start_of:
+                start_of[e["machine"]] = i
+        for name, i in start_of.items():
+            state = json.loads(json.dumps(self.entries[i]["state"]))
+            for e in self.entries[i + 1:end]:
+                if e.get("machine") != name:
+                    continue
+                if e.get("type") == "event":
+                    apply_event(state, e["event"])
+                elif e.get("type") == "keyframe":
+                    state = json.loads(json.dumps(e["state"]))
+            states[name] = state
+        return states

@@ -1,0 +1,537 @@
+"""Play a loaded scenario against real machines, one step at a time.
+
+``Player(scenario).run()`` builds and starts every machine, runs the steps in order and stops
+at the first failed expectation; each finished step is handed to ``on_step`` as a
+:class:`StepReport` (the CLI prints them, tests assert on them). Only public APIs are used:
+``Machine`` (start, save/load, system_reset, snapshot, bus), ``monitor.hmp.run_hmp``, the QMP
+command table and ``monitor.commands`` (requested size, guest workload).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from emulator.events import Record
+from emulator.machine import Machine
+from emulator.snapshot import MachineSnapshot
+from scenarios.loader import NO_DRIVER, Compare, MachineSpec, Scenario, Step
+
+TERMINAL_STATES = ("stopped-short", "broken", "failed", "disabled", "no-memory")
+POLL_S = 0.02
+
+
+class StepFailed(Exception):
+    """An expectation did not hold (or a command failed); the message says what and why."""
+
+
+@dataclass
+class StepReport:
+    index: int
+    kind: str
+    machine: str
+    line: int
+    title: str  # what the step asked for
+    ok: bool
+    summary: str = ""  # what happened, one line
+    output: str = ""  # command output worth showing
+    elapsed: float = 0.0
+
+
+@dataclass
+class _Tracked:
+    """What the player remembers about one machine between steps."""
+
+    machine: Machine
+    spec: MachineSpec
+    counts: Counter[str] = field(default_factory=Counter)
+    window: Counter[str] = field(default_factory=Counter)  # counts at the last expect step
+    changed_seq: int = 0  # bus seq of the last resize/reboot the player caused
+    status_seq: dict[str, int] = field(default_factory=dict)  # device -> last guest status
+    allocs: dict[str, int] = field(default_factory=dict)
+    unsubscribe: Callable[[], None] | None = None
+
+
+class Player:
+    """Runs one scenario; see the module docstring."""
+
+    def __init__(self, scenario: Scenario, *, recorder: Any = None, interactive: bool = False,
+                 on_step: Callable[[StepReport], None] | None = None,
+                 prompt: Callable[[str], str] = input) -> None:
+        self.scenario = scenario
+        self.recorder = recorder
+        self.interactive = interactive
+        self.on_step = on_step
+        self.prompt = prompt
+        self.machines: dict[str, _Tracked] = {}
+        self.reports: list[StepReport] = []
+        self._goals: dict[int, list[str]] = {}  # goal index -> what did not hold ([] reached)
+        self._lock = threading.Lock()
+
+    # ---------------------------------------------------------------- machines
+
+    def _attach(self, name: str, machine: Machine, spec: MachineSpec) -> _Tracked:
+        old = self.machines.get(name)
+        tracked = _Tracked(machine, spec)
+        if old is not None:  # a migrated machine keeps its history
+            tracked.counts, tracked.window = old.counts, old.window
+            tracked.allocs = old.allocs
+
+        def on_record(record: Record) -> None:
+            event = record.event
+            with self._lock:
+                tracked.counts[event.kind] += 1
+                if event.kind == "guest_status":
+                    dev = getattr(event, "device", None)
+                    if dev is not None:
+                        tracked.status_seq[dev] = record.seq
+
+        tracked.unsubscribe = machine.bus.subscribe(on_record)
+        self.machines[name] = tracked
+        if self.recorder is not None:
+            self.recorder.attach(name, machine)
+        return tracked
+
+    def _start(self) -> None:
+        from monitor.commands import context_for
+
+        for name, spec in self.scenario.machines.items():
+            machine = Machine(spec.config)
+            context_for(machine).quit_handler = lambda: None
+            self._attach(name, machine, spec)
+            machine.start()
+
+    def close(self) -> None:
+        from monitor.commands import context_for
+
+        for name, tracked in list(self.machines.items()):
+            if tracked.unsubscribe is not None:
+                tracked.unsubscribe()
+            if self.recorder is not None:
+                self.recorder.detach(name)
+            ctx = context_for(tracked.machine)
+            if ctx._events is not None:
+                ctx._events.close()
+            tracked.machine.close()
+        self.machines.clear()
+
+    # ---------------------------------------------------------------- running
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.reports)
+
+    def run(self) -> bool:
+        """Play every step; stop at the first failure. Returns True if all passed."""
+        try:
+            if self.recorder is not None:
+                self.recorder.start(self.scenario)
+            self._start()
+            return all(self._run_step(step) for step in self.scenario.steps) and \
+                self._check_goals()
+        finally:
+            if self.recorder is not None:
+                self.recorder.tick(force_keyframe=True)
+            self.close()
+            if self.recorder is not None:
+                self.recorder.finish(self.ok)
+
+    def _watch_goals(self) -> None:
+        """Lessons: goals are reached once they held after some step (they latch)."""
+        if not self.scenario.goals:
+            return
+        tracked = self.machines.get(self.scenario.default_machine)
+        if tracked is None:
+            return
+        snap = None
+        for i, goal in enumerate(self.scenario.goals):
+            if self._goals.get(i) == []:
+                continue
+            if snap is None:
+                snap = tracked.machine.snapshot(residency=any(
+                    "resident" in g.condition for g in self.scenario.goals))
+            with self._lock:
+                counts = Counter(tracked.counts)
+            self._goals[i] = evaluate(snap, goal.condition, counts,
+                                      list(tracked.machine.console),
+                                      partial(self._settled, tracked))
+
+    def _check_goals(self) -> bool:
+        """After the worked solution every goal must have been reached at some point."""
+        ok = True
+        for i, goal in enumerate(self.scenario.goals):
+            why = self._goals.get(i, ["never checked"])
+            report = StepReport(len(self.scenario.steps) + i + 1, "goal",
+                                self.scenario.default_machine, goal.line, goal.title,
+                                not why, "reached" if not why else "; ".join(why))
+            self.reports.append(report)
+            if self.recorder is not None:
+                self.recorder.step(report, None)
+            if self.on_step is not None:
+                self.on_step(report)
+            ok = ok and not why
+        return ok
+
+    def _run_step(self, step: Step) -> bool:
+        report = StepReport(step.index, step.kind, step.machine, step.line, step.describe(),
+                            True)
+        t0 = time.monotonic()
+        try:
+            handler = getattr(self, "_do_" + step.kind.replace("-", "_"))
+            handler(step, self.machines[step.machine], report)
+        except StepFailed as err:
+            report.ok, report.summary = False, str(err)
+        except Exception as err:  # an engine error is a failed step, not a traceback
+            report.ok, report.summary = False, f"{type(err).__name__}: {err}"
+        report.elapsed = time.monotonic() - t0
+        self.reports.append(report)
+        if report.ok:
+            self._watch_goals()
+        if self.recorder is not None:
+            self.recorder.step(report, step)
+            self.recorder.tick()
+        if self.on_step is not None:
+            self.on_step(report)
+        return report.ok
+
+    # ---------------------------------------------------------------- step kinds
+
+    def _do_say(self, step: Step, t: _Tracked, r: StepReport) -> None:
+        r.summary = step.params["text"]
+
+    def _do_pause(self, step: Step, t: _Tracked, r: StepReport) -> None:
+        if self.interactive:
+            self.prompt(f"{step.params['text'] or 'paused'} -- press Enter to continue ")
+            r.summary = "continued"
+        else:
+            r.summary = "headless: continuing"
+
+    def _do_monitor(self, step: Step, t: _Tracked, r: StepReport) -> None:
+        from monitor.hmp import run_hmp
+
+        p = step.params
+        out = run_hmp(t.machine, p["line"])
+        if p["mutates"]:
+            t.changed_seq = t.machine.bus.last_seq
+        r.output = out if p["show"] else ""
+        if p["expect"] is not None:
+            if not p["expect"].search(out):
+                raise StepFailed(f"output does not match /{p['expect'].pattern}/:\n{out}")
+        elif out.startswith("Error:"):
+            raise StepFailed(out.strip())
+        if p["expect_not"] is not None and p["expect_not"].search(out):
+            raise StepFailed(f"output matches /{p['expect_not'].pattern}/:\n{out}")
+        r.summary = "output as expected" if p["expect"] is not None else "done"
+
+    def _do_qmp(self, step: Step, t: _Tracked, r: StepReport) -> None:
+        import json
+
+        from monitor.commands import MonitorError, context_for, describe_error
+        from monitor.qmp import QMP_COMMANDS
+
+        p = step.params
+        ctx = context_for(t.machine)
+        _spec, fn = QMP_COMMANDS[p["name"]]
+        args = dict(p["args"])
+        try:
+            result = ctx.run(lambda: fn(ctx, args))
+        except Exception as err:  # QMP turns every failure into an error response
+            merr = err if isinstance(err, MonitorError) else describe_error(err)
+            if p["expect_error"] is not None and p["expect_error"].search(merr.desc):
+                r.summary = f"error as expected: {merr.desc}"
+                return
+            raise StepFailed(f"{{\"error\": {{\"class\": \"{merr.cls}\", "
+                             f"\"desc\": \"{merr.desc}\"}}}}") from None
+        finally:
+            if p["mutates"]:
+                t.changed_seq = t.machine.bus.last_seq
+        if p["expect_error"] is not None:
+            raise StepFailed(f"expected an error /{p['expect_error'].pattern}/, "
+                             "the command succeeded")
+        r.output = json.dumps({"return": result}, default=str)
+        if p["has_expect"]:
+            why = subset_mismatch(p["expect"], result)
+            if why:
+                raise StepFailed(f"return value: {why}")
+            r.summary = "return value as expected"
+        else:
+            r.summary = "done"
+
+    def _do_set_requested_size(self, step: Step, t: _Tracked, r: StepReport) -> None:
+        from monitor.commands import MonitorError, context_for, set_requested_size
+        from monitor.sizes import format_mib
+
+        p = step.params
+        try:
+            set_requested_size(context_for(t.machine), p["device"], p["size"])
+        except MonitorError as err:
+            raise StepFailed(err.desc) from None
+        t.changed_seq = t.machine.bus.last_seq
+        r.summary = f"{p['device']}: requested-size = {format_mib(p['size'])}"
+
+    def _do_guest(self, step: Step, t: _Tracked, r: StepReport) -> None:
+        from monitor.commands import MonitorError, context_for, guest_command
+
+        p = step.params
+        action = p["action"]
+        machine = t.machine
+        args: list[str] = []
+        if action == "alloc":
+            args = [str(p["size"]), "unmovable" if p["unmovable"] else "movable", p["target"]]
+        elif action in ("free", "touch", "verify"):
+            ref = p.get("alloc", 0)
+            ident = t.allocs.get(ref) if isinstance(ref, str) else ref
+            if ident is None:
+                raise StepFailed(f"allocation '{ref}' does not exist (did its alloc fail?)")
+            args = [str(ident)]
+        elif action == "dump":
+            args = [p["device"]] if "device" in p else []
+        elif action in ("rogue-write", "read"):
+            addr = p.get("addr", 0) or 0
+            if "offset" in p:
+                addr = machine.devices[p["device"]].addr + p["offset"]
+            args = [str(addr)]
+            if action == "rogue-write":
+                args.append(p.get("device") or next(iter(machine.devices)))
+        try:
+            result = guest_command(context_for(machine), action, args, timeout=p["timeout"])
+        except MonitorError as err:
+            if p["expect_error"] is not None and p["expect_error"].search(err.desc):
+                r.summary = f"failed as expected: {err.desc}"
+                return
+            raise StepFailed(err.desc) from None
+        if p["expect_error"] is not None:
+            raise StepFailed(f"expected a failure /{p['expect_error'].pattern}/, got {result}")
+        if action == "alloc" and "as" in p:
+            t.allocs[p["as"]] = int(result["id"])
+        r.summary = ", ".join(f"{k}={v}" for k, v in result.items() if k != "command")
+        if p["expect"] is not None:
+            why = subset_mismatch(p["expect"], result)
+            if why:
+                raise StepFailed(f"guest {action}: {why} (result: {r.summary})")
+
+    def _do_reboot(self, step: Step, t: _Tracked, r: StepReport) -> None:
+        from emulator.workload import Workload
+
+        p = step.params
+        machine = t.machine
+        if p["by"] == "guest":
+            Workload(machine).reboot()
+            seq = machine.bus.last_seq
+            if not machine.wait_until(
+                    lambda m: any(x.event.kind == "reset" for x in m.bus.since(seq)), 10):
+                raise StepFailed("the guest did not reboot")
+            r.summary = "the guest rebooted itself (PSCI SYSTEM_RESET)"
+        else:
+            words = [w for w in machine.config.cmdline.split() if w != NO_DRIVER]
+            if p["driver"] is False:
+                words.append(NO_DRIVER)
+            cmdline = " ".join(words) if p["driver"] is not None else None
+            machine.system_reset(cmdline=cmdline)
+            r.summary = "system_reset" + (f"; guest command line: '{cmdline}'"
+                                          if cmdline is not None else "")
+        t.changed_seq = machine.bus.last_seq
+
+    def _do_migrate(self, step: Step, t: _Tracked, r: StepReport) -> None:
+        from monitor.commands import context_for
+        from monitor.sizes import format_mib
+
+        source = t.machine
+        dest_spec: MachineSpec = step.params["destination"] or t.spec
+        stream = io.BytesIO()
+        t0 = time.monotonic()
+        source.save(stream)
+        sent = source.last_migration_bytes
+        dest = Machine(dest_spec.config, incoming=True)
+        context_for(dest).quit_handler = lambda: None
+        try:
+            stream.seek(0)
+            dest.load_state(stream)
+        except Exception:
+            dest.close()
+            raise
+        if t.unsubscribe is not None:
+            t.unsubscribe()
+        if self.recorder is not None:
+            self.recorder.detach(step.machine)
+        tracked = self._attach(step.machine, dest, t.spec)
+        tracked.changed_seq = 0
+        dest.start()
+        ctx = context_for(source)
+        if ctx._events is not None:
+            ctx._events.close()
+        source.close()
+        r.summary = (f"sent {format_mib(sent)} in {time.monotonic() - t0:.2f} s; the "
+                     f"destination is {dest.runstate}")
+
+    def _do_wait_until(self, step: Step, t: _Tracked, r: StepReport) -> None:
+        cond = step.params["condition"]
+        deadline = time.monotonic() + step.params["timeout"]
+        while True:
+            tracked = self.machines[step.machine]  # (a migrate replaces it)
+            seq = tracked.machine.bus.last_seq
+            why = self.check(tracked, cond)
+            if not why:
+                break
+            if time.monotonic() >= deadline:
+                raise StepFailed(f"timed out after {step.params['timeout']:g} s: "
+                                 + "; ".join(why))
+            if self.recorder is not None:
+                self.recorder.tick()
+            tracked.machine.bus.wait(seq, POLL_S * 5)
+            time.sleep(POLL_S)
+        r.summary = "reached"
+
+    def _do_expect(self, step: Step, t: _Tracked, r: StepReport) -> None:
+        why = self.check(t, step.params["condition"])
+        with self._lock:
+            t.window = Counter(t.counts)
+        if why:
+            raise StepFailed("; ".join(why))
+        r.summary = "holds"
+
+    # ---------------------------------------------------------------- conditions
+
+    def check(self, t: _Tracked, cond: dict[str, Any]) -> list[str]:
+        """What does not hold of ``cond`` right now (empty: all of it holds)."""
+        snap: MachineSnapshot = t.machine.snapshot(residency="resident" in cond)
+        with self._lock:
+            window = t.counts - t.window
+        return evaluate(snap, cond, window, list(t.machine.console),
+                        lambda dev: self._settled(t, dev))
+
+    def _settled(self, t: _Tracked, dev: Any) -> bool:
+        if dev.driver_state == "idle" and dev.plugged_size == dev.requested_size:
+            return True
+        if dev.driver_state == "idle" and dev.usable_region_size < dev.requested_size and \
+                dev.plugged_size == dev.usable_region_size:
+            return True  # rfc_shrink_on_reboot: the area grows again with the next resize
+        if dev.driver_state in TERMINAL_STATES:
+            # the state must be an answer to the last change, not left over from before it
+            return t.status_seq.get(dev.id, 0) > t.changed_seq
+        return False
+
+
+def evaluate(snap: MachineSnapshot, cond: dict[str, Any], window: Counter[str],
+             console: list[str], settled: Callable[[Any], bool] | None = None) -> list[str]:
+    """What does not hold of a parsed condition (``Step.params["condition"]``, ``Goal``).
+
+    ``window`` counts events by kind (for ``events``/``violations``), ``console`` holds recent
+    guest console lines, ``settled(device_snapshot)`` decides ``settled`` (default: idle at
+    the requested size or in a final state).
+    """
+    if settled is None:
+        settled = default_settled
+    why: list[str] = []
+    dev_id = cond.get("device")
+    dev = snap.device(dev_id) if dev_id else None
+
+    def num(key: str, actual: int, what: str) -> None:
+        want: Compare | None = cond.get(key)
+        if want is not None and not want.check(actual):
+            why.append(f"{what} is {_fmt(actual, key)}, expected {want}")
+
+    if dev is not None:
+        num("plugged", dev.plugged_size, f"{dev.id} plugged size")
+        num("requested", dev.requested_size, f"{dev.id} requested size")
+        num("usable", dev.usable_region_size, f"{dev.id} usable region")
+        num("plugged-blocks", dev.plugged_blocks, f"{dev.id} plugged blocks")
+        if dev.resident is not None:
+            num("resident", sum(dev.resident), f"{dev.id} host-resident memory")
+        if "driver" in cond and dev.driver_state != cond["driver"]:
+            why.append(f"{dev.id} driver is {dev.driver_state}, expected {cond['driver']}")
+        if "unplugged-inaccessible" in cond and \
+                dev.unplugged_inaccessible != cond["unplugged-inaccessible"]:
+            why.append(f"{dev.id} unplugged-inaccessible is {dev.unplugged_inaccessible}")
+    if "settled" in cond:
+        devices = [dev] if dev is not None else list(snap.devices)
+        unsettled = [d.id for d in devices if not settled(d)]
+        if bool(cond["settled"]) == bool(unsettled):
+            why.append(f"not settled: {', '.join(unsettled)}" if unsettled else "settled")
+    if "runstate" in cond and snap.runstate != cond["runstate"]:
+        why.append(f"runstate is {snap.runstate}, expected {cond['runstate']}")
+    if "booted" in cond and snap.guest_booted != cond["booted"]:
+        why.append(f"guest booted is {snap.guest_booted}")
+    if "node" in cond:
+        node = next((n for n in snap.nodes if n.node_id == cond["node"]), None)
+        if node is None:
+            why.append(f"no node {cond['node']}")
+        else:
+            num("node-size", node.boot_ram + node.plugged, f"node {node.node_id} size")
+            num("node-plugged", node.plugged, f"node {node.node_id} plugged")
+    num("guest-faults", snap.guest_faults, "guest faults")
+    num("violations", window["violation"], "violations since the last expect")
+    for kind, want in (cond.get("events") or {}).items():
+        if want is not None and not want.check(window[kind]):
+            why.append(f"{kind} events since the last expect: {window[kind]}, "
+                       f"expected {want}")
+    pattern: re.Pattern[str] | None = cond.get("console")
+    if pattern is not None and not any(pattern.search(line)
+                                       for line in console):
+        why.append(f"no console line matches /{pattern.pattern}/")
+    return why
+
+
+def default_settled(dev: Any) -> bool:
+    """Settled without knowing what changed last (live lessons)."""
+    if dev.driver_state == "idle":
+        return bool(dev.plugged_size == dev.requested_size
+                    or dev.plugged_size == dev.usable_region_size < dev.requested_size)
+    return dev.driver_state in TERMINAL_STATES
+
+
+def _fmt(value: int, key: str) -> str:
+    from monitor.sizes import format_mib
+
+    if key in ("plugged", "requested", "usable", "resident", "node-size", "node-plugged"):
+        return f"{format_mib(value)} ({value})"
+    return str(value)
+
+
+def subset_mismatch(expected: Any, actual: Any, path: str = "") -> str:
+    """Why ``expected`` is not contained in ``actual`` ("" if it is).
+
+    Mappings: every expected key must be there and match; lists: element-wise, the actual list
+    may be longer; a string expected against a number is a size/comparison (``1G``, ``>= 1``).
+    """
+    where = path or "value"
+    if isinstance(expected, dict):
+        if not isinstance(actual, dict):
+            return f"{where} is {actual!r}, expected a mapping"
+        for key, want in expected.items():
+            if key not in actual:
+                return f"{path + '.' if path else ''}{key} is missing"
+            why = subset_mismatch(want, actual[key], f"{path + '.' if path else ''}{key}")
+            if why:
+                return why
+        return ""
+    if isinstance(expected, list):
+        if not isinstance(actual, list) or len(actual) < len(expected):
+            return f"{where} is {actual!r}, expected at least {len(expected)} items"
+        for i, want in enumerate(expected):
+            why = subset_mismatch(want, actual[i], f"{path}[{i}]")
+            if why:
+                return why
+        return ""
+    if isinstance(expected, str) and isinstance(actual, int) and not isinstance(actual, bool):
+        from monitor.sizes import SizeError, strtosz
+        from scenarios.loader import _COMPARE
+
+        m = _COMPARE.match(expected)
+        try:
+            want = Compare(m.group(1) or "==", strtosz(m.group(2)), expected) if m else None
+        except SizeError:
+            want = None
+        if want is None:
+            return f"{where} is {actual}, expected {expected!r}"
+        return "" if want.check(actual) else f"{where} is {actual}, expected {expected}"
+    if expected != actual or isinstance(expected, bool) != isinstance(actual, bool):
+        return f"{where} is {actual!r}, expected {expected!r}"
+    return ""
