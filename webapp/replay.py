@@ -22,7 +22,6 @@ from flask import (
     current_app,
     jsonify,
     render_template,
-    render_template_string,
     request,
 )
 
@@ -66,72 +65,9 @@ def _token() -> str | None:
     return session_token(create=False)
 
 
-LIST_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
-<title>vmemlab lessons</title>
-<link rel="stylesheet" href="{{ url_for('static', filename='style.css') }}"></head>
-<body><main style="padding:1rem"><h1>vmemlab lessons</h1><ul>
-{% for name, lesson in lessons.items() %}<li>
-<form method="post" action="{{ url_for('replay.start_lesson', name=name) }}">
-<strong>{{ lesson.title }}</strong> — {{ lesson.summary }}
-<button type="submit">start</button></form></li>{% endfor %}
-</ul><p><a href="{{ url_for('replay.replay') }}">Replay a recording</a></p></main></body></html>
-"""
-
-LESSON_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{{ lesson.title }} — vmemlab</title>
-<link rel="stylesheet" href="{{ url_for('static', filename='style.css') }}">
-<style>
- .lesson { display: grid; grid-template-columns: minmax(16rem, 24rem) 1fr; gap: 1rem;
-           height: 100vh; }
- .lesson aside { padding: 1rem; overflow: auto; }
- .lesson iframe { width: 100%; height: 100%; border: 0; }
- #goals li { margin: 0.5rem 0; } #goals li.done { color: #009E73; }
- #goals li .why { color: #555; font-size: 0.85rem; display: block; }
- @media (max-width: 900px) { .lesson { grid-template-columns: 1fr; height: auto; }
-   .lesson iframe { height: 80vh; } }
-</style></head>
-<body><div class="lesson" id="lesson" data-goals="{{ url_for('replay.lesson_goals', name=name) }}">
-<aside><h1>{{ lesson.title }}</h1><p>{{ lesson.summary }}</p>
-{% for text in narration %}<p>» {{ text }}</p>{% endfor %}
-<h2>Goals <span id="score">0/{{ lesson.goals|length }}</span></h2><ol id="goals">
-{% for goal in lesson.goals %}<li data-index="{{ loop.index0 }}">
-<span class="mark">○</span> {{ goal.title }}
-{% if goal.hint %}<details><summary>hint</summary><code>{{ goal.hint }}</code></details>{% endif %}
-<span class="why"></span></li>{% endfor %}</ol>
-<form method="post" action="{{ url_for('replay.start_lesson', name=name) }}">
-<button type="submit">start over</button></form></aside>
-<iframe src="{{ url_for('pages.index') }}" title="The sandbox"></iframe></div>
-<script>
-(function () {
-  const root = document.getElementById("lesson");
-  const reached = new Set();
-  async function poll() {
-    try {
-      const r = await fetch(root.dataset.goals, { credentials: "same-origin" });
-      const data = await r.json();
-      data.goals.forEach((g) => {
-        const li = document.querySelector(`#goals li[data-index="${g.index}"]`);
-        if (g.reached) reached.add(g.index);
-        const done = reached.has(g.index);
-        li.classList.toggle("done", done);
-        li.querySelector(".mark").textContent = done ? "✓" : "○";
-        li.querySelector(".why").textContent = done ? "" : (g.why || []).join("; ");
-      });
-      document.getElementById("score").textContent = `${reached.size}/${data.goals.length}`;
-      root.dataset.reached = String(reached.size);
-    } catch (err) { /* the server restarts: keep polling */ }
-    setTimeout(poll, 1000);
-  }
-  poll();
-})();
-</script></body></html>
-"""
-
-
 @bp.get("/lessons")
 def lesson_list() -> str:
-    return render_template_string(LIST_PAGE, lessons=_lessons())
+    return render_template("lessons.html", lessons=_lessons())
 
 
 @bp.post("/lessons/<name>/start")
@@ -158,7 +94,7 @@ def start_lesson(name: str) -> Any:
 def lesson_page(name: str) -> str:
     lesson = _lesson(name)
     narration = [s.params["text"] for s in lesson.steps if s.kind == "say"]
-    return render_template_string(LESSON_PAGE, lesson=lesson, name=name, narration=narration)
+    return render_template("lesson.html", lesson=lesson, name=name, narration=narration)
 
 
 @bp.get("/lessons/<name>/goals")
