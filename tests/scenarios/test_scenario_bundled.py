@@ -70,3 +70,16 @@ def test_rfc_walkthrough_ends_in_the_rfcs_numbers(tmp_path: Path) -> None:
     assert end["devices"]["reg0"]["driver_state"] == "stopped-short"
     assert bytes.fromhex(end["devices"]["reg0"]["bitmap"]).count(1) == 82
     assert end["nodes"][0]["plugged"] == 171966464
+
+
+def test_the_first_four_stories_come_with_a_lesson() -> None:
+    """Issue 5: at least the first four bundled scenarios have a lesson beside them."""
+    stories = [os.path.basename(p).split("-", 1)[1] for p in BUNDLED[:4]]
+    lesson_names = [os.path.basename(p).split("-", 1)[1] for p in LESSONS]
+    topics = {"rfc-walkthrough.yaml": "rfc-walkthrough.yaml",
+              "reboot-shipped-vs-rfc.yaml": "reboot.yaml",
+              "unmodified-guest.yaml": "unmodified-guest.yaml",
+              "the-guarantee.yaml": "the-guarantee.yaml"}
+    assert [topics[s] for s in stories] == lesson_names[:4]
+    for path in LESSONS:
+        assert load_scenario(path).goals, path

@@ -141,10 +141,10 @@ def test_lesson_goals_are_checked_live_against_the_sessions_machine() -> None:
         listing = client.get("/lessons").get_data(as_text=True)
         assert "Lesson: make the unplug stop short" in listing
         assert client.get("/lessons/nope").status_code == 404
-        reply = client.post("/lessons/01-make-it-stop-short/start")
+        reply = client.post("/lessons/05-make-it-stop-short/start")
         assert reply.status_code == 302
-        assert reply.location.endswith("/lessons/01-make-it-stop-short")
-        page = client.get("/lessons/01-make-it-stop-short").get_data(as_text=True)
+        assert reply.location.endswith("/lessons/05-make-it-stop-short")
+        page = client.get("/lessons/05-make-it-stop-short").get_data(as_text=True)
         assert "Grow vm0 to at least 512M" in page and "<iframe" in page
         with client.session_transaction() as cookie:
             token = cookie[TOKEN]
@@ -154,7 +154,7 @@ def test_lesson_goals_are_checked_live_against_the_sessions_machine() -> None:
         assert machine.config.devices[0].size == 1 << 30  # the lesson's machine
 
         def goals() -> list[bool]:
-            data = client.get("/lessons/01-make-it-stop-short/goals").get_json()
+            data = client.get("/lessons/05-make-it-stop-short/goals").get_json()
             return [g["reached"] for g in data["goals"]]
 
         assert machine.wait_until(lambda m: m.guest_states.get("vm0") == "idle", 10)
