@@ -21,6 +21,11 @@ then one JSON object per line, each with ``t`` (seconds since the recording star
   events or ``keyframe_seconds`` seconds, and at the end;
 * ``end``: ``{"ok": bool}``.
 
+A *live* recording (:meth:`Recorder.start_live`: the browser sandbox records every session's
+machine) has the same header with ``"scenario": null`` and no ``step``/``say`` lines. A
+recorder given ``max_bytes`` stops at that size: its last line is then
+``{"type": "marker", "marker": "truncated", "bytes": N}`` and nothing more is written.
+
 A player seeks to time ``t`` with :meth:`Recording.state_at`: the nearest keyframe at or
 before ``t`` per machine, then the events after it replayed onto that state.
 """
@@ -38,6 +43,7 @@ from typing import IO, TYPE_CHECKING, Any
 from emulator.events import Record
 
 if TYPE_CHECKING:
+    from emulator.config import MachineConfig
     from emulator.machine import Machine
     from emulator.snapshot import MachineSnapshot
     from scenarios.loader import Scenario, Step
@@ -77,9 +83,15 @@ class Recorder:
     :meth:`tick` on the player's thread, which also takes keyframes when they are due.
     """
 
+    #: room kept for the final ``truncated`` marker under ``max_bytes``
+    TRUNCATE_RESERVE = 128
+
     def __init__(self, stream: IO[str], *, keyframe_events: int = 500,
-                 keyframe_seconds: float = 2.0) -> None:
+                 keyframe_seconds: float = 2.0, max_bytes: int | None = None) -> None:
         self.stream = stream
+        self.max_bytes = max_bytes
+        self.bytes_written = 0
+        self.truncated = False
         self.keyframe_events = keyframe_events
         self.keyframe_seconds = keyframe_seconds
         self._t0 = time.time()
@@ -93,8 +105,31 @@ class Recorder:
         self._last_t = 0.0
 
     def _write(self, obj: dict[str, Any]) -> None:
-        self.stream.write(json.dumps(obj, separators=(",", ":"), default=str) + "\n")
+        if self.truncated:
+            return
+        line = json.dumps(obj, separators=(",", ":"), default=str) + "\n"  # ASCII only
+        if (self.max_bytes is not None
+                and self.bytes_written + len(line) + self.TRUNCATE_RESERVE > self.max_bytes):
+            self._truncate()
+            return
+        self.stream.write(line)
+        self.bytes_written += len(line)
         self.lines += 1
+
+    def _truncate(self) -> None:
+        """The size cap is reached: a last marker, then stop listening and writing."""
+        line = json.dumps({"t": self._last_t, "type": "marker", "marker": "truncated",
+                           "bytes": self.bytes_written}, separators=(",", ":")) + "\n"
+        self.stream.write(line)
+        self.bytes_written += len(line)
+        self.lines += 1
+        self.truncated = True
+        for unsubscribe in self._unsubscribe.values():
+            unsubscribe()
+        self._unsubscribe.clear()
+        self._machines.clear()
+        self._queue.clear()
+        self.stream.flush()
 
     def _now(self) -> float:
         return self._stamp(time.time() - self._t0)
@@ -113,7 +148,28 @@ class Recorder:
                          for name, spec in scenario.machines.items()},
         })
 
+    def start_live(self, title: str, machines: dict[str, MachineConfig],
+                   summary: str = "") -> None:
+        """The header of a recording with no scenario behind it (a live sandbox session)."""
+        self._t0 = time.time()
+        self._write({
+            "type": "header", "format": FORMAT, "version": VERSION, "title": title,
+            "summary": summary, "scenario": None, "created": self._t0,
+            "machines": {name: {"argv": None, "config": asdict(config)}
+                         for name, config in machines.items()},
+        })
+
+    def close(self) -> None:
+        """Stop listening to every machine (nothing more is written; the stream stays open)."""
+        for unsubscribe in self._unsubscribe.values():
+            unsubscribe()
+        self._unsubscribe.clear()
+        self._machines.clear()
+        self._queue.clear()
+
     def attach(self, name: str, machine: Machine) -> None:
+        if self.truncated:
+            return
         self.tick()
         self._machines[name] = machine
 
@@ -138,6 +194,9 @@ class Recorder:
         """Write queued records; with ``upto=(machine, seq)`` that machine's later ones stay."""
         held: list[tuple[str, Record]] = []
         for _ in range(len(self._queue)):  # only what is queued now: the vCPU keeps adding
+            if self.truncated:
+                self._queue.clear()
+                return
             name, record = self._queue.popleft()
             if upto is not None and name == upto[0] and record.seq > upto[1]:
                 held.append((name, record))
@@ -155,7 +214,7 @@ class Recorder:
 
     def _keyframe(self, name: str) -> None:
         machine = self._machines.get(name)
-        if machine is None:
+        if machine is None or self.truncated:
             return
         t = self._now()
         try:
@@ -170,6 +229,9 @@ class Recorder:
 
     def tick(self, force_keyframe: bool = False, only: str | None = None) -> None:
         """Write queued events; take keyframes that are due (or all, if forced)."""
+        if self.truncated:
+            self._queue.clear()
+            return
         self._flush()
         now = time.monotonic()
         for name in list(self._machines):

@@ -474,6 +474,33 @@
   });
 
   const dlg = $("new-dialog");
+  // share: store the live recording on the server, show the link (copyable)
+  $("btn-share").addEventListener("click", async () => {
+    const btn = $("btn-share"); btn.disabled = true; notice("sharing…");
+    try {
+      const r = await fetch("/share", {
+        method: "POST", credentials: "same-origin",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ session_recording: true }),
+      });
+      let j = null;
+      try { j = await r.json(); } catch (err) { j = null; }
+      if (!r.ok || !j || !j.url) { showError("share failed: " + ((j && j.error) || r.status)); return; }
+      const url = new URL(j.url, window.location.href).href;
+      $("share-link").value = url; $("share-open").href = url;
+      $("share-status").textContent = ""; $("share-box").hidden = false;
+      notice("shared: " + url);
+      $("share-link").focus(); $("share-link").select();
+    } catch (err) {
+      showError("share failed: " + err);
+    } finally { btn.disabled = false; }
+  });
+  $("share-copy").addEventListener("click", async () => {
+    const link = $("share-link");
+    try { await navigator.clipboard.writeText(link.value); $("share-status").textContent = "copied"; }
+    catch (err) { link.focus(); link.select(); $("share-status").textContent = "press Ctrl+C to copy"; }
+  });
+
   $("btn-new").addEventListener("click", () => { $("new-error").textContent = ""; dlg.showModal(); });
   $("new-cancel").addEventListener("click", () => dlg.close());
   $("new-default").addEventListener("click", () => send("new_machine", { preset: "default" }, () => dlg.close()));

@@ -31,6 +31,11 @@ DEFAULTS: dict[str, Any] = {
     "VMEMLAB_SAMPLE_INTERVAL": 1.0,
     "VMEMLAB_COMMAND_TIMEOUT": 30.0,
     "VMEMLAB_DEFAULT_MACHINE": None,  # a MachineConfig factory; None: two nodes, 2 x 1 GiB
+    "VMEMLAB_MAX_RECORDING_BYTES": 32 << 20,  # live recording per session (0: none)
+    "VMEMLAB_RECORDING_DIR": None,  # where live recordings go; None: the temp dir
+    "VMEMLAB_SHARE_DIR": None,  # shared files (/share); None: <instance path>/shared
+    "VMEMLAB_SHARE_MAX_BYTES": 8 << 20,  # largest upload to /share
+    "VMEMLAB_SHARE_MAX_TOTAL": 1 << 30,  # all shared files together
     "MAX_CONTENT_LENGTH": 512 << 20,  # largest state file that can be loaded
     "SESSION_COOKIE_SAMESITE": "Lax",
 }
@@ -54,16 +59,20 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         view_interval=float(app.config["VMEMLAB_VIEW_INTERVAL"]),
         sample_interval=float(app.config["VMEMLAB_SAMPLE_INTERVAL"]),
         command_timeout=float(app.config["VMEMLAB_COMMAND_TIMEOUT"]),
+        max_recording_bytes=int(app.config["VMEMLAB_MAX_RECORDING_BYTES"]),
+        recording_dir=app.config["VMEMLAB_RECORDING_DIR"],
     )
 
     from webapp import sockets  # noqa: F401  (registers the event handlers)
     from webapp.api import bp as api_bp
     from webapp.pages import bp as pages_bp
     from webapp.replay import bp as replay_bp
+    from webapp.sharing import bp as sharing_bp
 
     app.register_blueprint(pages_bp)
     app.register_blueprint(api_bp)
     app.register_blueprint(replay_bp)
+    app.register_blueprint(sharing_bp)
     socketio.init_app(app, async_mode="threading", max_http_buffer_size=1_000_000)
     server = socketio.server  # this app's server, even if another app is created later
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -126,6 +126,30 @@ def save_state():  # type: ignore[no-untyped-def]
     name = time.strftime("vmemlab-%Y%m%d-%H%M%S.vmstate")
     return Response(data, mimetype="application/octet-stream",
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+@bp.get("/machine/recording")
+def live_recording():  # type: ignore[no-untyped-def]
+    """This session's live recording (NDJSON, see scenarios.recording), up to now."""
+    current = _session().recording_now()
+    if current is None:
+        return jsonify(ok=False, error="this session has no recording"), 404
+    f, size = current
+
+    def chunks() -> Iterator[bytes]:
+        with f:
+            left = size
+            while left > 0:
+                data = f.read(min(left, 1 << 16))
+                if not data:
+                    break
+                left -= len(data)
+                yield data
+
+    name = time.strftime("vmemlab-live-%Y%m%d-%H%M%S.ndjson")
+    return Response(chunks(), mimetype="application/x-ndjson",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"',
+                             "Content-Length": str(size), "Cache-Control": "no-store"})
 
 
 @bp.post("/machine/state")

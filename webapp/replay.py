@@ -8,6 +8,9 @@
   lesson's machine; ``/lessons/NAME`` shows the narration and the goals beside the sandbox
   (an iframe of ``/``: same cookie, same machine); ``/lessons/NAME/goals`` checks every goal
   against the session's machine right now (the page polls it and latches reached goals).
+
+:func:`start_scenario`, :func:`goals_answer` and :func:`lesson_view` are shared with the
+shared-scenario pages of ``webapp.sharing`` (``/s/ID``).
 """
 
 from __future__ import annotations
@@ -70,15 +73,15 @@ def lesson_list() -> str:
     return render_template("lessons.html", lessons=_lessons())
 
 
-@bp.post("/lessons/<name>/start")
-def start_lesson(name: str) -> Any:
-    from flask import redirect, url_for
+def start_scenario(scenario: Scenario) -> Any:
+    """Give this browser session a fresh machine built from ``scenario``'s (first) machine.
 
+    ``None`` when done, else an error response (400: larger than this server allows).
+    """
     from webapp import manager
     from webapp.pages import session_token
 
-    lesson = _lesson(name)
-    cfg = lesson.machines[lesson.default_machine].config
+    cfg = scenario.machines[scenario.default_machine].config
     mgr = manager(current_app)
     blocks = max((d.size // d.block_size for d in cfg.devices), default=0)
     total = cfg.boot_ram + sum(d.size for d in cfg.devices)
@@ -87,21 +90,43 @@ def start_lesson(name: str) -> Any:
     token = session_token()
     assert token is not None
     mgr.replace(token, cfg)
+    return None
+
+
+def lesson_view(scenario: Scenario, *, goals_url: str, start_url: str) -> str:
+    """The lesson page (narration, goals, the sandbox beside them) for any scenario."""
+    narration = [s.params["text"] for s in scenario.steps if s.kind == "say"]
+    return render_template("lesson.html", lesson=scenario, narration=narration,
+                           goals_url=goals_url, start_url=start_url)
+
+
+@bp.post("/lessons/<name>/start")
+def start_lesson(name: str) -> Any:
+    from flask import redirect, url_for
+
+    error = start_scenario(_lesson(name))
+    if error is not None:
+        return error
     return redirect(url_for("replay.lesson_page", name=name))
 
 
 @bp.get("/lessons/<name>")
 def lesson_page(name: str) -> str:
-    lesson = _lesson(name)
-    narration = [s.params["text"] for s in lesson.steps if s.kind == "say"]
-    return render_template("lesson.html", lesson=lesson, name=name, narration=narration)
+    from flask import url_for
+
+    return lesson_view(_lesson(name), goals_url=url_for("replay.lesson_goals", name=name),
+                       start_url=url_for("replay.start_lesson", name=name))
 
 
 @bp.get("/lessons/<name>/goals")
 def lesson_goals(name: str) -> Any:
+    return goals_answer(_lesson(name))
+
+
+def goals_answer(lesson: Scenario) -> Any:
+    """Every goal of ``lesson`` checked against this session's machine right now (JSON)."""
     from webapp import manager
 
-    lesson = _lesson(name)
     sess = manager(current_app).get(_token())
     machine = sess.machine if sess is not None else None
     if machine is None:

@@ -6,12 +6,20 @@ never see or steer another browser's machine. One pump thread serves all session
 each machine's event queue (filled by a tiny bus subscriber on the vCPU thread), sends the
 events as one ``batch`` per tick (≤ ``emit_hz`` per room), sends a fresh ``view`` (block
 codes, config space, chart sample) after changes, and ``keyframe``s to sockets that just joined.
+
+Every session's machine is also *recorded* while it runs (``scenarios.recording``: the format
+``vmemlab play --record`` writes) into a temporary file of at most
+``Settings.max_recording_bytes``; the pump writes it, a new machine starts a new recording and
+``GET /api/machine/recording`` downloads it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import secrets
+import tempfile
 import threading
 import time
 from collections import deque
@@ -23,6 +31,7 @@ from emulator.config import GiB, MachineConfig, MemoryDeviceConfig, MiB, NumaNod
 from emulator.events import Record
 from emulator.machine import Machine
 from emulator.snapshot import MachineSnapshot
+from scenarios.recording import Recorder
 from webapp import view_model
 from webapp.inputs import InputError, config_to_form
 
@@ -52,6 +61,8 @@ class Settings:
     sample_interval: float = 1.0  # a chart sample (and a host residency scan) this often
     command_timeout: float = 30.0
     snapshot_timeout: float = 5.0
+    max_recording_bytes: int = 32 * MiB  # per session; 0: no live recording
+    recording_dir: str | None = None  # where the live recordings go (None: the temp dir)
 
 
 def default_config() -> MachineConfig:
@@ -76,8 +87,15 @@ def new_token() -> str:
 class MachineSession:
     """A browser session's machine plus what its page needs to catch up (logs, chart data)."""
 
-    def __init__(self, token: str, wake: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, token: str, wake: Callable[[], None] = lambda: None, *,
+                 max_recording_bytes: int = 32 * MiB, recording_dir: str | None = None
+                 ) -> None:
         self.token = token
+        self.max_recording_bytes = max_recording_bytes
+        self.recording_dir = recording_dir
+        self.recorder: Recorder | None = None
+        self.recording_path: str | None = None
+        self._recording_file: IO[str] | None = None
         self._wake = wake
         self.room = "m-" + secrets.token_hex(8)  # never derived from the secret token
         self.lock = threading.RLock()
@@ -143,16 +161,62 @@ class MachineSession:
             self.started = time.monotonic()
             self.idle_paused = False
             self._keyframe_room = True
+            self._start_recording(machine, config)
             machine.start()
 
     def stop_machine(self) -> None:
         with self.lock:
+            self._stop_recording()
             if self._unsubscribe is not None:
                 self._unsubscribe()
                 self._unsubscribe = None
             if self.machine is not None:
                 self.machine.close()
                 self.machine = None
+
+    # ---------------------------------------------------------------- live recording
+
+    def _start_recording(self, machine: Machine, config: MachineConfig) -> None:
+        self._stop_recording()
+        if self.max_recording_bytes <= 0:
+            return
+        try:
+            fd, path = tempfile.mkstemp(prefix="vmemlab-live-", suffix=".ndjson",
+                                        dir=self.recording_dir)
+        except OSError:
+            log.exception("cannot create a live recording")
+            return
+        stream = os.fdopen(fd, "w", encoding="ascii")
+        recorder = Recorder(stream, max_bytes=self.max_recording_bytes)
+        recorder.start_live("Live session", {"main": config})
+        recorder.attach("main", machine)
+        self.recorder, self.recording_path, self._recording_file = recorder, path, stream
+
+    def _stop_recording(self) -> None:
+        recorder, stream, path = self.recorder, self._recording_file, self.recording_path
+        self.recorder = self._recording_file = self.recording_path = None
+        if recorder is not None:
+            recorder.close()
+        if stream is not None:
+            stream.close()
+        if path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+    def recording_now(self) -> tuple[IO[bytes], int] | None:
+        """The live recording up to now (a keyframe forced first): an open file and its size.
+
+        The caller reads ``size`` bytes from the file and closes it; a new machine meanwhile
+        deletes the path but not the open file.
+        """
+        with self.lock:
+            recorder, stream, path = self.recorder, self._recording_file, self.recording_path
+            if recorder is None or stream is None or path is None:
+                return None
+            recorder.tick(force_keyframe=True)
+            stream.flush()
+            size = recorder.bytes_written
+            return open(path, "rb"), size
 
     def want_keyframe(self, sid: str | None = None) -> None:
         with self.lock:
@@ -233,6 +297,12 @@ class MachineSession:
         machine = self.machine
         if machine is None:
             return
+        if self.recorder is not None:
+            try:
+                self.recorder.tick()
+            except Exception:  # a broken recording must not stop the page
+                log.exception("live recording failed for room %s", self.room)
+                self._stop_recording()
         queue = self._queue
         records: list[Record] = []
         while queue and len(records) <= MAX_BATCH_EVENTS:
@@ -324,7 +394,9 @@ class SessionManager:
                 raise LimitError(
                     f"this server already runs {self.settings.max_machines} machines "
                     "(its limit); try again when a workshop seat is free")
-            sess = MachineSession(token, self._wake.set)
+            sess = MachineSession(token, self._wake.set,
+                                  max_recording_bytes=self.settings.max_recording_bytes,
+                                  recording_dir=self.settings.recording_dir)
             sess.lock.acquire()
             self._sessions[token] = sess
         try:

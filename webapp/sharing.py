@@ -1,0 +1,240 @@
+"""Share by link: recordings and scenarios stored on this server under a short random id.
+
+* ``POST /share`` -- an uploaded file (field ``file``: a recording ``.ndjson`` or a scenario
+  ``.yaml``, checked first: a recording must parse with ``scenarios.recording.Recording``, a
+  scenario must pass the loader, whose ``FILE:LINE: message`` comes back as a 400), or the JSON
+  body ``{"session_recording": true}`` (this session's live recording). Answers
+  ``{"id": ID, "url": "/s/ID"}``.
+* ``GET /s/ID`` -- a recording: a redirect to the player (``/replay?src=/shared/ID.ndjson``);
+  a scenario: its title, summary and narration with a *start* button. ``POST /s/ID/start``
+  gives this session a machine built from the scenario's machine (the lesson flow of
+  ``webapp.replay``) and then shows the sandbox -- as a lesson page (``/s/ID/lesson``) when
+  the scenario has goals.
+* ``GET /shared/ID.ndjson`` -- the stored recording itself.
+
+Files live in ``VMEMLAB_SHARE_DIR`` (default ``<instance path>/shared``) as ``ID.ndjson`` or
+``ID.yaml``; an id is ``secrets.token_urlsafe(6)`` (8 characters of ``[A-Za-z0-9_-]``) and
+every id from a URL is checked against that pattern before any path is built from it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import secrets
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    url_for,
+)
+
+from scenarios.loader import Scenario, ScenarioError, load_scenario, parse_scenario
+from scenarios.recording import Recording, RecordingError
+
+bp = Blueprint("sharing", __name__)
+
+ID_RE = re.compile(r"[A-Za-z0-9_-]{8}")
+EXTENSIONS = ("ndjson", "yaml")  # recording, scenario
+_NAME_RE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class ShareError(ValueError):
+    """A file that cannot be shared (the message says why); ``status`` is the HTTP code."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def share_dir() -> str:
+    folder = current_app.config.get("VMEMLAB_SHARE_DIR") or os.path.join(
+        current_app.instance_path, "shared")
+    os.makedirs(folder, exist_ok=True)
+    return str(folder)
+
+
+def find_shared(share_id: str) -> tuple[str, str]:
+    """``(path, extension)`` of a stored share; 404 for a malformed or unknown id."""
+    if not ID_RE.fullmatch(share_id):
+        abort(404)
+    folder = current_app.config.get("VMEMLAB_SHARE_DIR") or os.path.join(
+        current_app.instance_path, "shared")
+    for ext in EXTENSIONS:
+        path = os.path.join(folder, f"{share_id}.{ext}")
+        if os.path.isfile(path):
+            return path, ext
+    abort(404)
+
+
+# ------------------------------------------------------------------------------ checking
+
+def check_recording(data: bytes, name: str) -> None:
+    try:
+        text = data.decode("utf-8")
+        rec = Recording.parse(io.StringIO(text))
+    except UnicodeDecodeError:
+        raise ShareError(f"{name}: not UTF-8 text") from None
+    except RecordingError as err:
+        raise ShareError(f"{name}: {err}") from None
+    machines = rec.header.get("machines")
+    if not isinstance(machines, dict) or not machines:
+        raise ShareError(f"{name}:1: the header names no machines")
+
+
+def check_scenario(data: bytes, name: str) -> Scenario:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ShareError(f"{name}: not UTF-8 text") from None
+    try:
+        return parse_scenario(text, name)
+    except ScenarioError as err:
+        raise ShareError(str(err)) from None
+
+
+def kind_of(data: bytes, filename: str) -> str:
+    """``ndjson`` (a recording) or ``yaml`` (a scenario), by extension, else by content."""
+    lower = filename.lower()
+    if lower.endswith((".ndjson", ".jsonl", ".json")):
+        return "ndjson"
+    if lower.endswith((".yaml", ".yml")):
+        return "yaml"
+    return "ndjson" if data.lstrip()[:1] == b"{" else "yaml"
+
+
+def store(data: bytes, ext: str) -> str:
+    """Write ``data`` under a fresh id; the id."""
+    folder = share_dir()
+    limit = int(current_app.config["VMEMLAB_SHARE_MAX_TOTAL"])
+    used = sum(e.stat().st_size for e in os.scandir(folder) if e.is_file())
+    if used + len(data) > limit:
+        raise ShareError("this server's share store is full", 507)
+    for _ in range(20):
+        share_id = secrets.token_urlsafe(6)
+        try:
+            with open(os.path.join(folder, f"{share_id}.{ext}"), "xb") as f:
+                f.write(data)
+        except FileExistsError:
+            continue
+        return share_id
+    raise ShareError("could not pick a free id", 500)
+
+
+def _session_recording() -> bytes:
+    from webapp import manager
+    from webapp.pages import session_token
+
+    sess = manager(current_app).get(session_token(create=False))
+    current = sess.recording_now() if sess is not None else None
+    if current is None:
+        raise ShareError("this session has no machine (and so no recording) to share")
+    f, size = current
+    with f:
+        return f.read(size)
+
+
+def _upload() -> tuple[bytes, str]:
+    cap = int(current_app.config["VMEMLAB_SHARE_MAX_BYTES"])
+    if request.content_length is not None and request.content_length > cap + (64 << 10):
+        raise ShareError(f"larger than {cap >> 20} MiB: too large to share", 413)
+    upload = request.files.get("file")
+    if upload is None:
+        body = request.get_json(silent=True)
+        if isinstance(body, dict) and body.get("session_recording") is True:
+            data = _session_recording()
+            check_recording(data, "live recording")
+            return data, "ndjson"
+        raise ShareError("send a file (field 'file') or {\"session_recording\": true}")
+    data = upload.stream.read(cap + 1)
+    if len(data) > cap:
+        raise ShareError(f"larger than {cap >> 20} MiB: too large to share", 413)
+    name = _NAME_RE.sub("_", os.path.basename(upload.filename or "")) or "upload"
+    ext = kind_of(data, name)
+    if ext == "ndjson":
+        check_recording(data, name)
+    else:
+        check_scenario(data, name)
+    return data, ext
+
+
+# ------------------------------------------------------------------------------ routes
+
+@bp.post("/share")
+def share() -> Any:
+    try:
+        data, ext = _upload()
+        share_id = store(data, ext)
+    except ShareError as err:
+        return jsonify(ok=False, error=str(err)), err.status
+    return jsonify(ok=True, id=share_id, url=url_for("sharing.shared_page", share_id=share_id),
+                   kind="recording" if ext == "ndjson" else "scenario")
+
+
+def _scenario(share_id: str) -> Scenario:
+    path, ext = find_shared(share_id)
+    if ext != "yaml":
+        abort(404)
+    try:
+        return load_scenario(path)
+    except ScenarioError:
+        abort(404)
+
+
+@bp.get("/s/<share_id>")
+def shared_page(share_id: str) -> Any:
+    _, ext = find_shared(share_id)
+    if ext == "ndjson":
+        return redirect(url_for("replay.replay", src=f"/shared/{share_id}.ndjson"))
+    scenario = _scenario(share_id)
+    narration = [s.params["text"] for s in scenario.steps if s.kind == "say"]
+    return render_template("shared.html", scenario=scenario, narration=narration,
+                           share_id=share_id)
+
+
+@bp.post("/s/<share_id>/start")
+def start_shared(share_id: str) -> Any:
+    from webapp.replay import start_scenario
+
+    scenario = _scenario(share_id)
+    error = start_scenario(scenario)
+    if error is not None:
+        return error
+    if scenario.goals:
+        return redirect(url_for("sharing.shared_lesson", share_id=share_id))
+    return redirect(url_for("pages.index"))
+
+
+@bp.get("/s/<share_id>/lesson")
+def shared_lesson(share_id: str) -> str:
+    from webapp.replay import lesson_view
+
+    return lesson_view(_scenario(share_id),
+                       goals_url=url_for("sharing.shared_goals", share_id=share_id),
+                       start_url=url_for("sharing.start_shared", share_id=share_id))
+
+
+@bp.get("/s/<share_id>/goals")
+def shared_goals(share_id: str) -> Any:
+    from webapp.replay import goals_answer
+
+    return goals_answer(_scenario(share_id))
+
+
+@bp.get("/shared/<name>")
+def shared_file(name: str) -> Response:
+    if not name.endswith(".ndjson"):
+        abort(404)
+    path, ext = find_shared(name[:-len(".ndjson")])
+    if ext != "ndjson":
+        abort(404)
+    return send_file(path, mimetype="application/x-ndjson", max_age=0)
