@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from emulator.config import MachineConfig, MemoryDeviceConfig, MiB, NumaNodeConfig
+from emulator.config import MachineConfig
+from tests.webapp.conftest import web_config
 from webapp import live
 from webapp.live import CHROMIUM_ARGS, LiveServer
 
@@ -25,16 +26,8 @@ if not os.path.exists(CHROMIUM):
 
 
 def browser_config() -> MachineConfig:
-    """Two nodes, 2 x 256 MiB devices (128 blocks each), 64 and 32 MiB plugged at boot."""
-    return MachineConfig(
-        boot_ram=64 * MiB, smp=2, nodes=[NumaNodeConfig(0, [0]), NumaNodeConfig(1, [1])],
-        devices=[
-            MemoryDeviceConfig(id="vm0", memdev="mem0", size=256 * MiB, node=0,
-                               requested_size=64 * MiB),
-            MemoryDeviceConfig(id="vm1", memdev="mem1", size=256 * MiB, node=1,
-                               requested_size=32 * MiB),
-        ],
-    )
+    """The same small machine the socket tests use (two nodes, 128 blocks per device)."""
+    return web_config()
 
 
 @pytest.fixture(scope="package")
