@@ -60,19 +60,28 @@ class HostMemory:
         ``/proc/self/pagemap`` tells, per page, "present" (bit 63) and "exclusively mapped"
         (bit 56, no privilege needed). A page the guest only *read* maps the kernel's shared
         zero page: present but not exclusive, and it costs nothing, so it does not count.
-        ``mincore`` (which would count it) is the fallback where pagemap is unavailable.
+        ``mincore`` (1 byte a page instead of 8) finds the chunks worth asking pagemap about,
+        so a mostly unplugged 16 GiB region is scanned in ~10 ms; it is also the fallback
+        where pagemap is unavailable.
         """
         size = self.size - offset if size is None else size
         pages = (size + HOST_PAGE_SIZE - 1) // HOST_PAGE_SIZE
+        vec = self._mincore(offset, size, pages)
         first = (self.pointer + offset) // HOST_PAGE_SIZE
         try:
-            with open("/proc/self/pagemap", "rb", buffering=0) as pagemap:
-                raw = os.pread(pagemap.fileno(), pages * 8, first * 8)
+            pagemap = open("/proc/self/pagemap", "rb", buffering=0)  # noqa: SIM115
         except OSError:
-            raw = b""
-        if len(raw) == pages * 8:
-            return bytearray(raw[7::8].translate(_PRESENT_EXCLUSIVE))
-        return self._mincore(offset, size, pages)
+            return vec
+        with pagemap:
+            for start in range(0, pages, _PAGEMAP_CHUNK):
+                end = min(start + _PAGEMAP_CHUNK, pages)
+                if vec.find(1, start, end) < 0:
+                    continue
+                raw = os.pread(pagemap.fileno(), (end - start) * 8, (first + start) * 8)
+                if len(raw) != (end - start) * 8:
+                    continue  # keep mincore's answer for this chunk
+                vec[start:end] = raw[7::8].translate(_PRESENT_EXCLUSIVE)
+        return vec
 
     def _mincore(self, offset: int, size: int, pages: int) -> bytearray:
         vec = (ctypes.c_ubyte * pages)()
@@ -104,6 +113,7 @@ class HostMemory:
 # mincore sets bit 0 per page; other bits are reserved, so keep only bit 0
 _LOW_BIT = bytes(i & 1 for i in range(256))
 # the top byte of a pagemap entry: bit 7 = present (63), bit 0 = exclusively mapped (56)
+_PAGEMAP_CHUNK = 16384  # pages (64 MiB) per pagemap read
 _PRESENT_EXCLUSIVE = bytes(1 if (i & 0x81) == 0x81 else 0 for i in range(256))
 
 assert PAGE_SIZE == 1 << PAGE_SHIFT
