@@ -236,7 +236,9 @@ export function initReplay(root) {
       tick.addEventListener("click", () => { t = m.t; render(); });
       ui.marks.appendChild(tick);
     }
-    t = 0;
+    // open at the first picture of a machine (before it, there is nothing to draw)
+    const first = rec.entries.find((e) => e.type === "keyframe");
+    t = first ? first.t : 0;
     playing = false;
     ui.play.textContent = "play";
     root.dataset.loaded = "1";
