@@ -1,9 +1,11 @@
 """The emulated machine: one AArch64 vCPU on Unicorn, boot RAM, virtio-mem devices.
 
-A ``Machine`` owns one Unicorn instance and drives it from its own worker thread in slices.
-Other threads never touch Unicorn: they post calls (``_call``) that the worker runs between
-slices, after stopping the current slice with ``emu_stop()`` (the only call that is safe from
-another thread). The guest talks to the machine through MMIO (console, virtio-mmio) and SMC
+A ``Machine`` owns one Unicorn instance and drives it from its own worker thread. Other
+threads never touch Unicorn: they post calls (``_call``) that the worker runs when the vCPU
+stops at its next safe point, an SMC call (see ``_kick`` for why never mid-block). Host
+register writes and snapshots need no stop at all: they take the device lock.
+
+The guest talks to the machine through MMIO (console, virtio-mmio) and SMC
 calls (wait for an event, report status, finish a workload command, PSCI reset/off); see
 ``emulator/abi.py``.
 
@@ -48,7 +50,7 @@ from device.errors import ConfigError, VmemError
 from device.events import Event
 from device.virtio_mem import VirtioMemDevice, VirtioMemOptions
 from device.virtio_mmio import VirtioMmioTransport
-from emulator import abi
+from emulator import abi, exceptions
 from emulator.backing import HostMemory
 from emulator.config import MachineConfig, MachineLayout
 from emulator.events import (
@@ -74,15 +76,6 @@ THROTTLED_SLICE_S = 0.002  # how long the guest runs between pauses when slowed 
 STUCK_GUEST_S = 1.0  # no safe point for this long: stop the vCPU asynchronously
 MIN_SPEED = 0.001
 EXCP_SMC = 13  # QEMU's EXCP_* numbers, as UC_HOOK_INTR reports them
-EXCP_NAMES = {1: "undefined instruction", 2: "svc", 7: "breakpoint", 11: "hvc"}
-ESR_EC_UNKNOWN = 0x00
-ESR_EC_IABT_CUR = 0x21
-ESR_EC_DABT_CUR = 0x25
-ESR_IL = 1 << 25
-ESR_WNR = 1 << 6
-DFSC_TRANSLATION_L3 = 0x07
-DFSC_PERMISSION_L3 = 0x0F
-PSTATE_EL1H_MASKED = 0x3C5  # EL1h with D, A, I, F masked: what exception entry sets
 MAX_NESTED_FAULTS = 4
 _FAULTS = (UC_ERR_EXCEPTION, UC_ERR_READ_UNMAPPED, UC_ERR_WRITE_UNMAPPED, UC_ERR_FETCH_UNMAPPED)
 
@@ -606,33 +599,20 @@ class Machine:
         if err.errno in _FAULTS and denied is not None:
             self.bus.publish(Violation(denied.device, denied.addr, pc, denied.access,
                                        denied.reason))
-            if denied.access == "fetch":
-                esr = (ESR_EC_IABT_CUR << 26) | ESR_IL | DFSC_PERMISSION_L3
-            else:
-                dfsc = DFSC_TRANSLATION_L3 if denied.device is None else DFSC_PERMISSION_L3
-                wnr = ESR_WNR if denied.access == "write" else 0
-                esr = (ESR_EC_DABT_CUR << 26) | ESR_IL | wnr | dfsc
+            esr = exceptions.abort_syndrome(denied.access, mapped=denied.device is not None)
             self._inject_sync(esr, denied.addr, pc)
         elif pending is not None:
-            self._inject_sync((ESR_EC_UNKNOWN << 26) | ESR_IL, 0, pending[1])
+            self._inject_sync(exceptions.unknown_syndrome(), 0, pending[1])
         else:
             self._set_runstate("internal-error", f"{err} at pc {pc:#x}")
 
     def _inject_sync(self, esr: int, far: int, elr: int) -> None:
-        """Enter the guest's synchronous exception vector (current EL, SPx) like the CPU would."""
-        vbar = self.uc.reg_read(arm.UC_ARM64_REG_VBAR_EL1)
-        in_vectors = vbar <= elr < vbar + 0x800
-        self._nested_faults = self._nested_faults + 1 if in_vectors else 0
-        if vbar == 0 or self._nested_faults >= MAX_NESTED_FAULTS:
+        """Deliver a synchronous exception; a guest faulting in its own handler is panicked."""
+        nested = exceptions.in_vectors(self.uc, elr)
+        self._nested_faults = self._nested_faults + 1 if nested else 0
+        if (self._nested_faults >= MAX_NESTED_FAULTS
+                or not exceptions.enter_sync_exception(self.uc, esr, far, elr)):
             self._set_runstate("guest-panicked", f"unhandled fault at {elr:#x} (ESR {esr:#x})")
-            return
-        pstate = self.uc.reg_read(arm.UC_ARM64_REG_PSTATE)
-        self.uc.cpr_write(3, 0, 4, 0, 0, pstate)  # SPSR_EL1
-        self.uc.reg_write(arm.UC_ARM64_REG_ELR_EL1, elr)
-        self.uc.reg_write(arm.UC_ARM64_REG_ESR_EL1, esr)
-        self.uc.reg_write(arm.UC_ARM64_REG_FAR_EL1, far)
-        self.uc.reg_write(arm.UC_ARM64_REG_PSTATE, PSTATE_EL1H_MASKED)
-        self.uc.reg_write(arm.UC_ARM64_REG_PC, vbar + 0x200)
 
     def _publish_zero_reads(self) -> None:
         for dev, first, count in self.stage2.take_zero_reads():

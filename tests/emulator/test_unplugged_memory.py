@@ -112,3 +112,15 @@ def test_dump_with_unplugged_inaccessible_uses_state_requests(
     states = [r.event for r in events if r.event.kind == "request" and r.event.type == "STATE"]
     assert len(states) >= 1
     assert not [r for r in events if isinstance(r.event, Violation)]
+
+
+def test_the_guest_sees_the_abort_a_cpu_would_report(make_machine: MachineFactory) -> None:
+    """Data abort, current EL, write, permission fault level 3: ESR 0x9600004f; FAR = address."""
+    machine = make_machine()
+    wait_settled(machine)
+    target = machine.devices["vm0"].addr + 300 * MiB
+    assert Workload(machine).rogue_write(target).status == -EFAULT
+    assert any(f"ESR 0x9600004f, FAR 0x{target:x}" in line for line in machine.console)
+    result = Workload(machine).read(0x7_0000_0000)  # nothing there: a translation fault
+    assert result.status == -EFAULT
+    assert machine.guest_faults == 2
