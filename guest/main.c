@@ -84,6 +84,7 @@ static void parse_cmdline(void)
     opts.blacklisted = 0;
     opts.memory_block_size = 128UL << 20;
     opts.retry_ms = 1000;
+    opts.adopt = 0;
     const char *s = cmdline;
     while (*s) {
         while (*s == ' ')
@@ -110,6 +111,10 @@ static void parse_cmdline(void)
                 printk("memory_block_size: invalid value, using 0x%lx\n", opts.memory_block_size);
             else
                 opts.memory_block_size = v;
+        } else if (len == 17 && has_prefix(tok, len, "virtio_mem.adopt=")) {
+            printk("virtio_mem.adopt: expects 0 or 1\n");
+        } else if (has_prefix(tok, len, "virtio_mem.adopt=")) {
+            opts.adopt = tok[17] == '1';
         } else if (has_prefix(tok, len, "virtio_mem.retry_ms=")) {
             u64 v;
             if (parse_u64(tok + 20, len - 20, &v, 0) || !v)

@@ -63,6 +63,7 @@
 #define RESP_BUSY 2
 #define RESP_ERROR 3
 #define STATE_PLUGGED 0
+#define STATE_UNPLUGGED 1
 
 #define INT_VRING 1
 #define INT_CONFIG 2
@@ -130,7 +131,7 @@ struct vmem_dev {
     u16 qsize, avail_idx, last_used;
     struct vq_mem *vq;
     u64 retry_cur_ms, deadline_ns;
-    int unplug_all_pending, config_changed, nack_retries;
+    int unplug_all_pending, adopt_pending, config_changed, nack_retries;
     u64 short_reported, short_requested;
 };
 
@@ -516,6 +517,52 @@ static long vm_unplug_all(struct vmem_dev *d)
     return -ETXTBSY; /* BUSY (or anything else): retry later */
 }
 
+/*
+ * virtio_mem.adopt=1, the 2017 RFC's reboot: the device kept the plugged memory (compacted
+ * to the start of a shrunk area), and this guest keeps it too instead of UNPLUG_ALL. The spec
+ * lets a driver re-initialize with STATE requests: one per memory block, and per device block
+ * where a memory block is mixed. Adopted blocks are added as free memory.
+ */
+static long vm_adopt(struct vmem_dev *d)
+{
+    struct zone *z = &d->z;
+    u64 ublocks = MIN(d->usable / d->block_size, z->nblocks), adopted = 0;
+    for (u64 m = 0; m < z->nmbs; m++) {
+        u64 b0, b1;
+        mb_block_range(z, m, &b0, &b1);
+        if (b0 >= ublocks)
+            break;
+        b1 = MIN(b1, ublocks);
+        u16 st = 0xffff;
+        long resp = vm_send(d, REQ_STATE, block_addr(z, b0), b1 - b0, &st);
+        if (resp != RESP_ACK)
+            return resp < 0 ? resp : -ABI_EINVAL;
+        if (st == STATE_UNPLUGGED)
+            continue;
+        for (u64 b = b0; b < b1; b++) {
+            if (st != STATE_PLUGGED) { /* mixed: ask block by block */
+                u16 one = 0xffff;
+                resp = vm_send(d, REQ_STATE, block_addr(z, b), 1, &one);
+                if (resp != RESP_ACK)
+                    return resp < 0 ? resp : -ABI_EINVAL;
+                if (one != STATE_PLUGGED)
+                    continue;
+            }
+            if (!z->owners[m]) {
+                long rc = mb_add(d, m);
+                if (rc)
+                    return rc;
+            }
+            plug_done(d, b, 1);
+            adopted++;
+        }
+    }
+    d->adopt_pending = 0;
+    dev_info(d, "adopted 0x%lx of plugged memory (%lu blocks)", adopted * d->block_size,
+             adopted);
+    return 0;
+}
+
 /* ---- the worker: converge plugged_size toward requested_size ---- */
 static void arm_timer(struct vmem_dev *d)
 {
@@ -531,6 +578,11 @@ static void vm_run(struct vmem_dev *d)
     if (!d->enabled || d->broken)
         return;
     for (;;) {
+        if (d->adopt_pending) {
+            rc = vm_adopt(d);
+            if (rc)
+                break;
+        }
         if (d->unplug_all_pending) {
             rc = vm_unplug_all(d);
             if (rc)
@@ -714,7 +766,10 @@ static void vm_probe(struct vmem_dev *d)
     wr(d, VM_STATUS, S_ACKNOWLEDGE | S_DRIVER | S_FEATURES_OK | S_DRIVER_OK);
     d->enabled = 1;
     d->retry_cur_ms = opts.retry_ms;
-    if (d->cfg_plugged) {
+    if (d->cfg_plugged && opts.adopt) {
+        dev_info(d, "adopting plugged memory (virtio_mem.adopt=1)");
+        d->adopt_pending = 1;
+    } else if (d->cfg_plugged) {
         dev_info(d, "unplugging all memory is required");
         d->unplug_all_pending = 1;
     }

@@ -203,8 +203,16 @@ def toggle_rfc(manager: SessionManager, token: str, data: Any) -> dict[str, Any]
     if sess.config is None:
         raise InputError("this session has no machine")
     form = inputs.config_to_form(sess.config)
-    form["rfc_shrink_on_reboot"] = inputs.flag(data.get("enabled"), "enabled")
+    enabled = inputs.flag(data.get("enabled"), "enabled")
+    form["rfc_shrink_on_reboot"] = enabled
+    # the RFC's guest kept the memory it found plugged after a reboot; a Linux-like driver
+    # would UNPLUG_ALL it at once, hiding the difference this toggle is there to show
+    options = [o for o in str(form.get("cmdline") or "").split() if o != ADOPT]
+    form["cmdline"] = " ".join([*options, ADOPT] if enabled else options)
     return new_machine(manager, token, form)
+
+
+ADOPT = "virtio_mem.adopt=1"
 
 
 # ---------------------------------------------------------------- save / load

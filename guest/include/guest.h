@@ -145,6 +145,7 @@ struct cmdline_opts {
     int blacklisted;
     u64 memory_block_size;
     u64 retry_ms;
+    int adopt; /* virtio_mem.adopt=1: keep memory found plugged at probe (the RFC's reboot) */
 };
 extern struct cmdline_opts opts;
 

@@ -86,3 +86,41 @@ def test_guest_started_without_driver_boots(make_machine: MachineFactory) -> Non
     assert machine.wait_until(lambda m: m.guest_states.get("vm0") == "disabled", 10)
     statuses = [r.event for r in machine.bus.since(0) if isinstance(r.event, GuestStatus)]
     assert statuses[0].status == "booted" and statuses[0].detail == 0
+
+
+def test_rfc_shrink_on_reboot_with_a_guest_that_adopts_its_memory(
+        make_machine: MachineFactory) -> None:
+    """The 2017 RFC's reboot: the device keeps the plugged memory compacted at the start of a
+    shrunk area, and a guest booted with virtio_mem.adopt=1 keeps it (STATE requests only)."""
+    from tests.conftest import small_config
+
+    machine = make_machine(small_config(rfc_shrink_on_reboot=True,
+                                        cmdline="virtio_mem.adopt=1"))
+    wait_settled(machine)
+    machine.set_requested_size("vm0", 64 * MiB)
+    wait_settled(machine)
+    plugged = machine.devices["vm0"].plugged_size
+    seq = machine.bus.last_seq
+    machine.system_reset()
+    wait_settled(machine)
+    dev = machine.devices["vm0"]
+    assert dev.plugged_size == plugged
+    assert dev.usable_region_size >= plugged
+    assert dev.bitmap[: plugged // dev.block_size] == b"\x01" * (plugged // dev.block_size)
+    requests = {r.event.type for r in machine.bus.since(seq) if r.event.kind == "request"}
+    assert requests == {"STATE"}  # no UNPLUG_ALL, no PLUG: the guest adopted what it found
+    assert any("adopted 0x4000000" in line for line in machine.console)
+
+
+def test_rfc_device_with_a_linux_like_guest_unplugs_all_at_probe(
+        make_machine: MachineFactory) -> None:
+    from tests.conftest import small_config
+
+    machine = make_machine(small_config(rfc_shrink_on_reboot=True))
+    wait_settled(machine)
+    seq = machine.bus.last_seq
+    machine.system_reset()
+    wait_settled(machine)
+    types = [r.event.type for r in machine.bus.since(seq) if r.event.kind == "request"]
+    assert types[0] == "UNPLUG_ALL" and "PLUG" in types
+    assert machine.devices["vm0"].plugged_size == 128 * MiB
