@@ -269,8 +269,10 @@ def test_readline_tab_completion_on_a_terminal(tmp_path: Path) -> None:
             proc.wait(10)
         return f"{buf!r}\n{errlog.read_text()}"
 
+    pending = [b""]  # output read past the last marker, for the next read_until
+
     def read_until(marker: bytes, timeout: float = 30) -> bytes:
-        buf = b""
+        buf = pending[0]
         deadline = time.monotonic() + timeout
         while marker not in buf:
             left = deadline - time.monotonic()
@@ -284,7 +286,9 @@ def test_readline_tab_completion_on_a_terminal(tmp_path: Path) -> None:
                 if not chunk:
                     break
                 buf += chunk
-        return buf
+        end = buf.find(marker) + len(marker) if marker in buf else len(buf)
+        pending[0] = buf[end:]
+        return buf[:end]
 
     try:
         try:
@@ -293,11 +297,21 @@ def test_readline_tab_completion_on_a_terminal(tmp_path: Path) -> None:
             # seen twice under heavy CPU load (never standalone): the child sits in input()
             # after printing its banner, yet nothing arrives on the pty master
             pytest.skip(f"no output from the pseudo-terminal: {err}")
-        os.write(fd, b"info memory-dev\t\n")
+        # type like a person: each TAB once readline has echoed what came before (under load
+        # the terminal may still be in cooked mode right after the prompt appears)
+        time.sleep(0.3)
+        os.write(fd, b"info memory-dev\t")
+        read_until(b"memory-devices")
+        os.write(fd, b"\n")
         out = read_until(b"memdev: /objects/mem0")
         assert b'Memory device [virtio-mem]: "vm0"' in out
         read_until(b"(qemu) ")
-        os.write(fd, b"qom-get v\t requested-si\t\n")
+        time.sleep(0.3)
+        os.write(fd, b"qom-get v\t")
+        read_until(b"vm0")
+        os.write(fd, b" requested-si\t")
+        read_until(b"requested-size")
+        os.write(fd, b"\n")
         assert b"536870912" in read_until(b"536870912")
         os.write(fd, b"quit\n")
         assert proc.wait(30) == 0
