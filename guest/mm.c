@@ -279,24 +279,31 @@ static u64 zone_avail(struct zone *z)
     return z->free_total; /* no block is isolated while commands run */
 }
 
-static u64 zone_take(struct zone *z, u64 want, u16 slot, u64 seed)
+/* The first free page at or after page *p of block *b, lowest address first, or NULL. */
+static u16 *next_free_page(struct zone *z, u64 *b, u64 *p)
 {
-    u64 got = 0;
-    for (u64 b = 0; b < z->nblocks && got < want; b++) {
-        struct abi_block_usage *u = &z->usage[b];
+    for (; *b < z->nblocks; (*b)++, *p = 0) {
+        struct abi_block_usage *u = &z->usage[*b];
         if (u->state != ABI_BLOCK_PLUGGED || !u->free)
             continue;
-        u16 *o = blk_owner(z, b);
+        u16 *o = blk_owner(z, *b);
         if (!o)
             continue;
-        u64 base = block_addr(z, b);
-        for (u64 p = 0; p < z->block_pages && got < want && u->free; p++) {
-            if (o[p] != OWN_FREE)
-                continue;
-            set_owner(z, b, &o[p], slot);
-            fill_page(base + p * PAGE_SIZE, seed);
-            got++;
-        }
+        for (; *p < z->block_pages; (*p)++)
+            if (o[*p] == OWN_FREE)
+                return &o[*p];
+    }
+    return NULL;
+}
+
+static u64 zone_take(struct zone *z, u64 want, u16 slot, u64 seed)
+{
+    u64 got = 0, b = 0, p = 0;
+    u16 *o;
+    while (got < want && (o = next_free_page(z, &b, &p))) {
+        set_owner(z, b, o, slot);
+        fill_page(block_addr(z, b) + p * PAGE_SIZE, seed);
+        got++;
     }
     return got;
 }
@@ -487,23 +494,15 @@ static int find_dest(struct zone **order, int n, struct zone **dz, u64 *db, u16 
 {
     for (int i = 0; i < n; i++) {
         struct zone *z = order[i];
-        for (u64 b = z->cursor; b < z->nblocks; b++) {
-            struct abi_block_usage *u = &z->usage[b];
-            if (u->state != ABI_BLOCK_PLUGGED || !u->free)
-                continue;
-            u16 *o = blk_owner(z, b);
-            if (!o)
-                continue;
-            for (u64 p = 0; p < z->block_pages; p++) {
-                if (o[p] == OWN_FREE) {
-                    z->cursor = b;
-                    *dz = z;
-                    *db = b;
-                    *dop = &o[p];
-                    *dpa = block_addr(z, b) + p * PAGE_SIZE;
-                    return 0;
-                }
-            }
+        u64 b = z->cursor, p = 0;
+        u16 *o = next_free_page(z, &b, &p);
+        if (o) {
+            z->cursor = b;
+            *dz = z;
+            *db = b;
+            *dop = o;
+            *dpa = block_addr(z, b) + p * PAGE_SIZE;
+            return 0;
         }
         z->cursor = z->nblocks; /* nothing free here for the rest of this attempt */
     }
