@@ -31,8 +31,8 @@ from unicorn.unicorn_py3.arch.arm64 import UcAArch64
 from device.virtio_mem import VirtioMemDevice
 from emulator import Machine, MachineConfig, MemoryDeviceConfig
 from emulator.backing import HostMemory
+from emulator.board import ZERO_PAGE_PA
 from emulator.config import GiB, MiB
-from emulator.machine import ZERO_PAGE_PA
 from emulator.stage2 import Stage2
 from emulator.workload import Workload
 

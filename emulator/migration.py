@@ -18,12 +18,11 @@ import re
 import struct
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from unicorn import arm64_const as arm
-
 from device.errors import MigrationError
 from emulator import abi
 from emulator.backing import HostMemory
 from emulator.events import MigrationStatus
+from emulator.states import RunState
 
 if TYPE_CHECKING:
     from emulator.machine import Machine
@@ -37,17 +36,6 @@ _ZERO_PAGE = bytes(abi.PAGE_SIZE)
 _RESIDENT_RUN = re.compile(b"\x01+")
 _UNPLUGGED_RUN = re.compile(b"\x00+")
 
-_GPRS = {f"x{i}": arm.UC_ARM64_REG_X0 + i for i in range(29)}
-_REGS = {
-    **_GPRS,
-    "x29": arm.UC_ARM64_REG_X29, "x30": arm.UC_ARM64_REG_X30, "sp": arm.UC_ARM64_REG_SP,
-    "pc": arm.UC_ARM64_REG_PC, "pstate": arm.UC_ARM64_REG_PSTATE,
-    "sp_el0": arm.UC_ARM64_REG_SP_EL0, "sp_el1": arm.UC_ARM64_REG_SP_EL1,
-    "vbar_el1": arm.UC_ARM64_REG_VBAR_EL1, "elr_el1": arm.UC_ARM64_REG_ELR_EL1,
-    "esr_el1": arm.UC_ARM64_REG_ESR_EL1, "far_el1": arm.UC_ARM64_REG_FAR_EL1,
-    "tpidr_el1": arm.UC_ARM64_REG_TPIDR_EL1, "cpacr_el1": arm.UC_ARM64_REG_CPACR_EL1,
-}
-_SPSR_EL1 = (3, 0, 4, 0, 0)
 
 
 def _ramblock(mem: HostMemory) -> str:
@@ -90,36 +78,12 @@ def _write_pages(stream: BinaryIO, mem: HostMemory, runs: list[tuple[int, int]])
 
 
 def _header(machine: Machine) -> dict[str, Any]:
-    uc = machine.uc
-    cpu = {name: uc.reg_read(reg) for name, reg in _REGS.items()}
-    cpu["spsr_el1"] = uc.cpr_read(*_SPSR_EL1)
-    remaining = None
-    if machine._wait_deadline is not None:
-        import time
-
-        remaining = max(0.0, machine._wait_deadline - time.monotonic())
     return {
         "version": VERSION,
-        "ramblocks": {
-            _ramblock(m): m.size for m in [machine.boot_ram, *machine.regions.values()]
-        },
-        "cpu": cpu,
-        "devices": {
-            dev_id: {"device": dev.save(), "transport": machine.transports[i].save()}
-            for i, (dev_id, dev) in enumerate(machine.devices.items())
-        },
-        "machine": {
-            "cmdline": machine.config.cmdline,
-            "waiting": machine._waiting,
-            "wait_remaining": remaining,
-            "pending_events": machine._pending_events,
-            "view_addr": machine._view_addr,
-            "guest_booted": machine.guest_booted,
-            "guest_faults": machine.guest_faults,
-            "guest_states": machine.guest_states,
-            "uptime_ns": machine.uptime_ns,
-            "next_cmd_seq": machine._next_cmd_seq,
-        },
+        "ramblocks": {_ramblock(m): m.size for m in machine.board.ram()},
+        "cpu": machine.board.cpu_state(),
+        "devices": machine.board.devices_state(),
+        "machine": machine.state(),
     }
 
 
@@ -149,7 +113,7 @@ def save_machine(machine: Machine, stream: BinaryIO) -> int:
                 dev.migration_running = False
         machine.last_migration_bytes = sent
         machine.bus.publish(MigrationStatus("completed", f"{sent} bytes of RAM"))
-        machine._set_runstate("postmigrate", "migration completed")
+        machine.set_runstate(RunState.POSTMIGRATE, "migration completed")
         return sent
 
     def locked() -> int:
@@ -176,7 +140,7 @@ def load_machine(machine: Machine, stream: BinaryIO) -> None:
             machine.bus.publish(MigrationStatus("failed", str(exc)))
             raise
         machine.bus.publish(MigrationStatus("completed", "incoming"))
-        machine._set_runstate("running", "migration completed")
+        machine.set_runstate(RunState.RUNNING, "migration completed")
 
     def locked() -> None:
         with machine.device_lock:
@@ -195,7 +159,7 @@ def _load(machine: Machine, stream: BinaryIO) -> None:
         raise MigrationError(f"Corrupt migration header: {exc}") from None
     if header.get("version") != VERSION:
         raise MigrationError(f"Unsupported migration stream version {header.get('version')}")
-    blocks = {_ramblock(m): m for m in [machine.boot_ram, *machine.regions.values()]}
+    blocks = {_ramblock(m): m for m in machine.board.ram()}
     for name, size in header["ramblocks"].items():
         if name not in blocks:
             raise MigrationError(f'Unknown ramblock "{name}", cannot accept migration')
@@ -209,7 +173,7 @@ def _load(machine: Machine, stream: BinaryIO) -> None:
             raise MigrationError(f"Missing section for device '{dev_id}' in migration stream")
         dev.load(state["device"])
         machine.transports[i].load(state["transport"])
-    regions = [machine.boot_ram, *machine.regions.values()]
+    regions = machine.board.ram()
     while True:
         gpa, count = RUN.unpack(_read_exact(stream, RUN.size))
         if gpa == END:
@@ -219,33 +183,7 @@ def _load(machine: Machine, stream: BinaryIO) -> None:
         if mem is None:
             raise MigrationError(f"Migration stream page run {gpa:#x}+{size:#x} outside RAM")
         mem.write(gpa - mem.gpa, _read_exact(stream, size))
-    _restore_cpu(machine, header["cpu"])
-    _restore_machine(machine, header["machine"])
+    machine.board.restore_cpu({k: int(v) for k, v in header["cpu"].items()})
+    machine.restore(header["machine"])
 
 
-def _restore_cpu(machine: Machine, cpu: dict[str, int]) -> None:
-    uc = machine.uc
-    for name, reg in _REGS.items():
-        if name not in ("sp", "pstate"):
-            uc.reg_write(reg, int(cpu[name]))
-    uc.cpr_write(*_SPSR_EL1, int(cpu["spsr_el1"]))
-    uc.reg_write(arm.UC_ARM64_REG_PSTATE, int(cpu["pstate"]))
-    uc.reg_write(arm.UC_ARM64_REG_SP, int(cpu["sp"]))
-    uc.reg_write(arm.UC_ARM64_REG_PC, int(cpu["pc"]))
-    machine._flush_tlb()
-
-
-def _restore_machine(machine: Machine, state: dict[str, Any]) -> None:
-    import time
-
-    machine.config = machine.config.with_cmdline(state["cmdline"])
-    machine._waiting = bool(state["waiting"])
-    remaining = state["wait_remaining"]
-    machine._wait_deadline = None if remaining is None else time.monotonic() + remaining
-    machine._pending_events = int(state["pending_events"])
-    machine._view_addr = int(state["view_addr"])
-    machine.guest_booted = bool(state["guest_booted"])
-    machine.guest_faults = int(state["guest_faults"])
-    machine.guest_states.update(state["guest_states"])
-    machine._boot_ns = time.monotonic_ns() - int(state["uptime_ns"])
-    machine._next_cmd_seq = int(state["next_cmd_seq"])

@@ -112,7 +112,7 @@ class EventTranslator:
         self.machine = machine
         self._lock = threading.Lock()
         self._sinks: list[Sink] = []
-        self._state = machine.runstate
+        self._state: str = machine.runstate
         self.limiter = RateLimiter(self._fan_out, period)
         self._unsubscribe = machine.bus.subscribe(self._on_record)
 

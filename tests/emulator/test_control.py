@@ -31,7 +31,7 @@ def test_close_is_quick_and_idempotent(make_machine: MachineFactory) -> None:
     start = time.monotonic()
     machine.close()
     assert time.monotonic() - start < 5
-    assert machine._thread is not None and not machine._thread.is_alive()
+    assert machine.closed and not machine.vcpu.alive
 
 
 def test_single_step_moves_a_paused_guest_by_instructions(make_machine: MachineFactory) -> None:

@@ -1,0 +1,296 @@
+"""The board: one Unicorn engine, the guest-physical memory map and the devices on it.
+
+What a machine *is*, without what it *does*: boot RAM, the shared zero page, one host-backed
+region, virtio-mem device and virtio-mmio transport per configured device, the console UART,
+stage-2 translation over all of it, and the firmware's job of loading the guest image with its
+boot info. It owns no thread and no run state (``emulator.vcpu`` and ``emulator.machine`` do).
+Every method that touches the engine must run on the vCPU thread or before it starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable
+from typing import Any, cast
+
+from unicorn import (
+    UC_ARCH_ARM64,
+    UC_CTL_IO_WRITE,
+    UC_CTL_TLB_FLUSH,
+    UC_HOOK_TLB_FILL,
+    UC_MODE_ARM,
+    UC_PROT_ALL,
+    UC_PROT_READ,
+    UC_PROT_WRITE,
+    UC_TLB_VIRTUAL,
+    Uc,
+    UcError,
+)
+from unicorn import arm64_const as arm
+from unicorn.unicorn_py3.arch.arm64 import UcAArch64
+
+from device.events import Event
+from device.virtio_mem import VirtioMemDevice, VirtioMemOptions
+from device.virtio_mmio import VirtioMmioTransport
+from emulator import abi
+from emulator.backing import HostMemory
+from emulator.config import MachineConfig, MachineLayout
+from emulator.guest_memory import CpuView, DmaMemory
+from emulator.stage2 import TLB_PAGE_SIZE, Stage2
+
+# Host-physical home of the shared zero page: outside every window stage 2 maps, so the guest
+# can never reach it except through a read-only alias.
+ZERO_PAGE_PA = 0xFF_FFFF_F000
+
+#: CPU registers a saved machine carries (name → Unicorn register); SPSR_EL1 goes separately.
+CPU_REGISTERS: dict[str, int] = {
+    **{f"x{i}": arm.UC_ARM64_REG_X0 + i for i in range(29)},
+    "x29": arm.UC_ARM64_REG_X29, "x30": arm.UC_ARM64_REG_X30, "sp": arm.UC_ARM64_REG_SP,
+    "pc": arm.UC_ARM64_REG_PC, "pstate": arm.UC_ARM64_REG_PSTATE,
+    "sp_el0": arm.UC_ARM64_REG_SP_EL0, "sp_el1": arm.UC_ARM64_REG_SP_EL1,
+    "vbar_el1": arm.UC_ARM64_REG_VBAR_EL1, "elr_el1": arm.UC_ARM64_REG_ELR_EL1,
+    "esr_el1": arm.UC_ARM64_REG_ESR_EL1, "far_el1": arm.UC_ARM64_REG_FAR_EL1,
+    "tpidr_el1": arm.UC_ARM64_REG_TPIDR_EL1, "cpacr_el1": arm.UC_ARM64_REG_CPACR_EL1,
+}
+SPSR_EL1 = (3, 0, 4, 0, 0)  # op0, op1, CRn, CRm, op2
+# restored last, in this order: PSTATE selects which SP register "sp" is, PC goes last
+_RESTORE_LAST = ("pstate", "sp", "pc")
+
+
+def _align_up(value: int, align: int) -> int:
+    return (value + align - 1) // align * align
+
+
+class _RegionBackend:
+    """``MemoryBackend`` of one device: plug needs only a TLB flush; unplug discards."""
+
+    def __init__(self, mem: HostMemory, flush_tlb: Callable[[], None]) -> None:
+        self.mem = mem
+        self._flush_tlb = flush_tlb
+
+    def plug(self, offset: int, size: int) -> None:
+        self._flush_tlb()
+
+    def unplug(self, offset: int, size: int) -> None:
+        self._flush_tlb()
+        self.mem.discard(offset, size)
+
+
+class _LazyDma:
+    """Lets transports be built before the board's ``DmaMemory`` exists."""
+
+    def __init__(self, board: Board) -> None:
+        self._board = board
+
+    def read(self, gpa: int, size: int) -> bytes:
+        return self._board.dma.read(gpa, size)
+
+    def write(self, gpa: int, data: bytes) -> None:
+        self._board.dma.write(gpa, data)
+
+
+UartWrite = Callable[[int], None]
+
+
+class Board:
+    """The hardware of one machine; see the module docstring."""
+
+    def __init__(self, config: MachineConfig, image: bytes, *, emit: Callable[[Event], None],
+                 raise_irq: Callable[[], None], uart_write: UartWrite) -> None:
+        self.config = config
+        self.layout: MachineLayout = config.layout()
+        self.image = image
+        self._emit = emit
+        self._raise_irq = raise_irq
+        self._uart_write = uart_write
+        # Device state changes under this lock: the guest's MMIO on the vCPU thread, a host
+        # resize on any thread, snapshots copy under it (lock order: device_lock, then the
+        # vCPU runner's condition).
+        self.device_lock = threading.RLock()
+
+        self.uc = cast(UcAArch64, Uc(UC_ARCH_ARM64, UC_MODE_ARM))
+        self.uc.ctl_set_tlb_mode(UC_TLB_VIRTUAL)
+        assert self.uc.ctl_get_page_size() == TLB_PAGE_SIZE
+        self.boot_ram = HostMemory(self.layout.boot_ram_base, self.layout.boot_ram_size, "ram")
+        self.uc.mem_map_ptr(self.boot_ram.gpa, self.boot_ram.size, UC_PROT_ALL,
+                            self.boot_ram.pointer)
+        self.zero_page = HostMemory(ZERO_PAGE_PA, abi.PAGE_SIZE, "zero-page")
+        self.uc.mem_map_ptr(ZERO_PAGE_PA, abi.PAGE_SIZE, UC_PROT_READ, self.zero_page.pointer)
+        self.stage2 = Stage2(ZERO_PAGE_PA)
+        # Only the image is executable. Data pages without EXEC take QEMU's fast store path
+        # (an executable page must check every store for self-modifying code): 4x faster.
+        text_end = _align_up(abi.IMAGE_BASE + len(image), TLB_PAGE_SIZE)
+        self.stage2.add_identity(abi.IMAGE_BASE, text_end - abi.IMAGE_BASE, UC_PROT_ALL)
+        self.stage2.add_identity(self.boot_ram.gpa, self.boot_ram.size,
+                                 UC_PROT_READ | UC_PROT_WRITE)
+        self.stage2.add_identity(abi.UART_BASE, abi.PAGE_SIZE, UC_PROT_READ | UC_PROT_WRITE)
+        self.stage2.add_identity(abi.VIRTIO_MMIO_BASE, abi.PAGE_SIZE,
+                                 UC_PROT_READ | UC_PROT_WRITE)
+        self.uc.mmio_map(abi.UART_BASE, abi.PAGE_SIZE, self._uart_read, None,
+                         self._on_uart_write, None)
+
+        self.devices: dict[str, VirtioMemDevice] = {}
+        self.transports: list[VirtioMmioTransport] = []
+        self.regions: dict[str, HostMemory] = {}
+        self._build_devices()
+        backed = [(d, self.regions[d.id]) for d in self.devices.values()]
+        self.dma = DmaMemory(self.boot_ram, backed)
+        self.cpu_view = CpuView(self.boot_ram, backed)
+        self.uc.mmio_map(abi.VIRTIO_MMIO_BASE, abi.PAGE_SIZE, self._virtio_read, None,
+                         self._virtio_write, None)
+        self.uc.hook_add(UC_HOOK_TLB_FILL, self.stage2.fill)
+        self._initial_cpu = self.uc.context_save()
+        self._closed = False
+
+    def _build_devices(self) -> None:
+        for placed in self.layout.devices:
+            cfg = placed.config
+            mem = HostMemory(placed.addr, cfg.size, cfg.memdev or cfg.id)
+            self.uc.mem_map_ptr(mem.gpa, mem.size, UC_PROT_READ | UC_PROT_WRITE, mem.pointer)
+            options = VirtioMemOptions(
+                unplugged_inaccessible=cfg.unplugged_inaccessible,
+                acpi_pxm=len(self.layout.nodes) > 1 or bool(self.config.nodes),
+                persistent_suspend=self.config.persistent_suspend,
+                usable_extent=cfg.usable_extent,
+                rfc_shrink_on_reboot=self.config.rfc_shrink_on_reboot,
+            )
+            device = VirtioMemDevice(
+                cfg.id,
+                addr=placed.addr,
+                region_size=cfg.size,
+                block_size=cfg.block_size,
+                node_id=cfg.node,
+                requested_size=cfg.requested_size,
+                options=options,
+                backend=_RegionBackend(mem, self.flush_tlb),
+                emit=self._emit,
+            )
+            # the transport attaches itself as the device's config-change notifier
+            transport = VirtioMmioTransport(device, _LazyDma(self), self._raise_irq, self._emit)
+            self.devices[cfg.id] = device
+            self.transports.append(transport)
+            self.regions[cfg.id] = mem
+            self.stage2.add_device(device)
+
+    # ---------------------------------------------------------------- firmware
+
+    def bootinfo(self, cmdline: str) -> bytes:
+        """``struct abi_bootinfo`` (docs/abi.md): RAM, NUMA nodes, virtio windows, cmdline."""
+        lay = self.layout
+        head = abi.BOOTINFO_HEAD.pack(
+            abi.BOOTINFO_MAGIC, abi.BOOTINFO_VERSION, abi.BOOTINFO_SIZE,
+            lay.boot_ram_base, lay.boot_ram_size, abi.IMAGE_BASE + len(self.image),
+            abi.UART_BASE, len(lay.nodes), len(lay.devices),
+        )
+        nodes = b"".join(
+            abi.BOOTINFO_NODE.pack(n.node_id, n.ram_base, n.ram_size) for n in lay.nodes
+        ).ljust(abi.MAX_NODES * abi.BOOTINFO_NODE.size, b"\0")
+        virtio = b"".join(
+            abi.BOOTINFO_VIRTIO.pack(
+                abi.VIRTIO_MMIO_BASE + d.index * abi.VIRTIO_MMIO_STRIDE, d.config.node
+            )
+            for d in lay.devices
+        ).ljust(abi.MAX_DEVICES * abi.BOOTINFO_VIRTIO.size, b"\0")
+        text = cmdline.encode()[: abi.CMDLINE_LEN - 1].ljust(abi.CMDLINE_LEN, b"\0")
+        return head + nodes + virtio + text
+
+    def load_guest(self, cmdline: str) -> None:
+        """Put image and boot info in RAM and the vCPU at the entry point, as firmware would."""
+        self.boot_ram.write(abi.IMAGE_BASE - abi.RAM_BASE, self.image)
+        self.boot_ram.write(0, self.bootinfo(cmdline))
+        self.uc.context_restore(self._initial_cpu)
+        self.uc.reg_write(arm.UC_ARM64_REG_PC, abi.IMAGE_BASE)
+        self.uc.reg_write(arm.UC_ARM64_REG_X0, abi.RAM_BASE)
+        self.flush_tlb()
+
+    def reset_devices(self) -> None:
+        """The devices' part of a system reset (virtio-mem unplugs everything)."""
+        with self.device_lock:
+            for dev in self.devices.values():
+                dev.system_reset()
+            for transport in self.transports:
+                transport.reset_state()
+
+    def flush_tlb(self) -> None:
+        """Forget every stage-2 decision (after any change of block state)."""
+        self.uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
+
+    @property
+    def pc(self) -> int:
+        return int(self.uc.reg_read(arm.UC_ARM64_REG_PC))
+
+    # ---------------------------------------------------------------- state for migration
+
+    def ram(self) -> list[HostMemory]:
+        """Every RAM block: boot RAM first, then the device regions in device order."""
+        return [self.boot_ram, *self.regions.values()]
+
+    def cpu_state(self) -> dict[str, int]:
+        """The vCPU registers a saved machine carries."""
+        state = {name: int(self.uc.reg_read(reg)) for name, reg in CPU_REGISTERS.items()}
+        state["spsr_el1"] = int(self.uc.cpr_read(*SPSR_EL1))
+        return state
+
+    def restore_cpu(self, state: dict[str, int]) -> None:
+        """Registers from ``cpu_state()`` (every name present, every value a u64)."""
+        for name, reg in CPU_REGISTERS.items():
+            if name not in _RESTORE_LAST:
+                self.uc.reg_write(reg, state[name])
+        self.uc.cpr_write(*SPSR_EL1, state["spsr_el1"])
+        for name in _RESTORE_LAST:
+            self.uc.reg_write(CPU_REGISTERS[name], state[name])
+        self.flush_tlb()
+
+    def devices_state(self) -> dict[str, dict[str, Any]]:
+        """Each device's and its transport's saved state, by device id (under the lock)."""
+        with self.device_lock:
+            return {dev_id: {"device": dev.save(), "transport": self.transports[i].save()}
+                    for i, (dev_id, dev) in enumerate(self.devices.items())}
+
+    # ---------------------------------------------------------------- MMIO
+
+    def _uart_read(self, _uc: object, offset: int, size: int, _ud: object) -> int:
+        return 0
+
+    def _on_uart_write(self, _uc: object, offset: int, size: int, value: int,
+                       _ud: object) -> None:
+        if offset == 0:
+            self._uart_write(value & 0xFF)
+
+    def _virtio_read(self, _uc: object, offset: int, size: int, _ud: object) -> int:
+        index, reg = divmod(offset, abi.VIRTIO_MMIO_STRIDE)
+        if index < len(self.transports):
+            with self.device_lock:
+                return self.transports[index].read(reg, size)
+        return 0  # an empty slot reads as zero (no magic value): the guest skips it
+
+    def _virtio_write(self, _uc: object, offset: int, size: int, value: int,
+                      _ud: object) -> None:
+        index, reg = divmod(offset, abi.VIRTIO_MMIO_STRIDE)
+        if index < len(self.transports):
+            with self.device_lock:
+                self.transports[index].write(reg, size, value)
+
+    # ---------------------------------------------------------------- teardown
+
+    def close(self) -> None:
+        """Release the engine, then host memory (the engine must let go of the pointers first).
+
+        Closing the engine (the binding's weakref finalizer, ``uc_close``) is instant;
+        ``mem_unmap`` of a multi-GiB region takes seconds, so it is only the fallback.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        finalizer = getattr(self.uc, "_Uc__finalizer", None)
+        mems = [self.boot_ram, self.zero_page, *self.regions.values()]
+        if finalizer is not None:
+            finalizer()
+        else:
+            for mem in mems:
+                with contextlib.suppress(UcError):
+                    self.uc.mem_unmap(mem.gpa, mem.size)
+        for mem in mems:
+            with contextlib.suppress(BufferError, ValueError):
+                mem.close()
