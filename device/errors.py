@@ -14,6 +14,14 @@ class ConfigError(VmemError):
     """Invalid device properties (QEMU realize / property-setter errors, same text)."""
 
 
+class DeviceNotFound(ConfigError):
+    """No device has this id (QEMU: "Device 'ID' not found", QMP class DeviceNotFound)."""
+
+    def __init__(self, dev_id: str) -> None:
+        super().__init__(f"Device '{dev_id}' not found")
+        self.dev_id = dev_id
+
+
 class MigrationError(VmemError):
     """A saved state cannot be loaded here (QEMU migration sanity-check errors, same text)."""
 

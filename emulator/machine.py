@@ -25,7 +25,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
-from device.errors import ConfigError
+from device.errors import DeviceNotFound
 from device.events import Event
 from device.virtio_mem import VirtioMemDevice
 from device.virtio_mmio import VirtioMmioTransport
@@ -281,7 +281,7 @@ class Machine:
         try:
             return self.devices[dev_id]
         except KeyError:
-            raise ConfigError(f"Device '{dev_id}' not found") from None
+            raise DeviceNotFound(dev_id) from None
 
     def set_requested_size(self, dev_id: str, size: int) -> None:
         """``qom-set ID requested-size SIZE``; raises ``ConfigError`` with QEMU's text.

@@ -30,10 +30,11 @@ class GuestError(Exception):
 
     def __init__(self, result: GuestResult) -> None:
         self.result = result
-        super().__init__(f"guest {result.command} failed: {_errno_name(result.status)}")
+        super().__init__(f"guest {result.command} failed: {errno_name(result.status)}")
 
 
-def _errno_name(status: int) -> str:
+def errno_name(status: int) -> str:
+    """``ENOMEM`` for -12 and so on: the guest's -errno as Linux would print its name."""
     names = {-abi.ENOMEM: "ENOMEM", -abi.EFAULT: "EFAULT", -abi.EINVAL: "EINVAL",
              -abi.ENOENT: "ENOENT", -abi.EBUSY: "EBUSY", -abi.ENODEV: "ENODEV"}
     return names.get(status, str(status))

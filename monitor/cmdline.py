@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from control.sizes import SizeError, parse_property_size, strtosz
 from device.errors import ConfigError
 from emulator.config import (
     DEFAULT_BLOCK_SIZE,
@@ -22,7 +23,6 @@ from emulator.config import (
     MemoryDeviceConfig,
     NumaNodeConfig,
 )
-from monitor.sizes import SizeError, parse_property_size, strtosz
 
 PROG = "vmemlab"
 MiB = 1 << 20

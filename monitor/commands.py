@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from device.errors import ConfigError, GuestMemoryError, MigrationError, VmemError
-from monitor.sizes import U64_MAX, json_to_uint64, parse_option_size
+from control.sizes import U64_MAX, json_to_uint64, parse_option_size
+from device.errors import ConfigError, DeviceNotFound, GuestMemoryError, MigrationError, VmemError
 
 if TYPE_CHECKING:
     from emulator.machine import Machine
@@ -335,10 +335,10 @@ def set_requested_size(ctx: MonitorContext, dev_id: str, size: int) -> None:
         raise MonitorError("Parameter 'requested-size' expects uint64")
     try:
         ctx.machine.set_requested_size(dev_id, size)
+    except DeviceNotFound as err:
+        raise MonitorError(str(err), "DeviceNotFound") from None
     except ConfigError as err:
-        text = str(err)
-        raise MonitorError(text, "DeviceNotFound" if text.endswith("not found") else
-                           "GenericError") from None
+        raise MonitorError(str(err)) from None
 
 
 def virtio_mem_resize(ctx: MonitorContext, name: str, size_mb: int) -> None:

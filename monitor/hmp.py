@@ -17,9 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from control.sizes import format_mib
 from monitor import commands as c
 from monitor.commands import MonitorContext, MonitorError, context_for
-from monitor.sizes import format_mib
 
 if TYPE_CHECKING:
     from emulator.machine import Machine

@@ -97,7 +97,7 @@ class Transcript:
 
 
 def _describe_config(spec: object) -> str:
-    from monitor.sizes import format_mib
+    from control.sizes import format_mib
 
     cfg = getattr(spec, "config")  # noqa: B009
     devs = ", ".join(f"{d.id} {format_mib(d.requested_size)}/{format_mib(d.size)} "

@@ -8,7 +8,7 @@ because of a typo in step 12.
 Line numbers come from PyYAML's node tree (``yaml.compose``): a jsonschema error's
 ``absolute_path`` is walked down the nodes to the offending value (or, for an unknown key, to
 the key itself). The machine's command line is parsed by ``monitor.cmdline.parse_args``, sizes
-by ``monitor.sizes.strtosz``, HMP lines by ``monitor.hmp.parse`` and QMP arguments by
+by ``control.sizes.strtosz``, HMP lines by ``monitor.hmp.parse`` and QMP arguments by
 ``monitor.qmp.check_arguments``: the same code that runs them later.
 """
 
@@ -26,6 +26,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from control.sizes import SizeError, strtosz
 from device.errors import ConfigError
 from emulator.config import (
     DEFAULT_BLOCK_SIZE,
@@ -33,7 +34,6 @@ from emulator.config import (
     MemoryDeviceConfig,
     NumaNodeConfig,
 )
-from monitor.sizes import SizeError, strtosz
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCHEMA_PATH = os.path.join(HERE, "scenario.schema.json")

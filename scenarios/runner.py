@@ -265,8 +265,8 @@ class Player:
             r.summary = "done"
 
     def _do_set_requested_size(self, step: Step, t: _Tracked, r: StepReport) -> None:
+        from control.sizes import format_mib
         from monitor.commands import MonitorError, context_for, set_requested_size
-        from monitor.sizes import format_mib
 
         p = step.params
         try:
@@ -340,8 +340,8 @@ class Player:
         t.changed_seq = machine.bus.last_seq
 
     def _do_migrate(self, step: Step, t: _Tracked, r: StepReport) -> None:
+        from control.sizes import format_mib
         from monitor.commands import context_for
-        from monitor.sizes import format_mib
 
         source = t.machine
         dest_spec: MachineSpec = step.params["destination"] or t.spec
@@ -488,7 +488,7 @@ def default_settled(dev: Any) -> bool:
 
 
 def _fmt(value: int, key: str) -> str:
-    from monitor.sizes import format_mib
+    from control.sizes import format_mib
 
     if key in ("plugged", "requested", "usable", "resident", "node-size", "node-plugged"):
         return f"{format_mib(value)} ({value})"
@@ -521,7 +521,7 @@ def subset_mismatch(expected: Any, actual: Any, path: str = "") -> str:
                 return why
         return ""
     if isinstance(expected, str) and isinstance(actual, int) and not isinstance(actual, bool):
-        from monitor.sizes import SizeError, strtosz
+        from control.sizes import SizeError, strtosz
         from scenarios.loader import _COMPARE
 
         m = _COMPARE.match(expected)

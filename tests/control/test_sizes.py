@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from monitor.sizes import (
+from control.sizes import (
     SIZE_HINT,
     SizeError,
     json_to_uint64,

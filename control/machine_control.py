@@ -1,0 +1,173 @@
+"""``MachineControl``: the typed operations every front-end uses on one machine.
+
+HMP, QMP, the web page and the scenario player only *translate*: text, JSON, socket events
+and YAML steps become calls here, and ``ControlError`` (a message plus an ``ErrorKind``)
+becomes QEMU's error classes, HTTP statuses or a failed step. A new device or command is
+added here once.
+
+``control_for(machine)`` gives the one instance of a machine, so every front-end shares its
+``SettleWatch``.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import BinaryIO, TypeVar
+
+from control.boot_options import driver_cmdline
+from control.errors import ENGINE_ERRORS, ControlError, ErrorKind
+from control.guest_ops import GuestOp, GuestReboot, Outcome, run_guest_op
+from control.settle import SettleWatch
+from emulator.config import MachineConfig
+from emulator.machine import Machine
+from emulator.snapshot import MachineSnapshot
+from emulator.states import RunState
+
+T = TypeVar("T")
+
+
+def engine_call(fn: Callable[[], T]) -> T:
+    """Run ``fn``; an error the engine raises on purpose becomes a ``ControlError``."""
+    try:
+        return fn()
+    except ControlError:
+        raise
+    except ENGINE_ERRORS as err:
+        raise ControlError.of(err) from None
+
+
+class MachineControl:
+    """Typed operations on one machine; see the module docstring."""
+
+    def __init__(self, machine: Machine) -> None:
+        self.machine = machine
+        self.watch = SettleWatch(machine.bus)
+
+    # ---------------------------------------------------------------- sizes
+
+    def resize(self, device: str, size: int) -> None:
+        """``qom-set DEVICE requested-size SIZE``: QEMU's checks and texts."""
+        engine_call(lambda: self.machine.set_requested_size(device, size))
+
+    # ---------------------------------------------------------------- guest
+
+    def guest(self, op: GuestOp, timeout: float = 60.0) -> Outcome:
+        """Have the guest do ``op`` (alloc, free, dump, rogue write, ...)."""
+        return run_guest_op(self.machine, op, timeout)
+
+    # ---------------------------------------------------------------- power
+
+    def reboot(self, *, driver: bool | None = None, by_guest: bool = False,
+               timeout: float = 10.0) -> str:
+        """A reboot; returns the guest command line it boots with.
+
+        ``by_guest``: the guest reboots itself (PSCI SYSTEM_RESET) and this waits for the
+        reset; else the host resets the machine (QEMU ``system_reset``). ``driver``: boot
+        with (True) or without (False) the virtio-mem driver; None keeps the command line.
+        """
+        machine = self.machine
+        if by_guest:
+            seq = machine.bus.last_seq
+            self.guest(GuestReboot())
+            if not machine.wait_until(
+                    lambda m: any(r.event.kind == "reset" for r in m.bus.since(seq)), timeout):
+                raise ControlError("the guest did not reboot", ErrorKind.FAILED)
+            return machine.config.cmdline
+        cmdline = None if driver is None else driver_cmdline(machine.config.cmdline, driver)
+        engine_call(lambda: machine.system_reset(cmdline=cmdline))
+        return machine.config.cmdline
+
+    def pause(self) -> None:
+        engine_call(self.machine.pause)
+
+    def resume(self) -> None:
+        """QEMU ``cont``, with its refusals."""
+        state = self.machine.runstate
+        if state.needs_reset:
+            raise ControlError("Resetting the Virtual Machine is required", ErrorKind.REFUSED)
+        if state is RunState.INMIGRATE:
+            raise ControlError("Migration is not finished yet", ErrorKind.BUSY)
+        engine_call(self.machine.resume)
+
+    def step(self, instructions: int = 1) -> int:
+        """Single-step a paused guest; the new PC."""
+        return engine_call(lambda: self.machine.step(instructions))
+
+    def set_speed(self, factor: float) -> None:
+        engine_call(lambda: self.machine.set_speed(factor))
+
+    # ---------------------------------------------------------------- state
+
+    def snapshot(self, *, residency: bool = False) -> MachineSnapshot:
+        return engine_call(lambda: self.machine.snapshot(residency=residency))
+
+    def unsettled(self, snap: MachineSnapshot | None = None,
+                  device: str | None = None) -> list[str]:
+        """Devices whose driver has not finished reacting (empty: settled)."""
+        snap = snap or self.snapshot()
+        devices = [snap.device(device)] if device is not None else list(snap.devices)
+        return [d.id for d in devices if not self.watch.settled(d)]
+
+    def settled(self, device: str | None = None) -> bool:
+        return not self.unsettled(device=device)
+
+    def wait_settled(self, timeout: float = 30.0, device: str | None = None) -> bool:
+        return self.machine.wait_until(lambda _m: self.settled(device), timeout)
+
+    def save(self, stream: BinaryIO) -> int:
+        """Save the machine (QEMU ``migrate``): bytes of RAM sent; it ends ``postmigrate``."""
+        engine_call(lambda: self.machine.save(stream))
+        return self.machine.last_migration_bytes
+
+    def migrate(self, destination: MachineConfig | None = None) -> Machine:
+        """Migrate to a new machine built from ``destination`` (default: the same config).
+
+        The destination is started and returned; the source is left ``postmigrate`` for the
+        caller to close. Mismatches fail with QEMU's messages and leave the source as it was.
+        """
+        stream = io.BytesIO()
+        self.save(stream)
+        dest = Machine(destination or self.machine.config, incoming=True)
+        try:
+            stream.seek(0)
+            engine_call(lambda: dest.load_state(stream))
+        except BaseException:
+            dest.close()
+            if self.machine.runstate is RunState.POSTMIGRATE:
+                self.machine.resume()
+            raise
+        dest.start()
+        return dest
+
+    def close(self) -> None:
+        """Close the machine and stop watching it."""
+        self.watch.close()
+        self.machine.close()
+
+
+_controls: weakref.WeakKeyDictionary[Machine, MachineControl] = weakref.WeakKeyDictionary()
+_controls_lock = threading.Lock()
+
+
+def control_for(machine: Machine) -> MachineControl:
+    """The one ``MachineControl`` of ``machine`` (made on first use)."""
+    with _controls_lock:
+        control = _controls.get(machine)
+        if control is None:
+            control = MachineControl(machine)
+            _controls[machine] = control
+        return control
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, poll: float = 0.02) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll)
+    return True
