@@ -16,8 +16,27 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from control import (
+    Alloc,
+    ControlError,
+    Dump,
+    ErrorKind,
+    Free,
+    GuestOp,
+    GuestReboot,
+    MachineControl,
+    Outcome,
+    Poweroff,
+    Read,
+    RogueWrite,
+    Stats,
+    Touch,
+    Verify,
+    control_for,
+)
+from control.errors import ENGINE_ERRORS
 from control.sizes import U64_MAX, json_to_uint64, parse_option_size
-from device.errors import ConfigError, DeviceNotFound, GuestMemoryError, MigrationError, VmemError
+from device.errors import GuestMemoryError, VmemError
 
 if TYPE_CHECKING:
     from emulator.machine import Machine
@@ -71,6 +90,26 @@ class MonitorContext:
             with self.lock:
                 return fn()
         return fn()
+
+    @property
+    def control(self) -> MachineControl:
+        """The machine's typed operations (``control.MachineControl``)."""
+        return control_for(self.machine)
+
+    def close(self) -> None:
+        """Stop translating events for this machine (its QMP clients are gone)."""
+        with self.lock:
+            events, self._events = self._events, None
+        if events is not None:
+            events.close()
+
+    def announce_shutdown(self, reason: str) -> None:
+        """QEMU's SHUTDOWN event for a host-side end (``host-qmp-quit``, ``host-signal``),
+        after every throttled event: the last size of every device is never lost."""
+        events = self._events
+        if events is not None:
+            events.limiter.flush()
+            events.emit_now("SHUTDOWN", {"guest": False, "reason": reason})
 
     @property
     def events(self) -> EventTranslator:
@@ -330,15 +369,24 @@ def qom_set(ctx: MonitorContext, path: str, prop: str, value: Any, *, text: bool
                        f"(type '{obj.type}') after it was realized")
 
 
+def monitor_error(err: ControlError) -> MonitorError:
+    """QEMU's error class for a control error's kind (the text is already QEMU's)."""
+    return MonitorError(err.message, "DeviceNotFound" if err.kind is ErrorKind.NOT_FOUND
+                        else "GenericError")
+
+
+def controlled(fn: Callable[[], T]) -> T:
+    """Run a control operation; its ``ControlError`` becomes QEMU's error."""
+    try:
+        return fn()
+    except ControlError as err:
+        raise monitor_error(err) from None
+
+
 def set_requested_size(ctx: MonitorContext, dev_id: str, size: int) -> None:
     if not 0 <= size <= U64_MAX:
         raise MonitorError("Parameter 'requested-size' expects uint64")
-    try:
-        ctx.machine.set_requested_size(dev_id, size)
-    except DeviceNotFound as err:
-        raise MonitorError(str(err), "DeviceNotFound") from None
-    except ConfigError as err:
-        raise MonitorError(str(err)) from None
+    controlled(lambda: ctx.control.resize(dev_id, size))
 
 
 def virtio_mem_resize(ctx: MonitorContext, name: str, size_mb: int) -> None:
@@ -423,20 +471,15 @@ def virtio_mem_info(ctx: MonitorContext, name: str) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ run state
 
 def stop(ctx: MonitorContext) -> None:
-    ctx.machine.pause()
+    controlled(ctx.control.pause)
 
 
 def cont(ctx: MonitorContext) -> None:
-    state = ctx.machine.runstate
-    if state in NEEDS_RESET:
-        raise MonitorError("Resetting the Virtual Machine is required")
-    if state == "inmigrate":
-        raise MonitorError("Migration is not finished yet")
-    ctx.machine.resume()
+    controlled(ctx.control.resume)
 
 
 def system_reset(ctx: MonitorContext) -> None:
-    ctx.machine.system_reset(reason="host-qmp-system-reset")
+    controlled(ctx.control.reboot)
 
 
 def quit_machine(ctx: MonitorContext) -> None:
@@ -445,9 +488,7 @@ def quit_machine(ctx: MonitorContext) -> None:
         if ctx.quitting:
             return
         ctx.quitting = True
-    if ctx._events is not None:
-        ctx._events.limiter.flush()  # the last size of every device is never lost
-        ctx._events.emit_now("SHUTDOWN", {"guest": False, "reason": "host-qmp-quit"})
+    ctx.announce_shutdown("host-qmp-quit")
     if ctx.quit_handler is not None:
         ctx.quit_handler()
     else:
@@ -564,93 +605,64 @@ GUEST_COMMANDS = ("alloc", "pin", "free", "touch", "verify", "dump", "rogue-writ
                   "stats", "reboot", "poweroff")
 
 
-def _errno(status: int) -> str:
-    names = {-12: "ENOMEM", -14: "EFAULT", -22: "EINVAL", -2: "ENOENT", -16: "EBUSY",
-             -19: "ENODEV"}
-    return names.get(status, str(status))
+def _number(word: str) -> int:
+    try:
+        return int(word, 0)
+    except ValueError:
+        raise MonitorError(f"invalid number '{word}'") from None
+
+
+def parse_guest_op(ctx: MonitorContext, command: str, args: list[str]) -> GuestOp:
+    """``guest alloc 64M unmovable vm0`` and friends, as a typed guest operation."""
+    if command not in GUEST_COMMANDS:
+        raise MonitorError(f"unknown guest command '{command}' (try: {', '.join(GUEST_COMMANDS)})")
+
+    def target(word: str) -> str | None:
+        if word == "any":
+            return None
+        return "boot" if word == "boot" else resolve_device(ctx, word)
+
+    if command in ("alloc", "pin"):
+        if not args:
+            raise MonitorError(f"usage: guest {command} SIZE"
+                               + (" [movable|unmovable]" if command == "alloc" else "")
+                               + " [any|boot|DEVICE]")
+        try:
+            size = parse_option_size("size", args[0])
+        except ValueError as err:
+            raise MonitorError(str(err)) from None
+        unmovable = command == "pin"
+        where: str | None = None
+        for word in args[1:]:
+            if word in ("movable", "unmovable") and command == "alloc":
+                unmovable = word == "unmovable"
+            else:
+                where = target(word[7:] if word.startswith("target=") else word)
+        return Alloc(size, unmovable=unmovable, target=where)
+    if command == "dump":
+        return Dump(resolve_device(ctx, args[0]) if args else None)
+    ident = _number(args[0]) if args else 0
+    if command == "free":
+        return Free(ident)
+    if command == "touch":
+        return Touch(ident)
+    if command == "verify":
+        return Verify(ident)
+    if command == "rogue-write":
+        device = resolve_device(ctx, args[1]) if len(args) > 1 else None
+        return RogueWrite(ident, device)
+    if command == "read":
+        return Read(ident)
+    if command == "stats":
+        return Stats()
+    return GuestReboot() if command == "reboot" else Poweroff()
 
 
 def guest_command(ctx: MonitorContext, command: str, args: list[str],
-                  timeout: float = 60.0) -> dict[str, Any]:
+                  timeout: float = 60.0) -> Outcome:
     """Drive the guest workload (``guest alloc 64M unmovable vm0`` ...)."""
-    from emulator.machine import MachineError
-    from emulator.workload import GuestError, Workload
-
-    machine = ctx.machine
-    if command not in GUEST_COMMANDS:
-        raise MonitorError(f"unknown guest command '{command}' (try: {', '.join(GUEST_COMMANDS)})")
-    if machine.runstate != "running":
-        raise MonitorError(f"the guest is not running (VM status: {machine.runstate})")
-    if not machine.guest_booted and command not in ("reboot", "poweroff"):
-        raise MonitorError("the guest has not finished booting")
-    work = Workload(machine, timeout=timeout)
-
-    def target(word: str) -> str | int | None:
-        if word in ("any", "boot"):
-            return word
-        return resolve_device(ctx, word)
-
-    def number(word: str) -> int:
-        try:
-            return int(word, 0)
-        except ValueError:
-            raise MonitorError(f"invalid number '{word}'") from None
-
-    try:
-        if command in ("alloc", "pin"):
-            if not args:
-                raise MonitorError(f"usage: guest {command} SIZE"
-                                   + (" [movable|unmovable]" if command == "alloc" else "")
-                                   + " [any|boot|DEVICE]")
-            size = parse_option_size("size", args[0])
-            unmovable = command == "pin"
-            where: str | int | None = None
-            for word in args[1:]:
-                if word in ("movable", "unmovable") and command == "alloc":
-                    unmovable = word == "unmovable"
-                elif word.startswith("target="):
-                    where = target(word[7:])
-                else:
-                    where = target(word)
-            a = work.alloc(size, unmovable=unmovable, target=where)
-            return {"command": command, "id": a.id, "pages": a.pages, "unmovable": a.unmovable}
-        if command in ("free", "touch"):
-            ident = number(args[0]) if args else 0
-            n = work.free(ident) if command == "free" else work.touch(ident)
-            return {"command": command, "id": ident, "pages": n}
-        if command == "verify":
-            ident = number(args[0]) if args else 0
-            bad, checked = work.verify(ident)
-            return {"command": command, "id": ident, "bad": bad, "checked": checked}
-        if command == "dump":
-            dev = resolve_device(ctx, args[0]) if args else None
-            nbytes, nonzero = work.dump(dev)
-            return {"command": command, "device": dev, "bytes": nbytes, "nonzero-pages": nonzero}
-        if command == "rogue-write":
-            addr = number(args[0]) if args else 0
-            dev = resolve_device(ctx, args[1]) if len(args) > 1 else next(iter(machine.devices))
-            res = work.rogue_write(addr, dev)
-            return {"command": command, "device": dev, "addr": addr, "status": res.status,
-                    "blocked": res.status == -14, "errno": _errno(res.status)}
-        if command == "read":
-            addr = number(args[0]) if args else 0
-            res = work.read(addr)
-            return {"command": command, "addr": addr, "status": res.status,
-                    "value": res.values[0], "errno": _errno(res.status)}
-        if command == "stats":
-            work.stats()
-            return {"command": command}
-        if command == "reboot":
-            work.reboot()
-            return {"command": command}
-        machine.submit_command("poweroff")
-        return {"command": command}
-    except GuestError as err:
-        raise MonitorError(f"guest {command} failed: {_errno(err.result.status)}") from None
-    except ValueError as err:
-        raise MonitorError(str(err)) from None
-    except (MachineError, TimeoutError) as err:
-        raise MonitorError(f"guest {command}: {err or 'timed out'}") from None
+    op = parse_guest_op(ctx, command, args)
+    return controlled(lambda: ctx.control.guest(op, timeout))
 
 
 def guest_info(ctx: MonitorContext) -> dict[str, Any] | None:
@@ -675,16 +687,12 @@ def block_map(ctx: MonitorContext, name: str) -> dict[str, Any]:
             "requested": dev.requested_size, "state": dev.driver_state}
 
 
-def query_commands() -> list[dict[str, str]]:
-    from monitor.qmp import QMP_COMMANDS
-
-    return [{"name": name} for name in QMP_COMMANDS]
-
-
 def describe_error(err: BaseException) -> MonitorError:
     """Turn any exception from the engine into a MonitorError (never a traceback)."""
     if isinstance(err, MonitorError):
         return err
-    if isinstance(err, (ConfigError, MigrationError, VmemError)):
-        return MonitorError(str(err))
+    if isinstance(err, ControlError):
+        return monitor_error(err)
+    if isinstance(err, ENGINE_ERRORS):
+        return monitor_error(ControlError.of(err))
     return MonitorError(f"internal error: {type(err).__name__}: {err}")

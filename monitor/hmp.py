@@ -201,32 +201,6 @@ def fmt_guest(info: dict[str, Any] | None) -> str:
     return "".join(out)
 
 
-def fmt_guest_result(r: dict[str, Any]) -> str:
-    cmd = r["command"]
-    if cmd in ("alloc", "pin"):
-        kind = "unmovable" if r["unmovable"] else "movable"
-        size = format_mib(r["pages"] * 4096)
-        return f"allocation {r['id']}: {r['pages']} pages ({size}) {kind}\n"
-    if cmd in ("free", "touch"):
-        verb = "freed" if cmd == "free" else "touched"
-        return f"{verb} {r['pages']} pages\n"
-    if cmd == "verify":
-        return f"verified {r['checked']} pages: {r['bad']} bad\n"
-    if cmd == "dump":
-        return f"read {r['bytes']} bytes: {r['nonzero-pages']} non-zero pages\n"
-    if cmd == "rogue-write":
-        if r["blocked"]:
-            return f"write to {r['device']}+0x{r['addr']:x} blocked by the host (EFAULT)\n"
-        if r["status"] == 0:
-            return f"write to {r['device']}+0x{r['addr']:x} went through\n"
-        return f"write to {r['device']}+0x{r['addr']:x} failed: {r['errno']}\n"
-    if cmd == "read":
-        if r["status"]:
-            return f"read 0x{r['addr']:x} failed: {r['errno']}\n"
-        return f"0x{r['addr']:x}: 0x{r['value']:016x}\n"
-    return ""
-
-
 # ------------------------------------------------------------------------------ x / xp
 
 _FMT = re.compile(r"/(\d*)([a-z]*)$")
@@ -355,7 +329,8 @@ def _h_migrate(ctx: MonitorContext, a: dict[str, Any]) -> str:
 
 def _h_guest(ctx: MonitorContext, a: dict[str, Any]) -> str:
     words = (a.get("args") or "").split()
-    return fmt_guest_result(c.guest_command(ctx, a["command"], words))
+    message = c.guest_command(ctx, a["command"], words).message
+    return message + "\n" if message else ""
 
 
 def _h_virtio_mem(ctx: MonitorContext, a: dict[str, Any]) -> str:

@@ -39,7 +39,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SCHEMA_PATH = os.path.join(HERE, "scenario.schema.json")
 BUNDLED_DIR = os.path.join(HERE, "bundled")
 LESSONS_DIR = os.path.join(BUNDLED_DIR, "lessons")
-NO_DRIVER = "modprobe.blacklist=virtio_mem"
 STEP_KINDS = ("say", "pause", "monitor", "qmp", "set-requested-size", "guest", "reboot",
               "migrate", "wait-until", "expect")
 GUEST_KEYS: dict[str, tuple[str, ...]] = {

@@ -9,22 +9,34 @@ command table and ``monitor.commands`` (requested size, guest workload).
 
 from __future__ import annotations
 
-import io
 import re
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
+from control import (
+    Alloc,
+    ControlError,
+    Dump,
+    Free,
+    GuestOp,
+    MachineControl,
+    Read,
+    RogueWrite,
+    Touch,
+    Verify,
+    control_for,
+)
+from control.sizes import format_mib
 from emulator.events import Record
 from emulator.machine import Machine
-from emulator.snapshot import MachineSnapshot
-from scenarios.loader import NO_DRIVER, Compare, MachineSpec, Scenario, Step
+from emulator.snapshot import DeviceSnapshot, MachineSnapshot
+from monitor.commands import context_for
+from scenarios.loader import Compare, MachineSpec, Scenario, Step
 
-TERMINAL_STATES = ("stopped-short", "broken", "failed", "disabled", "no-memory")
 POLL_S = 0.02
 
 
@@ -53,10 +65,12 @@ class _Tracked:
     spec: MachineSpec
     counts: Counter[str] = field(default_factory=Counter)
     window: Counter[str] = field(default_factory=Counter)  # counts at the last expect step
-    changed_seq: int = 0  # bus seq of the last resize/reboot the player caused
-    status_seq: dict[str, int] = field(default_factory=dict)  # device -> last guest status
     allocs: dict[str, int] = field(default_factory=dict)
     unsubscribe: Callable[[], None] | None = None
+
+    @property
+    def control(self) -> MachineControl:
+        return control_for(self.machine)
 
 
 class Player:
@@ -85,13 +99,8 @@ class Player:
             tracked.allocs = old.allocs
 
         def on_record(record: Record) -> None:
-            event = record.event
             with self._lock:
-                tracked.counts[event.kind] += 1
-                if event.kind == "guest_status":
-                    dev = getattr(event, "device", None)
-                    if dev is not None:
-                        tracked.status_seq[dev] = record.seq
+                tracked.counts[record.event.kind] += 1
 
         tracked.unsubscribe = machine.bus.subscribe(on_record)
         self.machines[name] = tracked
@@ -105,6 +114,7 @@ class Player:
         for name, spec in self.scenario.machines.items():
             machine = Machine(spec.config)
             context_for(machine).quit_handler = lambda: None
+            control_for(machine)  # its settle watch sees the machine from the first event
             self._attach(name, machine, spec)
             machine.start()
 
@@ -116,10 +126,8 @@ class Player:
                 tracked.unsubscribe()
             if self.recorder is not None:
                 self.recorder.detach(name)
-            ctx = context_for(tracked.machine)
-            if ctx._events is not None:
-                ctx._events.close()
-            tracked.machine.close()
+            context_for(tracked.machine).close()
+            tracked.control.close()
         self.machines.clear()
 
     # ---------------------------------------------------------------- running
@@ -161,7 +169,7 @@ class Player:
                 counts = Counter(tracked.counts)
             self._goals[i] = evaluate(snap, goal.condition, counts,
                                       list(tracked.machine.console),
-                                      partial(self._settled, tracked))
+                                      tracked.control.watch.settled)
 
     def _check_goals(self) -> bool:
         """After the worked solution every goal must have been reached at some point."""
@@ -218,8 +226,6 @@ class Player:
 
         p = step.params
         out = run_hmp(t.machine, p["line"])
-        if p["mutates"]:
-            t.changed_seq = t.machine.bus.last_seq
         r.output = out if p["show"] else ""
         if p["expect"] is not None:
             if not p["expect"].search(out):
@@ -249,9 +255,6 @@ class Player:
                 return
             raise StepFailed(f"{{\"error\": {{\"class\": \"{merr.cls}\", "
                              f"\"desc\": \"{merr.desc}\"}}}}") from None
-        finally:
-            if p["mutates"]:
-                t.changed_seq = t.machine.bus.last_seq
         if p["expect_error"] is not None:
             raise StepFailed(f"expected an error /{p['expect_error'].pattern}/, "
                              "the command succeeded")
@@ -265,109 +268,90 @@ class Player:
             r.summary = "done"
 
     def _do_set_requested_size(self, step: Step, t: _Tracked, r: StepReport) -> None:
-        from control.sizes import format_mib
-        from monitor.commands import MonitorError, context_for, set_requested_size
-
         p = step.params
         try:
-            set_requested_size(context_for(t.machine), p["device"], p["size"])
-        except MonitorError as err:
-            raise StepFailed(err.desc) from None
-        t.changed_seq = t.machine.bus.last_seq
+            t.control.resize(p["device"], p["size"])
+        except ControlError as err:
+            raise StepFailed(err.message) from None
         r.summary = f"{p['device']}: requested-size = {format_mib(p['size'])}"
 
-    def _do_guest(self, step: Step, t: _Tracked, r: StepReport) -> None:
-        from monitor.commands import MonitorError, context_for, guest_command
-
+    def _guest_op(self, step: Step, t: _Tracked) -> GuestOp:
+        """The step's parameters (checked by the loader) as a typed guest operation."""
         p = step.params
         action = p["action"]
-        machine = t.machine
-        args: list[str] = []
         if action == "alloc":
-            args = [str(p["size"]), "unmovable" if p["unmovable"] else "movable", p["target"]]
-        elif action in ("free", "touch", "verify"):
+            target = p["target"]
+            return Alloc(p["size"], unmovable=p["unmovable"],
+                         target=None if target == "any" else target)
+        if action in ("free", "touch", "verify"):
             ref = p.get("alloc", 0)
             ident = t.allocs.get(ref) if isinstance(ref, str) else ref
             if ident is None:
                 raise StepFailed(f"allocation '{ref}' does not exist (did its alloc fail?)")
-            args = [str(ident)]
-        elif action == "dump":
-            args = [p["device"]] if "device" in p else []
-        elif action in ("rogue-write", "read"):
+            if action == "free":
+                return Free(ident)
+            return Touch(ident) if action == "touch" else Verify(ident)
+        if action == "dump":
+            return Dump(p.get("device"))
+        if action in ("rogue-write", "read"):
             addr = p.get("addr", 0) or 0
             if "offset" in p:
-                addr = machine.devices[p["device"]].addr + p["offset"]
-            args = [str(addr)]
-            if action == "rogue-write":
-                args.append(p.get("device") or next(iter(machine.devices)))
+                addr = t.machine.devices[p["device"]].addr + p["offset"]
+            return RogueWrite(addr, p.get("device")) if action == "rogue-write" else Read(addr)
+        raise StepFailed(f"unknown guest action '{action}'")
+
+    def _do_guest(self, step: Step, t: _Tracked, r: StepReport) -> None:
+        p = step.params
+        op = self._guest_op(step, t)
         try:
-            result = guest_command(context_for(machine), action, args, timeout=p["timeout"])
-        except MonitorError as err:
-            if p["expect_error"] is not None and p["expect_error"].search(err.desc):
-                r.summary = f"failed as expected: {err.desc}"
+            outcome = t.control.guest(op, timeout=p["timeout"])
+        except ControlError as err:
+            if p["expect_error"] is not None and p["expect_error"].search(err.message):
+                r.summary = f"failed as expected: {err.message}"
                 return
-            raise StepFailed(err.desc) from None
+            raise StepFailed(err.message) from None
+        result = outcome.to_dict()
         if p["expect_error"] is not None:
             raise StepFailed(f"expected a failure /{p['expect_error'].pattern}/, got {result}")
-        if action == "alloc" and "as" in p:
-            t.allocs[p["as"]] = int(result["id"])
-        r.summary = ", ".join(f"{k}={v}" for k, v in result.items() if k != "command")
+        if isinstance(op, Alloc) and "as" in p:
+            t.allocs[p["as"]] = int(outcome.values["id"])
+        r.summary = ", ".join(f"{k}={v}" for k, v in outcome.values.items())
         if p["expect"] is not None:
             why = subset_mismatch(p["expect"], result)
             if why:
-                raise StepFailed(f"guest {action}: {why} (result: {r.summary})")
+                raise StepFailed(f"guest {op.name}: {why} (result: {r.summary})")
 
     def _do_reboot(self, step: Step, t: _Tracked, r: StepReport) -> None:
-        from emulator.workload import Workload
-
         p = step.params
-        machine = t.machine
-        if p["by"] == "guest":
-            Workload(machine).reboot()
-            seq = machine.bus.last_seq
-            if not machine.wait_until(
-                    lambda m: any(x.event.kind == "reset" for x in m.bus.since(seq)), 10):
-                raise StepFailed("the guest did not reboot")
-            r.summary = "the guest rebooted itself (PSCI SYSTEM_RESET)"
-        else:
-            words = [w for w in machine.config.cmdline.split() if w != NO_DRIVER]
-            if p["driver"] is False:
-                words.append(NO_DRIVER)
-            cmdline = " ".join(words) if p["driver"] is not None else None
-            machine.system_reset(cmdline=cmdline)
-            r.summary = "system_reset" + (f"; guest command line: '{cmdline}'"
-                                          if cmdline is not None else "")
-        t.changed_seq = machine.bus.last_seq
+        try:
+            if p["by"] == "guest":
+                t.control.reboot(by_guest=True)
+                r.summary = "the guest rebooted itself (PSCI SYSTEM_RESET)"
+                return
+            before = t.machine.config.cmdline
+            cmdline = t.control.reboot(driver=p["driver"])
+        except ControlError as err:
+            raise StepFailed(err.message) from None
+        r.summary = "system_reset" + (f"; guest command line: '{cmdline}'"
+                                      if p["driver"] is not None or cmdline != before else "")
 
     def _do_migrate(self, step: Step, t: _Tracked, r: StepReport) -> None:
-        from control.sizes import format_mib
-        from monitor.commands import context_for
-
         source = t.machine
         dest_spec: MachineSpec = step.params["destination"] or t.spec
-        stream = io.BytesIO()
         t0 = time.monotonic()
-        source.save(stream)
-        sent = source.last_migration_bytes
-        dest = Machine(dest_spec.config, incoming=True)
-        context_for(dest).quit_handler = lambda: None
         try:
-            stream.seek(0)
-            dest.load_state(stream)
-        except Exception:
-            dest.close()
-            raise
+            dest = t.control.migrate(dest_spec.config)
+        except ControlError as err:
+            raise StepFailed(err.message) from None
+        sent = source.last_migration_bytes
+        context_for(dest).quit_handler = lambda: None
         if t.unsubscribe is not None:
             t.unsubscribe()
         if self.recorder is not None:
             self.recorder.detach(step.machine)
-        tracked = self._attach(step.machine, dest, t.spec)
-        tracked.changed_seq = 0
-        dest.start()
-        ctx = context_for(source)
-        if ctx._events is not None:
-            ctx._events.close()
-        source.close()
+        self._attach(step.machine, dest, t.spec)
+        context_for(source).close()
+        t.control.close()
         r.summary = (f"sent {format_mib(sent)} in {time.monotonic() - t0:.2f} s; the "
                      f"destination is {dest.runstate}")
 
@@ -404,31 +388,17 @@ class Player:
         snap: MachineSnapshot = t.machine.snapshot(residency="resident" in cond)
         with self._lock:
             window = t.counts - t.window
-        return evaluate(snap, cond, window, list(t.machine.console),
-                        lambda dev: self._settled(t, dev))
-
-    def _settled(self, t: _Tracked, dev: Any) -> bool:
-        if dev.driver_state == "idle" and dev.plugged_size == dev.requested_size:
-            return True
-        if dev.driver_state == "idle" and dev.usable_region_size < dev.requested_size and \
-                dev.plugged_size == dev.usable_region_size:
-            return True  # rfc_shrink_on_reboot: the area grows again with the next resize
-        if dev.driver_state in TERMINAL_STATES:
-            # the state must be an answer to the last change, not left over from before it
-            return t.status_seq.get(dev.id, 0) > t.changed_seq
-        return False
+        return evaluate(snap, cond, window, list(t.machine.console), t.control.watch.settled)
 
 
 def evaluate(snap: MachineSnapshot, cond: dict[str, Any], window: Counter[str],
-             console: list[str], settled: Callable[[Any], bool] | None = None) -> list[str]:
+             console: list[str], settled: Callable[[DeviceSnapshot], bool]) -> list[str]:
     """What does not hold of a parsed condition (``Step.params["condition"]``, ``Goal``).
 
     ``window`` counts events by kind (for ``events``/``violations``), ``console`` holds recent
-    guest console lines, ``settled(device_snapshot)`` decides ``settled`` (default: idle at
-    the requested size or in a final state).
+    guest console lines, ``settled(device_snapshot)`` decides ``settled`` (the machine's
+    ``SettleWatch.settled``: control/settle.py).
     """
-    if settled is None:
-        settled = default_settled
     why: list[str] = []
     dev_id = cond.get("device")
     dev = snap.device(dev_id) if dev_id else None
@@ -479,17 +449,7 @@ def evaluate(snap: MachineSnapshot, cond: dict[str, Any], window: Counter[str],
     return why
 
 
-def default_settled(dev: Any) -> bool:
-    """Settled without knowing what changed last (live lessons)."""
-    if dev.driver_state == "idle":
-        return bool(dev.plugged_size == dev.requested_size
-                    or dev.plugged_size == dev.usable_region_size < dev.requested_size)
-    return dev.driver_state in TERMINAL_STATES
-
-
 def _fmt(value: int, key: str) -> str:
-    from control.sizes import format_mib
-
     if key in ("plugged", "requested", "usable", "resident", "node-size", "node-plugged"):
         return f"{format_mib(value)} ({value})"
     return str(value)

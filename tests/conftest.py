@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from control import control_for
 from emulator import Machine, MachineConfig, MemoryDeviceConfig
 from emulator.config import MiB
 
@@ -41,12 +42,8 @@ def make_machine() -> Iterator[MachineFactory]:
 
 
 def settled(machine: Machine, dev_id: str = "vm0") -> bool:
-    """The guest driver has finished reacting: idle at the requested size, or gave up."""
-    state = machine.guest_states.get(dev_id)
-    dev = machine.devices[dev_id]
-    if state == "idle":
-        return dev.plugged_size == dev.requested_size
-    return state in ("stopped-short", "broken", "failed", "disabled", "no-memory")
+    """The guest driver has finished reacting (control/settle.py has the one definition)."""
+    return control_for(machine).settled(dev_id)
 
 
 def wait_settled(machine: Machine, *dev_ids: str, timeout: float = 30.0) -> None:

@@ -148,8 +148,7 @@ def run_main(argv: list[str]) -> int:
 
         def on_signal(signum: int, _frame: object) -> None:
             sys.stderr.write(f"vmemlab: terminating on signal {signum}\n")
-            if ctx._events is not None:
-                ctx._events.emit_now("SHUTDOWN", {"guest": False, "reason": "host-signal"})
+            ctx.announce_shutdown("host-signal")
             ctx.quitting = True
             done.set()
 
@@ -179,8 +178,7 @@ def run_main(argv: list[str]) -> int:
             on_signal(signal.SIGINT, None)
     finally:
         server.close()
-        if ctx._events is not None:
-            ctx._events.close()
+        ctx.close()
         machine.close()
     return 0
 

@@ -28,6 +28,7 @@ from flask import (
     request,
 )
 
+from control import control_for
 from scenarios.loader import Scenario, ScenarioError, lessons, load_scenario
 from scenarios.runner import evaluate
 
@@ -133,12 +134,13 @@ def goals_answer(lesson: Scenario) -> Any:
         return jsonify(goals=[{"index": i, "goal": g.title, "reached": False,
                                "why": ["no machine: start the lesson"]}
                               for i, g in enumerate(lesson.goals)])
+    control = control_for(machine)
     residency = any("resident" in g.condition for g in lesson.goals)
     snap = machine.snapshot(residency=residency)
     counts = Counter(r.event.kind for r in machine.bus.since(0))
     console = list(machine.console)
     out = []
     for i, goal in enumerate(lesson.goals):
-        why = evaluate(snap, goal.condition, counts, console)
+        why = evaluate(snap, goal.condition, counts, console, control.watch.settled)
         out.append({"index": i, "goal": goal.title, "reached": not why, "why": why})
     return jsonify(goals=out)

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from control import control_for
 from emulator import Machine
 from monitor.cmdline import parse_args
 from monitor.commands import MonitorContext, context_for
@@ -27,14 +28,8 @@ Builder = Callable[..., Machine]
 
 
 def settled(machine: Machine) -> bool:
-    for dev_id, dev in machine.devices.items():
-        state = machine.guest_states.get(dev_id)
-        if state == "idle" and dev.plugged_size == min(dev.requested_size, dev.region_size):
-            continue
-        if state in ("stopped-short", "broken", "failed", "disabled", "no-memory"):
-            continue
-        return False
-    return True
+    """Every device's driver has finished reacting (control/settle.py)."""
+    return control_for(machine).settled()
 
 
 def wait_settled(machine: Machine, timeout: float = 30.0) -> None:
@@ -63,9 +58,7 @@ def build() -> Iterator[Builder]:
 
     yield make
     for machine in machines:
-        ctx = context_for(machine)
-        if ctx._events is not None:
-            ctx._events.close()
+        context_for(machine).close()
         machine.close()
 
 
