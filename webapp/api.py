@@ -19,7 +19,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from device.errors import VmemError
-from webapp import actions, admission
+from webapp import actions, admission, bodies, errors
 from webapp.inputs import InputError
 from webapp.sessions import LimitError, MachineSession, NoCookieError, SessionManager
 
@@ -46,9 +46,9 @@ def _session() -> MachineSession:
 
 
 def _body() -> Any:
-    if not request.data:
+    if not bodies.body():
         return {}
-    data = request.get_json(silent=True)
+    data = bodies.json_body()
     if data is None:
         raise InputError("the body must be JSON")
     return data
@@ -68,7 +68,7 @@ def _answer(fn: Callable[[], dict[str, Any]]) -> tuple[Response, int]:
 @bp.errorhandler(Exception)
 def _unexpected(exc: Exception):  # type: ignore[no-untyped-def]
     if isinstance(exc, HTTPException):
-        return exc
+        return errors.http_error(exc)
     log.exception("API request failed")
     return jsonify(ok=False, error=f"internal error ({type(exc).__name__})"), 500
 

@@ -12,7 +12,11 @@ form -- hence an app-wide ``before_request`` registered first:
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from flask import Flask, current_app, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 FORM_OVERHEAD = 64 << 10  # multipart boundaries, headers, the CSRF field
 
@@ -30,3 +34,27 @@ def init_app(app: Flask) -> None:
     @app.before_request
     def _cap_body() -> None:
         request.max_content_length = body_cap()
+
+
+def body() -> bytes:
+    """The whole (capped) body; 413 when it reached the cap.
+
+    Werkzeug stops a streamed body at the cap without an error (it cannot tell a body that
+    ends there from a longer one), so a body that fills the cap is refused here.
+    """
+    cap = request.max_content_length
+    data = request.get_data(cache=True)
+    if cap is not None and len(data) >= cap:
+        raise RequestEntityTooLarge(f"the request body is larger than {cap >> 10} KiB")
+    return data
+
+
+def json_body() -> Any:
+    """The JSON body (``None`` when there is none or it is not JSON); 413 when too large."""
+    data = body()
+    if not data or not request.is_json:
+        return None
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        return None

@@ -37,14 +37,16 @@ def answer(code: int, message: str) -> Response:
     return response
 
 
+def http_error(exc: HTTPException) -> Response:
+    code = exc.code or 400
+    response = answer(code, exc.description or exc.name)
+    if isinstance(exc, RateLimited):
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return response
+
+
 def init_app(app: Flask) -> None:
-    @app.errorhandler(HTTPException)
-    def _http_error(exc: HTTPException) -> Response:
-        code = exc.code or 400
-        response = answer(code, exc.description or exc.name)
-        if isinstance(exc, RateLimited):
-            response.headers["Retry-After"] = str(exc.retry_after)
-        return response
+    app.register_error_handler(HTTPException, http_error)
 
     @app.errorhandler(Exception)
     def _bug(exc: Exception) -> Response:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
 import sys
@@ -24,6 +25,24 @@ def main(argv: list[str] | None = None) -> int:
                         help="pause a machine this long after its last browser left")
     parser.add_argument("--idle-reclaim", type=float, default=900.0, metavar="SECONDS",
                         help="close a machine this long after its last browser left")
+    parser.add_argument("--max-resident", type=int, default=8192, metavar="MIB",
+                        help="host memory all guests together may hold; nothing grows past "
+                             "it (default 8192 MiB; 0: no cap)")
+    parser.add_argument("--share-ttl", type=float, default=72.0, metavar="HOURS",
+                        help="shared files expire after this long (default 72 h; 0: never)")
+    parser.add_argument("--share-max-total", type=int, default=1024, metavar="MIB",
+                        help="all shared files together (default 1024 MiB)")
+    parser.add_argument("--share-dir", default=None, metavar="DIR",
+                        help="where shared files live (default: <instance path>/shared)")
+    parser.add_argument("--rate-limit-machines", default="60 per minute;600 per hour",
+                        metavar="LIMITS", help="new machines per client address "
+                        "(default '60 per minute;600 per hour')")
+    parser.add_argument("--rate-limit-shares", default="20 per minute;120 per hour",
+                        metavar="LIMITS", help="shares per client address "
+                        "(default '20 per minute;120 per hour')")
+    parser.add_argument("--rate-limit-storage", default="memory://", metavar="URI",
+                        help="where rate-limit counters live (default memory://; e.g. "
+                             "redis://host:6379 to share them between processes)")
     parser.add_argument("--debug", action="store_true", help="Flask debug logging")
     args = parser.parse_args(argv)
 
@@ -39,7 +58,18 @@ def main(argv: list[str] | None = None) -> int:
         "VMEMLAB_MAX_MACHINE_MEMORY": args.max_machine_memory << 20,
         "VMEMLAB_IDLE_PAUSE": args.idle_pause,
         "VMEMLAB_IDLE_RECLAIM": args.idle_reclaim,
+        "VMEMLAB_MAX_RESIDENT": args.max_resident << 20,
+        "VMEMLAB_SHARE_TTL": args.share_ttl * 3600.0,
+        "VMEMLAB_SHARE_MAX_TOTAL": args.share_max_total << 20,
+        "VMEMLAB_SHARE_DIR": args.share_dir,
+        "VMEMLAB_RATELIMIT_MACHINES": args.rate_limit_machines,
+        "VMEMLAB_RATELIMIT_SHARES": args.rate_limit_shares,
+        "VMEMLAB_RATELIMIT_STORAGE_URI": args.rate_limit_storage,
     })
+    if not is_loopback(args.host):
+        print(f"vmemlab: WARNING: listening on {args.host}: anyone who can reach this "
+              "address on the network can use the sandbox (see SECURITY.md)",
+              file=sys.stderr, flush=True)
     print(f"vmemlab: serving the sandbox on http://{args.host}:{args.port}/", flush=True)
     try:
         socketio.run(app, host=args.host, port=args.port, debug=False, use_reloader=False,
@@ -49,6 +79,16 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         app.extensions["vmemlab"].close_all()
     return 0
+
+
+def is_loopback(host: str) -> bool:
+    """Only this machine can connect (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
 
 
 if __name__ == "__main__":

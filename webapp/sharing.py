@@ -45,7 +45,7 @@ from flask import (
 
 from scenarios.loader import Scenario, ScenarioError, load_scenario, parse_scenario
 from scenarios.recording import Recording, RecordingError
-from webapp import ratelimits
+from webapp import bodies, ratelimits
 from webapp.share_store import ShareStore, StoreFull
 
 bp = Blueprint("sharing", __name__)
@@ -157,7 +157,7 @@ def _upload() -> tuple[bytes, str]:
         raise ShareError(f"larger than {cap >> 20} MiB: too large to share", 413)
     upload = request.files.get("file")
     if upload is None:
-        body = request.get_json(silent=True)
+        body = bodies.json_body()
         if isinstance(body, dict) and body.get("session_recording") is True:
             data = _session_recording()
             check_recording(data, "live recording")
