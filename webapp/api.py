@@ -46,6 +46,11 @@ def _session() -> MachineSession:
 
 
 def _body() -> Any:
+    if not request.is_json:
+        # a form was parsed already (the CSRF check reads forms); anything else is no JSON
+        if request.content_length or request.form or request.files or bodies.body():
+            raise InputError("the body must be JSON")
+        return {}
     if not bodies.body():
         return {}
     data = bodies.json_body()
