@@ -8,6 +8,7 @@ and every app gets them through ``socketio.init_app``.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
@@ -51,12 +52,32 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+def from_environment(environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
+    """``VMEMLAB_*`` settings from environment variables, typed like their defaults."""
+    out: dict[str, Any] = {}
+    for key, default in DEFAULTS.items():
+        if not key.startswith("VMEMLAB_") or key not in environ or callable(default):
+            continue
+        text = environ[key]
+        if isinstance(default, bool):
+            out[key] = text.strip().lower() in ("1", "true", "yes", "on")
+        elif isinstance(default, int):
+            out[key] = int(text, 0)
+        elif isinstance(default, float):
+            out[key] = float(text)
+        elif key != "VMEMLAB_DEFAULT_MACHINE":
+            out[key] = text or None
+    return out
+
+
 def create_app(config: dict[str, Any] | None = None) -> Flask:
-    """Build the app; ``config`` overrides ``DEFAULTS`` and Flask settings."""
+    """Build the app: ``DEFAULTS``, then ``VMEMLAB_*`` environment variables, then
+    ``config`` (Flask settings too)."""
     app = Flask(__name__, static_folder=os.path.join(ROOT, "static"),
                 template_folder=os.path.join(ROOT, "templates"))
     app.config.update(DEFAULTS)
     app.config["SECRET_KEY"] = os.urandom(32)
+    app.config.update(from_environment())
     if config:
         app.config.update(config)
     settings = Settings(
