@@ -92,9 +92,9 @@ def run() -> list[dict[str, Any]]:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(server.url)
-        page.wait_for_function("document.body.dataset.ready === '1'", timeout=30_000)
+        page.wait_for_function("() => document.body.dataset.ready === '1'", timeout=30_000)
         page.wait_for_function(
-            f"document.querySelector('canvas.grid')?.dataset.blocks === '{NB_BLOCKS}'")
+            f"() => document.querySelector('canvas.grid')?.dataset.blocks === '{NB_BLOCKS}'")
         page.wait_for_timeout(500)
 
         # -- frame rate: idle rAF loop (baseline) vs. all blocks changing every frame
@@ -128,7 +128,7 @@ def run() -> list[dict[str, Any]]:
                           "{device: 'vm0', size: s * 1048576})", size_mib)
             try:
                 page.wait_for_function(
-                    f"document.querySelector('canvas.grid').dataset.plugged === '{size_mib}'",
+                    f"() => document.querySelector('canvas.grid').dataset.plugged === '{size_mib}'",
                     timeout=60_000)
             except Exception:
                 drawn = page.get_attribute("canvas.grid", "data-plugged")

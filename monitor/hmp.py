@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from control.sizes import format_mib
@@ -43,10 +43,44 @@ class HmpCommand:
     params: str
     help: str
     handler: Handler
+    #: offered to an anonymous visitor in the browser's monitor (see ``VISITOR``): it acts
+    #: only on that visitor's own machine and touches no host file or process
+    visitor_safe: bool = False
 
     @property
     def names(self) -> list[str]:
         return self.name.split("|")
+
+
+#: run before a command the policy offers: ``check(ctx, shown_name, args)``; a
+#: ``MonitorError`` it raises is printed as the command's ``Error: ...`` and nothing runs
+Check = Callable[[MonitorContext, str, dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Which commands a monitor offers, and a check before each one it runs.
+
+    The operator's monitors (stdio, sockets, QMP's human-monitor-command) get ``FULL``; the web
+    page's monitor gets ``VISITOR``: whoever opens the page is anonymous, so ``migrate`` (it
+    writes a host file) and ``quit`` (it closes the machine under the page) are not offered,
+    ``help`` lists only what is, and a refused command answers one clear line.
+    """
+
+    where: str
+    offers: Callable[[HmpCommand], bool]
+    check: Check | None = None
+
+    def with_check(self, check: Check) -> Policy:
+        return replace(self, check=check)
+
+
+FULL = Policy("monitor", lambda cmd: True)
+VISITOR = Policy("browser monitor", lambda cmd: cmd.visitor_safe)
+
+
+class NotOffered(Exception):
+    """A command that exists but that the policy does not offer."""
 
 
 # ------------------------------------------------------------------------------ formatters
@@ -301,20 +335,26 @@ def _h_qom_list(ctx: MonitorContext, a: dict[str, Any]) -> str:
 
 
 def _h_info(ctx: MonitorContext, a: dict[str, Any]) -> str:
-    return _help_lines(INFO_COMMANDS, "info ")
+    return help_text("info", FULL)
 
 
 def _h_help(ctx: MonitorContext, a: dict[str, Any]) -> str:
-    name = a.get("name")
+    return help_text(a.get("name"), FULL)
+
+
+def help_text(name: str | None, policy: Policy) -> str:
+    """``help [name]`` as the policy sees it: only the commands it offers are listed."""
+    commands = [cmd for cmd in COMMANDS if policy.offers(cmd)]
+    infos = [cmd for cmd in INFO_COMMANDS if policy.offers(cmd)]
     if not name:
-        return _help_lines(COMMANDS, "")
+        return _help_lines(commands, "")
     if name == "info":
-        return _help_lines(INFO_COMMANDS, "info ")
+        return _help_lines(infos, "info ")
     words = name.split()
     if words[0] == "info" and len(words) > 1:
-        cmd = _lookup(INFO_COMMANDS, words[1])
+        cmd = _lookup(infos, words[1])
         return _help_lines([cmd], "info ") if cmd else ""
-    cmd = _lookup(COMMANDS, words[0])
+    cmd = _lookup(commands, words[0])
     return _help_lines([cmd], "") if cmd else ""
 
 
@@ -351,65 +391,72 @@ def _simple(fn: Callable[[MonitorContext], object]) -> Handler:
 
 
 COMMANDS: list[HmpCommand] = [
-    HmpCommand("cont|c", "", "", "resume emulation", _simple(c.cont)),
+    HmpCommand("cont|c", "", "", "resume emulation", _simple(c.cont), visitor_safe=True),
     HmpCommand("device_del", "id:s", "device", "remove device",
-               _h_device_del),
+               _h_device_del, visitor_safe=True),
     HmpCommand("guest", "command:s,args:S?", "command [args...]",
                "drive the guest workload: alloc SIZE [movable|unmovable] [any|boot|DEVICE], "
                "pin SIZE [DEVICE], free ID, touch ID, verify [ID], dump [DEVICE], "
                "rogue-write [OFFSET] [DEVICE], read ADDR, stats, reboot, poweroff (vmemlab)",
-               _h_guest),
-    HmpCommand("help|?", "name:S?", "[cmd]", "show the help", _h_help),
+               _h_guest, visitor_safe=True),
+    HmpCommand("help|?", "name:S?", "[cmd]", "show the help", _h_help, visitor_safe=True),
     HmpCommand("info", "item:s?", "[subcommand]", "show various information about the system "
-               "state", _h_info),
+               "state", _h_info, visitor_safe=True),
+    # writes a file on the server's host: never for a visitor (the page saves to a download)
     HmpCommand("migrate", "detach:-d,blk:-b,inc:-i,resume:-r,uri:s",
                "[-d] [-b] [-i] [-r] uri",
                "migrate to URI (vmemlab: only \"exec:cat > FILE\")", _h_migrate),
     HmpCommand("qom-get", "path:s,property:s", "path property", "print QOM property",
-               _h_qom_get),
-    HmpCommand("qom-list", "path:s?", "path", "list QOM properties", _h_qom_list),
+               _h_qom_get, visitor_safe=True),
+    HmpCommand("qom-list", "path:s?", "path", "list QOM properties", _h_qom_list,
+               visitor_safe=True),
     HmpCommand("qom-set", "json:-j,path:s,property:s,value:S", "[-j] path property value",
                "set QOM property.\n\t\t\t-j: the value is specified in json format.",
-               _h_qom_set),
+               _h_qom_set, visitor_safe=True),
+    # closes the machine: the page would be left without one
     HmpCommand("quit|q", "", "", "quit the emulator", _simple(c.quit_machine)),
-    HmpCommand("stop|s", "", "", "stop emulation", _simple(c.stop)),
-    HmpCommand("system_reset", "", "", "reset the system", _simple(c.system_reset)),
+    HmpCommand("stop|s", "", "", "stop emulation", _simple(c.stop), visitor_safe=True),
+    HmpCommand("system_reset", "", "", "reset the system", _simple(c.system_reset),
+               visitor_safe=True),
     HmpCommand("virtio-mem", "id:s,size:l", "id size_mb",
                "resize a virtio-mem device to size_mb MiB (the 2017 RFC's command)",
-               _h_virtio_mem),
+               _h_virtio_mem, visitor_safe=True),
     HmpCommand("x", "fmt:/,addr:l", "/fmt addr", "virtual memory dump starting at 'addr'",
-               lambda ctx, a: _dump(ctx, a, False)),
+               lambda ctx, a: _dump(ctx, a, False), visitor_safe=True),
     HmpCommand("xp", "fmt:/,addr:l", "/fmt addr", "physical memory dump starting at 'addr'",
-               lambda ctx, a: _dump(ctx, a, True)),
+               lambda ctx, a: _dump(ctx, a, True), visitor_safe=True),
 ]
 
+# every ``info`` subcommand only reads the machine
 INFO_COMMANDS: list[HmpCommand] = [
     HmpCommand("guest", "", "", "show what the guest reports about its memory (vmemlab)",
-               lambda ctx, a: fmt_guest(c.guest_info(ctx))),
+               lambda ctx, a: fmt_guest(c.guest_info(ctx)), visitor_safe=True),
     HmpCommand("memory-devices", "", "", "show memory devices",
-               lambda ctx, a: fmt_memory_devices(c.query_memory_devices(ctx))),
+               lambda ctx, a: fmt_memory_devices(c.query_memory_devices(ctx)),
+               visitor_safe=True),
     HmpCommand("memory_size_summary", "", "",
                "show the amount of initially allocated and present hotpluggable (if "
                "enabled) memory in bytes.",
                lambda ctx, a: "base memory: {base-memory}\nplugged memory: {plugged-memory}\n"
-               .format_map(c.memory_size_summary(ctx))),
+               .format_map(c.memory_size_summary(ctx)), visitor_safe=True),
     HmpCommand("migrate", "", "", "show migration status",
-               lambda ctx, a: fmt_migrate(c.query_migrate(ctx))),
+               lambda ctx, a: fmt_migrate(c.query_migrate(ctx)), visitor_safe=True),
     HmpCommand("numa", "", "", "show NUMA information",
-               lambda ctx, a: fmt_numa(c.numa_info(ctx))),
+               lambda ctx, a: fmt_numa(c.numa_info(ctx)), visitor_safe=True),
     HmpCommand("status", "", "", "show the current VM status (running|paused)",
-               lambda ctx, a: fmt_status(c.query_status(ctx))),
+               lambda ctx, a: fmt_status(c.query_status(ctx)), visitor_safe=True),
     HmpCommand("virtio", "", "", "List all available virtio devices",
                lambda ctx, a: "".join(f"/machine/peripheral/{d}/virtio-backend [virtio-mem]\n"
-                                      for d in reversed(list(ctx.machine.devices)))),
+                                      for d in reversed(list(ctx.machine.devices))),
+               visitor_safe=True),
     HmpCommand("version", "", "", "show the version of QEMU",
-               lambda ctx, a: "7.2.22 (vmemlab)\n"),
+               lambda ctx, a: "7.2.22 (vmemlab)\n", visitor_safe=True),
     HmpCommand("virtio-mem", "id:s", "id",
                "show the state of a virtio-mem device (the 2017 RFC's command)",
-               lambda ctx, a: fmt_virtio_mem(c.virtio_mem_info(ctx, a["id"]))),
+               lambda ctx, a: fmt_virtio_mem(c.virtio_mem_info(ctx, a["id"])), visitor_safe=True),
     HmpCommand("virtio-mem-blocks", "id:s", "id",
                "show the block map of a virtio-mem device (vmemlab)",
-               lambda ctx, a: fmt_block_map(c.block_map(ctx, a["id"]))),
+               lambda ctx, a: fmt_block_map(c.block_map(ctx, a["id"])), visitor_safe=True),
 ]
 
 
@@ -547,8 +594,9 @@ def _parse_args(cmd: HmpCommand, line: str, p: int, shown: str) -> dict[str, Any
     return args
 
 
-def parse(line: str) -> tuple[HmpCommand | None, dict[str, Any], str]:
-    """Parse one HMP line: (command, args, shown name); raises ParseError/MonitorError."""
+def parse(line: str, policy: Policy = FULL) -> tuple[HmpCommand | None, dict[str, Any], str]:
+    """Parse one HMP line: (command, args, shown name); raises ParseError/MonitorError,
+    or ``NotOffered`` for a command the policy does not offer."""
     p = _skip(line, 0)
     if p >= len(line):
         return None, {}, ""
@@ -559,6 +607,8 @@ def parse(line: str) -> tuple[HmpCommand | None, dict[str, Any], str]:
     cmd = _lookup(COMMANDS, name)
     if cmd is None:
         raise MonitorError(f"unknown command: '{line[start:p]}'", "CommandNotFound")
+    if not policy.offers(cmd):
+        raise NotOffered(name)
     shown = cmd.names[0]
     if cmd.names[0] == "info":
         q = _skip(line, p)
@@ -569,13 +619,18 @@ def parse(line: str) -> tuple[HmpCommand | None, dict[str, Any], str]:
             sub = _lookup(INFO_COMMANDS, line[q:e])
             if sub is None:
                 raise MonitorError(f"unknown command: '{line[start:e]}'", "CommandNotFound")
+            if not policy.offers(sub):
+                raise NotOffered(line[start:e])
             cmd, p, shown = sub, e, "info " + sub.names[0]
     return cmd, _parse_args(cmd, line, p, shown), shown
 
 
-def execute(ctx: MonitorContext, line: str) -> str:
+def execute(ctx: MonitorContext, line: str, policy: Policy = FULL) -> str:
+    """Run one line as ``policy`` allows; the output (never a traceback)."""
     try:
-        cmd, args, _shown = parse(line)
+        cmd, args, shown = parse(line, policy)
+    except NotOffered as err:
+        return f"not available in the {policy.where}: '{err}'\n"
     except ParseError as err:
         hint = f'Try "help {err.command}" for more information\n' if err.command else ""
         return f"{err}\n{hint}"
@@ -585,7 +640,11 @@ def execute(ctx: MonitorContext, line: str) -> str:
         return f"Error: {c.describe_error(err).desc}\n"
     if cmd is None:
         return ""
+    if shown in ("help", "info"):  # lists what this policy offers, not the whole table
+        return help_text(args.get("name") if shown == "help" else "info", policy)
     try:
+        if policy.check is not None:
+            policy.check(ctx, shown, args)
         if ctx is None:
             return cmd.handler(ctx, args)
         handler = cmd.handler
@@ -598,29 +657,59 @@ def execute(ctx: MonitorContext, line: str) -> str:
         return f"Error: {c.describe_error(err).desc}\n"
 
 
-def run_hmp(machine: Machine, line: str) -> str:
+def memory_growth(ctx: MonitorContext, shown: str, args: dict[str, Any]) -> int | None:
+    """How much host memory a parsed command lets the guest take, for a memory budget.
+
+    ``None``: it cannot make guest memory grow. ``0``: it lets memory grow later (a larger
+    ``requested-size``). ``n``: it makes ``n`` bytes resident now (``guest alloc``/``pin``).
+    Arguments the command itself would refuse count as ``None``: the command says why.
+    """
+    from monitor.sizes import json_to_uint64, parse_option_size
+
+    try:
+        if shown == "guest" and args.get("command") in ("alloc", "pin"):
+            words = (args.get("args") or "").split()
+            return parse_option_size("size", words[0]) if words else None
+        if shown == "virtio-mem":
+            dev_id = c.resolve_device(ctx, args["id"])
+            new = int(args["size"]) * (1 << 20)
+        elif shown == "qom-set" and args.get("property") == "requested-size":
+            dev_id = c.resolve(ctx, args["path"]).dev_id
+            value = args["value"]
+            new = (json_to_uint64("requested-size", json.loads(value)) if args.get("json")
+                   else parse_option_size("requested-size", value))
+        else:
+            return None
+        device = ctx.machine.devices.get(dev_id)
+    except (MonitorError, ValueError, IndexError, KeyError):
+        return None
+    return 0 if device is not None and new > device.requested_size else None
+
+
+def run_hmp(machine: Machine, line: str, policy: Policy = FULL) -> str:
     """Run one HMP command line against ``machine``; returns its output ("" if none)."""
-    return execute(context_for(machine), line)
+    return execute(context_for(machine), line, policy)
 
 
 # ------------------------------------------------------------------------------ completion
 
-def complete(ctx: MonitorContext | None, before: str) -> list[str]:
+def complete(ctx: MonitorContext | None, before: str, policy: Policy = FULL) -> list[str]:
     """Candidates for the word being typed at the end of ``before`` (readline, web)."""
     words = [w for w in re.split(r"[ \t\n\r\v\f]+", before) if w]
     typing_new = not before or before[-1] in _SPACE
     current = "" if typing_new else words[-1]
     done = words if typing_new else words[:-1]
     if not done:
-        return sorted(n for cmd in COMMANDS for n in cmd.names
-                      if (n.startswith(current) and len(n) > 1) or n == current)
+        return sorted(n for cmd in COMMANDS for n in cmd.names if policy.offers(cmd)
+                      and ((n.startswith(current) and len(n) > 1) or n == current))
     first = done[0]
     ids: list[str] = []
     if ctx is not None:
         ids = list(ctx.machine.devices)
     if first == "info":
         if len(done) == 1:
-            return sorted(n for cmd in INFO_COMMANDS for n in cmd.names if n.startswith(current))
+            return sorted(n for cmd in INFO_COMMANDS for n in cmd.names
+                          if policy.offers(cmd) and n.startswith(current))
         if done[1] in ("virtio-mem", "virtio-mem-blocks") and len(done) == 2:
             return [i for i in ids if i.startswith(current)]
         return []
@@ -636,7 +725,8 @@ def complete(ctx: MonitorContext | None, before: str) -> list[str]:
     if first == "guest" and not args:
         return sorted(g for g in c.GUEST_COMMANDS if g.startswith(current))
     if first == "help" and not args:
-        return sorted(n for cmd in COMMANDS for n in cmd.names if n.startswith(current))
+        return sorted(n for cmd in COMMANDS for n in cmd.names
+                      if policy.offers(cmd) and n.startswith(current))
     return []
 
 
@@ -644,4 +734,5 @@ def command_names() -> list[str]:
     return [n for cmd in COMMANDS for n in cmd.names]
 
 
-__all__ = ["COMMANDS", "INFO_COMMANDS", "complete", "execute", "parse", "run_hmp"]
+__all__ = ["COMMANDS", "FULL", "INFO_COMMANDS", "VISITOR", "Policy", "complete", "execute",
+           "help_text", "memory_growth", "parse", "run_hmp"]

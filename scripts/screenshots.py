@@ -21,7 +21,7 @@ OUT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 
 
 def plugged(page, dev: str, blocks: int) -> None:  # type: ignore[no-untyped-def]
     page.wait_for_function(
-        f"document.querySelector('canvas.grid[data-device=\"{dev}\"]')?.dataset.plugged"
+        f"() => document.querySelector('canvas.grid[data-device=\"{dev}\"]')?.dataset.plugged"
         f" === '{blocks}'", timeout=30_000)
 
 
@@ -31,7 +31,7 @@ def main() -> int:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1440, "height": 1000})
         page.goto(server.url)
-        page.wait_for_function("document.body.dataset.ready === '1'", timeout=30_000)
+        page.wait_for_function("() => document.body.dataset.ready === '1'", timeout=30_000)
         plugged(page, "vm0", 128)
         send = "([e, d]) => window.vmemSend(e, d)"
         page.evaluate(send, ["set_requested_size", {"device": "vm0", "size": 640 << 20}])
@@ -56,7 +56,7 @@ def main() -> int:
         page.locator("#devices").screenshot(path=os.path.join(OUT, "after-reboot.png"))
         narrow = browser.new_page(viewport={"width": 760, "height": 1100})
         narrow.goto(server.url)
-        narrow.wait_for_function("document.body.dataset.ready === '1'", timeout=30_000)
+        narrow.wait_for_function("() => document.body.dataset.ready === '1'", timeout=30_000)
         narrow.wait_for_timeout(1000)
         narrow.screenshot(path=os.path.join(OUT, "narrow.png"))
         browser.close()

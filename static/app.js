@@ -20,6 +20,25 @@
   };
   window.vmem = state;
 
+  // the page's data (block state names) comes in a JSON element: no inline script (CSP)
+  window.VMEM_STATES = JSON.parse($("vmem-states").textContent);
+  // every POST carries the session's CSRF token (SECURITY.md)
+  const CSRF = document.querySelector('meta[name="csrf-token"]').content;
+
+  /* A DOM element from data: attributes and properties set one by one, text as text nodes.
+   * Nothing a server or a file sends ever goes through an HTML parser. */
+  function el(tag, props, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(props || {})) {
+      if (k === "dataset") Object.assign(node.dataset, v);
+      else if (k === "class") node.className = v;
+      else if (k in node) node[k] = v; // a property: never parsed as markup
+      else node.setAttribute(k, v);
+    }
+    for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+    return node;
+  }
+
   const hex = (v) => "0x" + Number(v).toString(16);
   const mib = (v) => {
     const m = v / MiB;
@@ -89,23 +108,23 @@
       const card = document.createElement("article");
       card.className = "device"; card.dataset.device = d.id;
       const bs = d.block_size / MiB, max = d.config.region_size / MiB;
-      card.innerHTML = `
-        <header>
-          <h2>node ${d.node} · ${d.id}</h2>
-          <label class="req">requested
-            <input type="range" class="req-slider" min="0" max="${max}" step="${bs}" aria-label="requested size of ${d.id} in MiB">
-            <input type="number" class="req-number" min="0" max="${max}" step="${bs}" aria-label="requested size of ${d.id} in MiB"> MiB
-            <button type="button" class="req-set">set</button>
-          </label>
-          <span class="stat">plugged <b class="plugged"></b></span>
-          <span class="stat">usable <b class="usable"></b></span>
-          <span class="stat">driver <b class="driver"></b></span>
-          <span class="stat inflight" hidden>· in flight ·</span>
-        </header>
-        <div class="grid-wrap"><canvas class="grid" data-device="${d.id}" tabindex="0"
-          aria-label="blocks of ${d.id}: ${d.nb_blocks} blocks of ${mib(d.block_size)}"></canvas></div>`;
+      const reqLabel = `requested size of ${d.id} in MiB`;
+      const range = { min: "0", max: String(max), step: String(bs), "aria-label": reqLabel };
+      const canvas = el("canvas", { class: "grid", dataset: { device: d.id }, tabIndex: 0,
+        "aria-label": `blocks of ${d.id}: ${d.nb_blocks} blocks of ${mib(d.block_size)}` });
+      card.append(
+        el("header", {},
+          el("h2", {}, `node ${d.node} · ${d.id}`),
+          el("label", { class: "req" }, "requested ",
+            el("input", Object.assign({ type: "range", class: "req-slider" }, range)), " ",
+            el("input", Object.assign({ type: "number", class: "req-number" }, range)), " MiB ",
+            el("button", { type: "button", class: "req-set" }, "set")),
+          " ", el("span", { class: "stat" }, "plugged ", el("b", { class: "plugged" })),
+          " ", el("span", { class: "stat" }, "usable ", el("b", { class: "usable" })),
+          " ", el("span", { class: "stat" }, "driver ", el("b", { class: "driver" })),
+          " ", el("span", { class: "stat inflight", hidden: true }, "· in flight ·")),
+        el("div", { class: "grid-wrap" }, canvas));
       box.appendChild(card);
-      const canvas = card.querySelector("canvas");
       const grid = new BlockGrid(canvas, d.nb_blocks);
       grid.setMode(state.mode);
       BlockGrid.all.add(grid);
@@ -159,7 +178,8 @@
       const t = changedAt.get(id + "." + f);
       if (t && now - t < 2500) tr.className = "changed";
       const v = dev.config[f];
-      tr.innerHTML = `<th>${f}</th><td class="mono">${f === "node_id" ? v : hex(v)}</td><td>${f === "node_id" || f === "addr" ? "" : mib(v)}</td>`;
+      tr.append(el("th", {}, f), el("td", { class: "mono" }, f === "node_id" ? v : hex(v)),
+        el("td", {}, f === "node_id" || f === "addr" ? "" : mib(v)));
       tbody.appendChild(tr);
     }
   }
@@ -343,6 +363,8 @@
   socket.on("batch", onBatch);
   socket.on("view", (v) => { if (v.generation === state.generation) applyView(v, false); });
   socket.on("server_error", (e) => showError(e.error));
+  // the machine stopped under the page (the server closed it): say so, offer a new one
+  socket.on("machine_closed", (e) => { showError(e.error); setRunstate("closed"); });
   socket.on("connect", () => notice("connected"));
   socket.on("disconnect", () => { notice("disconnected — reconnecting…"); setRunstate("offline"); });
 
@@ -466,9 +488,11 @@
     const fd = new FormData(); fd.append("file", f);
     notice("loading " + f.name + "…");
     try {
-      const r = await fetch("/api/machine/state", { method: "POST", body: fd, credentials: "same-origin" });
-      const j = await r.json();
-      if (!j.ok) showError(j.error); else notice("loaded " + f.name);
+      const r = await fetch("/api/machine/state", { method: "POST", body: fd, credentials: "same-origin",
+        headers: { "X-CSRFToken": CSRF } });
+      let j = null;
+      try { j = await r.json(); } catch (err) { j = null; }
+      if (!j || !j.ok) showError("load failed: " + ((j && j.error) || r.status)); else notice("loaded " + f.name);
     } catch (err) { showError("load failed: " + err); }
     $("load-file").value = "";
   });
@@ -480,7 +504,7 @@
     try {
       const r = await fetch("/share", {
         method: "POST", credentials: "same-origin",
-        headers: { "Content-Type": "application/json" },
+        headers: { "Content-Type": "application/json", "X-CSRFToken": CSRF },
         body: JSON.stringify({ session_recording: true }),
       });
       let j = null;

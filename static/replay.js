@@ -8,6 +8,9 @@
 
 export const FORMAT = "vmemlab-recording";
 export const VERSION = 1;
+/* The only recordings loaded by link: this server's shared ones (webapp/replay.py checks the
+ * same pattern; "/\\host/x" or "//host/x" would be another origin to the browser). */
+export const SHARED_SRC = /^\/shared\/[A-Za-z0-9_-]{8}\.ndjson$/;
 
 export function parseRecording(text) {
   let header = null;
@@ -21,6 +24,9 @@ export function parseRecording(text) {
       obj = JSON.parse(line);
     } catch (err) {
       throw new Error(`line ${i + 1}: not JSON`);
+    }
+    if (obj === null || typeof obj !== "object" || Array.isArray(obj)) {
+      throw new Error(`line ${i + 1}: not a JSON object`);
     }
     if (header === null) {
       if (obj.format !== FORMAT) throw new Error(`line ${i + 1}: not a ${FORMAT} file`);
@@ -193,8 +199,23 @@ export function initReplay(root) {
       }
       const devs = Object.entries(state.devices || {});
       if (box.querySelectorAll("canvas").length !== devs.length) {
-        box.innerHTML = `<h2>${name} <span class="badge"></span></h2>` + devs.map(([id]) =>
-          `<div class="rec-dev"><div class="rec-dev-label" data-dev="${id}"></div><canvas data-dev="${id}"></canvas></div>`).join("");
+        // built from nodes: a machine or device name is text, never markup
+        const badge = document.createElement("span");
+        badge.className = "badge";
+        const h2 = document.createElement("h2");
+        h2.append(document.createTextNode(name + " "), badge);
+        const rows = devs.map(([id]) => {
+          const row = document.createElement("div");
+          row.className = "rec-dev";
+          const label = document.createElement("div");
+          label.className = "rec-dev-label";
+          label.dataset.dev = id;
+          const canvas = document.createElement("canvas");
+          canvas.dataset.dev = id;
+          row.append(label, canvas);
+          return row;
+        });
+        box.replaceChildren(h2, ...rows);
       }
       box.querySelector(".badge").textContent = state.runstate;
       for (const [id, dev] of devs) {
@@ -206,7 +227,7 @@ export function initReplay(root) {
     const done = stepsUntil(rec, t);
     const says = done.filter((s) => s.kind === "say");
     ui.say.textContent = says.length ? says[says.length - 1].summary : "";
-    ui.steps.innerHTML = "";
+    ui.steps.replaceChildren();
     for (const s of done.slice(-12)) {
       const li = document.createElement("li");
       li.className = s.ok ? "ok" : "fail";
@@ -225,8 +246,8 @@ export function initReplay(root) {
     }
     ui.error.textContent = "";
     ui.title.textContent = rec.header.title;
-    ui.machines.innerHTML = "";
-    ui.marks.innerHTML = "";
+    ui.machines.replaceChildren();
+    ui.marks.replaceChildren();
     for (const m of markers(rec)) {
       const tick = document.createElement("button");
       tick.type = "button";
@@ -277,7 +298,14 @@ export function initReplay(root) {
     render();
   });
   const src = root.dataset.src;
-  if (src) fetch(src).then((r) => r.text()).then((text) => load(text, src));
+  if (src && !SHARED_SRC.test(src)) {
+    ui.error.textContent = `${src}: only a shared recording of this server (/shared/ID.ndjson) can be loaded by link`;
+  } else if (src) {
+    fetch(src, { credentials: "same-origin" })
+      .then((r) => { if (!r.ok) throw new Error(`HTTP ${r.status}`); return r.text(); })
+      .then((text) => load(text, src))
+      .catch((err) => { ui.error.textContent = `${src}: ${err.message}`; });
+  }
   return { load, seek: (x) => { t = x; render(); }, get time() { return t; } };
 }
 

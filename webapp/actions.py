@@ -16,7 +16,7 @@ from typing import IO, Any
 
 from emulator.config import MiB
 from emulator.workload import GuestError, Workload
-from webapp import inputs, view_model
+from webapp import admission, inputs, view_model
 from webapp.inputs import InputError
 from webapp.sessions import MachineSession, SessionManager
 
@@ -40,6 +40,8 @@ def set_requested_size(sess: MachineSession, data: Any) -> dict[str, Any]:
     machine = _machine(sess)
     dev_id = inputs.device_id(data.get("device"), _device_ids(sess))
     size = inputs.size(data.get("size"), "requested-size")
+    if size > machine.devices[dev_id].requested_size:
+        admission.manager().check_budget(own=sess)
     machine.set_requested_size(dev_id, size)
     return {"device": dev_id, "requested_size": size}
 
@@ -60,6 +62,7 @@ def guest_action(sess: MachineSession, data: Any, timeout: float) -> dict[str, A
             target = data.get("target")
             if target not in (None, "", "any", "boot"):
                 target = inputs.device_id(target, ids)
+            admission.manager().check_budget(size, own=sess)
             alloc = work.alloc(size, unmovable=inputs.flag(data.get("unmovable"), "unmovable"),
                                target=target or None)
             return {"action": action, "id": alloc.id, "pages": alloc.pages,
@@ -141,15 +144,26 @@ def speed(sess: MachineSession, data: Any) -> dict[str, Any]:
 
 
 def hmp(sess: MachineSession, data: Any) -> dict[str, Any]:
+    """One line in the page's monitor: only what an anonymous visitor may run (``VISITOR``),
+    and nothing that lets memory grow once the server's budget is used up."""
+    from monitor.commands import MonitorContext, MonitorError
+    from monitor.hmp import VISITOR, memory_growth, run_hmp
+
     data = inputs.payload(data)
     line = inputs.text(data.get("line"), "command", 1000).strip()
     if not line:
         return {"output": ""}
-    try:
-        from monitor.hmp import run_hmp
-    except ImportError:
-        return {"output": "monitor not available"}
-    return {"output": run_hmp(_machine(sess), line)}
+    budget = admission.manager()
+
+    def check(ctx: MonitorContext, shown: str, args: dict[str, Any]) -> None:
+        growth = memory_growth(ctx, shown, args)
+        if growth is not None:
+            try:
+                budget.check_budget(growth, own=sess)
+            except InputError as err:
+                raise MonitorError(str(err)) from None
+
+    return {"output": run_hmp(_machine(sess), line, VISITOR.with_check(check))}
 
 
 def block_info(sess: MachineSession, data: Any) -> dict[str, Any]:
@@ -192,6 +206,7 @@ def new_machine(manager: SessionManager, token: str, data: Any) -> dict[str, Any
         cfg = inputs.machine_config(data, max_memory=manager.settings.max_memory,
                                     max_blocks=manager.settings.max_blocks)
     cfg.layout()  # QEMU's checks and texts (ConfigError) before anything is built
+    admission.replacing(token)
     manager.replace(token, cfg)
     return {"config": inputs.config_to_form(cfg)}
 
@@ -251,5 +266,6 @@ def load(manager: SessionManager, token: str, stream: IO[bytes]) -> dict[str, An
                                 max_memory=manager.settings.max_memory,
                                 max_blocks=manager.settings.max_blocks)
     cfg.layout()
+    admission.replacing(token)
     manager.replace(token, cfg, load=stream)
     return {"config": inputs.config_to_form(cfg)}

@@ -1,25 +1,27 @@
 """The JSON API: the same actions as the page's socket events, for scripts and tests.
 
 Every route works on the caller's own machine (found through the signed session cookie) and
-answers JSON; bad input gives ``400 {"error": ...}``, never a traceback.
+answers JSON; bad input gives ``400 {"error": ...}``, never a traceback. A request without
+the cookie gets ``403`` and no machine; every POST needs the CSRF token
+(``GET /api/csrf-token``, sent back as the ``X-CSRFToken`` header; see SECURITY.md). JSON
+bodies are at most ``VMEMLAB_MAX_JSON_BYTES``, a state file at most
+``VMEMLAB_MAX_STATE_BYTES``, streamed (chunked) bodies included.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import IO, Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from device.errors import VmemError
-from webapp import actions
+from webapp import actions, admission, bodies, errors
 from webapp.inputs import InputError
-from webapp.pages import session_token
-from webapp.sessions import LimitError, MachineSession, SessionManager
+from webapp.sessions import LimitError, MachineSession, NoCookieError, SessionManager
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 log = logging.getLogger(__name__)
@@ -29,20 +31,29 @@ def _manager() -> SessionManager:
     return current_app.extensions["vmemlab"]
 
 
+def session_token_or_none() -> str | None:
+    from webapp.pages import session_token
+
+    return session_token(create=False)
+
+
 def _token() -> str:
-    token = session_token()
-    assert token is not None
-    return token
+    return admission.token()
 
 
 def _session() -> MachineSession:
-    return _manager().session(_token())
+    return admission.session()
 
 
 def _body() -> Any:
-    if not request.data:
+    if not request.is_json:
+        # a form was parsed already (the CSRF check reads forms); anything else is no JSON
+        if request.content_length or request.form or request.files or bodies.body():
+            raise InputError("the body must be JSON")
         return {}
-    data = request.get_json(silent=True)
+    if not bodies.body():
+        return {}
+    data = bodies.json_body()
     if data is None:
         raise InputError("the body must be JSON")
     return data
@@ -52,7 +63,9 @@ def _answer(fn: Callable[[], dict[str, Any]]) -> tuple[Response, int]:
     try:
         return jsonify(ok=True, **fn()), 200
     except LimitError as exc:
-        return jsonify(ok=False, error=str(exc)), 503
+        return jsonify(ok=False, error=str(exc)), exc.status
+    except NoCookieError as exc:
+        return jsonify(ok=False, error=str(exc)), 403
     except (InputError, VmemError, ValueError, KeyError, TimeoutError) as exc:
         return jsonify(ok=False, error=str(exc) or type(exc).__name__), 400
 
@@ -60,7 +73,7 @@ def _answer(fn: Callable[[], dict[str, Any]]) -> tuple[Response, int]:
 @bp.errorhandler(Exception)
 def _unexpected(exc: Exception):  # type: ignore[no-untyped-def]
     if isinstance(exc, HTTPException):
-        return jsonify(ok=False, error=exc.description), exc.code
+        return errors.http_error(exc)
     log.exception("API request failed")
     return jsonify(ok=False, error=f"internal error ({type(exc).__name__})"), 500
 
@@ -121,6 +134,10 @@ def block():  # type: ignore[no-untyped-def]
 def save_state():  # type: ignore[no-untyped-def]
     try:
         data = actions.save(_session())
+    except LimitError as exc:
+        return jsonify(ok=False, error=str(exc)), exc.status
+    except NoCookieError as exc:
+        return jsonify(ok=False, error=str(exc)), 403
     except (InputError, VmemError) as exc:
         return jsonify(ok=False, error=str(exc)), 400
     name = time.strftime("vmemlab-%Y%m%d-%H%M%S.vmstate")
@@ -131,7 +148,8 @@ def save_state():  # type: ignore[no-untyped-def]
 @bp.get("/machine/recording")
 def live_recording():  # type: ignore[no-untyped-def]
     """This session's live recording (NDJSON, see scenarios.recording), up to now."""
-    current = _session().recording_now()
+    sess = _manager().get(session_token_or_none())
+    current = sess.recording_now() if sess is not None else None
     if current is None:
         return jsonify(ok=False, error="this session has no recording"), 404
     f, size = current
@@ -154,8 +172,16 @@ def live_recording():  # type: ignore[no-untyped-def]
 
 @bp.post("/machine/state")
 def load_state():  # type: ignore[no-untyped-def]
-    upload = request.files.get("file")
-    stream = upload.stream if upload is not None else io.BytesIO(request.get_data())
+    """A state file: a form upload (field ``file``) or the raw body, streamed, never whole
+    in memory (a form upload is spooled to a temporary file by Werkzeug); the size cap is
+    set for this endpoint in ``webapp.bodies``."""
+    if request.mimetype == "multipart/form-data":
+        upload = request.files.get("file")
+        if upload is None:
+            return jsonify(ok=False, error="send the state file in the field 'file'"), 400
+        stream: IO[bytes] = upload.stream
+    else:
+        stream = request.stream
     return _answer(lambda: actions.load(_manager(), _token(), stream))
 
 

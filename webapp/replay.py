@@ -1,8 +1,9 @@
 """Recordings and lessons in the browser.
 
 * ``/replay`` -- the recording player (``templates/replay.html`` + ``static/replay.js``): it
-  replays a ``vmemlab play --record`` file with no machine behind it; ``?src=/path`` loads one
-  from this server.
+  replays a ``vmemlab play --record`` file with no machine behind it; ``?src=/shared/ID.ndjson``
+  loads a shared one from this server (any other ``src`` is a 400: a link must not make the
+  player fetch from elsewhere -- ``/\\host/x`` is another origin to a browser).
 * ``/lessons`` -- the bundled lessons (scenarios with ``goals``, docs/scenarios.md).
   ``POST /lessons/NAME/start`` gives this browser session a fresh machine built from the
   lesson's machine; ``/lessons/NAME`` shows the narration and the goals beside the sandbox
@@ -16,6 +17,7 @@ shared-scenario pages of ``webapp.sharing`` (``/s/ID``).
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
 from typing import Any
 
@@ -34,12 +36,17 @@ from scenarios.runner import evaluate
 
 bp = Blueprint("replay", __name__)
 
+#: the only recordings the player loads by URL: this server's shared ones (static/replay.js
+#: checks the same pattern)
+SHARED_SRC = re.compile(r"/shared/[A-Za-z0-9_-]{8}\.ndjson")
+
 
 @bp.get("/replay")
 def replay() -> str:
     src = request.args.get("src", "")
-    if not src.startswith("/") or src.startswith("//"):  # same-origin paths only
-        src = ""
+    if src and not SHARED_SRC.fullmatch(src):
+        abort(400, description="src: only a shared recording of this server "
+                               "(/shared/ID.ndjson) can be loaded by link")
     return render_template("replay.html", src=src)
 
 
@@ -79,8 +86,9 @@ def start_scenario(scenario: Scenario) -> Any:
 
     ``None`` when done, else an error response (400: larger than this server allows).
     """
-    from webapp import manager
+    from webapp import admission, manager
     from webapp.pages import session_token
+    from webapp.sessions import LimitError
 
     cfg = scenario.machines[scenario.default_machine].config
     mgr = manager(current_app)
@@ -90,7 +98,11 @@ def start_scenario(scenario: Scenario) -> Any:
         return jsonify(error="this lesson's machine is larger than this server allows"), 400
     token = session_token()
     assert token is not None
-    mgr.replace(token, cfg)
+    try:
+        admission.replacing(token)
+        mgr.replace(token, cfg)
+    except LimitError as err:
+        abort(err.status, description=str(err))
     return None
 
 

@@ -29,7 +29,7 @@ from typing import IO, Any, BinaryIO, cast
 
 from emulator.config import GiB, MachineConfig, MemoryDeviceConfig, MiB, NumaNodeConfig
 from emulator.events import Record
-from emulator.machine import Machine
+from emulator.machine import Machine, MachineError
 from emulator.snapshot import MachineSnapshot
 from scenarios.recording import Recorder
 from webapp import view_model
@@ -46,7 +46,23 @@ MAX_BATCH_EVENTS = 3000  # more than this in one tick: send a keyframe instead
 
 
 class LimitError(InputError):
-    """The server is full (too many machines)."""
+    """The server is full (too many machines); HTTP ``status`` for the refusal."""
+
+    status = 503
+
+
+class BudgetError(LimitError):
+    """The server's budget of resident guest memory is used up: nothing may grow."""
+
+    status = 429
+
+
+class NoCookieError(InputError):
+    """A request without the session cookie: it gets no machine (and evicts nobody)."""
+
+
+NO_COOKIE = ("this request has no session cookie, and machines are made only for browser "
+             "sessions: open / first (a script: GET /api/csrf-token) and send the cookie back")
 
 
 @dataclass
@@ -63,6 +79,8 @@ class Settings:
     snapshot_timeout: float = 5.0
     max_recording_bytes: int = 32 * MiB  # per session; 0: no live recording
     recording_dir: str | None = None  # where the live recordings go (None: the temp dir)
+    max_resident: int = 8 * GiB  # resident guest memory of all machines together (0: no cap)
+    chore_interval: float = 60.0  # seconds between the pump's chores (share expiry, ...)
 
 
 def default_config() -> MachineConfig:
@@ -123,6 +141,9 @@ class MachineSession:
         #: bytes resident per block (device id → tuple), from the sampler thread
         self.residency: dict[str, tuple[int, ...]] | None = None
         self.boot_resident: int | None = None
+        self.residency_t = 0.0  # when residency was measured (monotonic)
+        self.closed_reason: str | None = None  # why the machine went away under the page
+        self._failing: str | None = None  # the pump's last failure (logged once)
 
     # ---------------------------------------------------------------- machine lifetime
 
@@ -150,6 +171,9 @@ class MachineSession:
             self._unsubscribe = machine.bus.subscribe(on_record)
             self.residency = None
             self.boot_resident = None
+            self.residency_t = 0.0
+            self.closed_reason = None
+            self._failing = None
             self.log.clear()
             self.console.clear()
             self.series.clear()
@@ -242,6 +266,26 @@ class MachineSession:
     def note_residency(self, snap: MachineSnapshot) -> None:
         self.residency = {d.id: d.resident for d in snap.devices if d.resident is not None}
         self.boot_resident = snap.boot_resident
+        self.residency_t = time.monotonic()
+
+    def resident_bytes(self) -> int:
+        """Host memory this session's guest holds, as last measured (boot RAM + devices)."""
+        if self.machine is None:
+            return 0
+        devices = self.residency or {}
+        return (self.boot_resident or 0) + sum(sum(blocks) for blocks in devices.values())
+
+    def measure(self) -> int:
+        """Measure the residency now (a pagemap scan, a few ms) and return it."""
+        machine = self.machine
+        if machine is not None:
+            try:
+                snap = machine.snapshot(residency=True)
+            except Exception:  # closed meanwhile: it holds nothing any more
+                return 0
+            if self.machine is machine:
+                self.note_residency(snap)
+        return self.resident_bytes()
 
     def view(self, snap: MachineSnapshot) -> dict[str, Any]:
         return view_model.machine_view(snap, self.residency, self.boot_resident)
@@ -293,7 +337,30 @@ class MachineSession:
     # ---------------------------------------------------------------- the pump
 
     def pump(self, settings: Settings, emit: Emit, now: float) -> None:
-        """One tick: events → ``batch``; changes → ``view``; joiners → ``keyframe``."""
+        """One tick, never raising: a failure is logged once, not once per tick."""
+        machine = self.machine
+        try:
+            self._pump(settings, emit, now)
+        except MachineError as err:
+            # the machine stopped working under the page (closed, broken): say so once,
+            # drop it, and let the page offer a new one
+            if self.machine is machine:
+                log.warning("room %s: machine gone (%s); closing it", self.room, err)
+                self.closed_reason = str(err)
+                self.stop_machine()
+                emit("machine_closed", {"error": f"this machine stopped ({err}); start a "
+                                                 "new machine to go on"}, self.room)
+            return
+        except Exception as err:
+            key = f"{type(err).__name__}: {err}"
+            if key != self._failing:
+                log.exception("pump failed for room %s (logged once)", self.room)
+                self._failing = key
+            return
+        self._failing = None
+
+    def _pump(self, settings: Settings, emit: Emit, now: float) -> None:
+        """Events → ``batch``; changes → ``view``; joiners → ``keyframe``."""
         machine = self.machine
         if machine is None:
             return
@@ -369,6 +436,9 @@ class SessionManager:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._sampler: threading.Thread | None = None
+        #: periodic housekeeping the pump runs every ``chore_interval`` (e.g. share expiry)
+        self.chores: list[Callable[[], None]] = []
+        self._last_chores = 0.0
 
     # ---------------------------------------------------------------- lookup
 
@@ -442,7 +512,39 @@ class SessionManager:
             "max_machines": self.settings.max_machines,
             "connected": sum(1 for s in sessions if s.clients),
             "paused_idle": sum(1 for s in sessions if s.idle_paused),
+            "resident": sum(s.resident_bytes() for s in sessions),
+            "max_resident": self.settings.max_resident,
         }
+
+    # ---------------------------------------------------------------- memory budget
+
+    def resident(self) -> int:
+        """Host memory all guests hold, as last measured (the sampler does every interval)."""
+        with self._lock:
+            sessions = list(self._sessions.values())
+        return sum(s.resident_bytes() for s in sessions)
+
+    def check_budget(self, extra: int = 0, own: MachineSession | None = None, *,
+                     replacing: bool = False) -> None:
+        """Refuse (``BudgetError``) anything that lets guest memory grow once the budget is used.
+
+        ``extra``: bytes the operation will make resident (an allocation); 0 for operations
+        that only allow growth (a new machine, a larger requested-size). ``own``'s residency
+        is measured afresh; with ``replacing`` it does not count (its machine goes away).
+        """
+        limit = self.settings.max_resident
+        if limit <= 0:
+            return
+        if own is not None:
+            own.measure()
+        used = self.resident()
+        if replacing and own is not None:
+            used -= own.resident_bytes()
+        if used + extra > limit or used >= limit:
+            raise BudgetError(
+                f"the server's memory budget is used up ({used >> 20} of {limit >> 20} MiB "
+                f"resident{f', {extra >> 20} MiB more asked for' if extra else ''}); "
+                "free something or try later")
 
     # ---------------------------------------------------------------- pump + reclaim
 
@@ -472,28 +574,32 @@ class SessionManager:
                     continue  # being rebuilt: next tick
                 try:
                     sess.pump(self.settings, self.emit, time.monotonic())
-                except Exception:
-                    log.exception("pump failed for room %s", sess.room)
                 finally:
                     sess.lock.release()
             self._reclaim(time.monotonic())
+            self._run_chores(time.monotonic())
             self._stop.wait(max(0.0, tick - (time.monotonic() - start)))
 
+    def _run_chores(self, now: float) -> None:
+        if now - self._last_chores < self.settings.chore_interval:
+            return
+        self._last_chores = now
+        for chore in list(self.chores):
+            try:
+                chore()
+            except Exception:  # housekeeping must never stop the pump
+                log.exception("chore %r failed", chore)
+
     def _sample_loop(self) -> None:
-        """Host residency (pagemap over every region) off the event path, per interval."""
+        """Host residency (pagemap over every region, ~2 ms a machine) off the event path,
+        per interval, for every machine: the pages show it and the memory budget adds it up."""
         while not self._stop.wait(self.settings.sample_interval):
             with self._lock:
                 sessions = list(self._sessions.values())
             for sess in sessions:
-                machine = sess.machine
-                if machine is None or self._stop.is_set() or not sess.clients:
-                    continue  # nobody watching: next round
-                try:
-                    snap = machine.snapshot(residency=True)
-                except Exception:  # replaced or closed meanwhile: next round
-                    continue
-                if sess.machine is machine:
-                    sess.note_residency(snap)
+                if self._stop.is_set():
+                    break
+                sess.measure()
 
     def _reclaim(self, now: float) -> None:
         with self._lock:

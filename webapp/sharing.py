@@ -13,20 +13,25 @@
 * ``GET /shared/ID.ndjson`` -- the stored recording itself.
 
 Files live in ``VMEMLAB_SHARE_DIR`` (default ``<instance path>/shared``) as ``ID.ndjson`` or
-``ID.yaml``; an id is ``secrets.token_urlsafe(6)`` (8 characters of ``[A-Za-z0-9_-]``) and
-every id from a URL is checked against that pattern before any path is built from it.
+``ID.yaml`` (``webapp.share_store``: at most ``VMEMLAB_SHARE_MAX_TOTAL`` together, each gone
+after ``VMEMLAB_SHARE_TTL``); an id is ``secrets.token_urlsafe(6)`` (8 characters of
+``[A-Za-z0-9_-]``) and every id from a URL is checked against that pattern before any path
+is built from it. Uploads are rate-limited per client (count and bytes), and a malformed
+file of any kind is a 400 that says why, never a 500.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import os
 import re
-import secrets
+from collections.abc import Callable
 from typing import Any
 
 from flask import (
     Blueprint,
+    Flask,
     Response,
     abort,
     current_app,
@@ -40,12 +45,17 @@ from flask import (
 
 from scenarios.loader import Scenario, ScenarioError, load_scenario, parse_scenario
 from scenarios.recording import Recording, RecordingError
+from webapp import bodies, ratelimits
+from webapp.share_store import ShareStore, StoreFull
 
 bp = Blueprint("sharing", __name__)
+log = logging.getLogger(__name__)
 
-ID_RE = re.compile(r"[A-Za-z0-9_-]{8}")
-EXTENSIONS = ("ndjson", "yaml")  # recording, scenario
 _NAME_RE = re.compile(r"[^A-Za-z0-9._-]+")
+#: what a parser may raise on a hostile file besides its own error (deep nesting, wrong
+#: types, huge numbers): the file is malformed, not the server broken
+MALFORMED = (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError,
+             UnicodeError, OverflowError)
 
 
 class ShareError(ValueError):
@@ -56,24 +66,25 @@ class ShareError(ValueError):
         self.status = status
 
 
-def share_dir() -> str:
-    folder = current_app.config.get("VMEMLAB_SHARE_DIR") or os.path.join(
-        current_app.instance_path, "shared")
-    os.makedirs(folder, exist_ok=True)
-    return str(folder)
+def store_of(app: Flask) -> ShareStore:
+    folder = app.config.get("VMEMLAB_SHARE_DIR") or os.path.join(app.instance_path, "shared")
+    return ShareStore(str(folder), int(app.config["VMEMLAB_SHARE_MAX_TOTAL"]),
+                      float(app.config["VMEMLAB_SHARE_TTL"]))
+
+
+def janitor(app: Flask) -> Callable[[], None]:
+    """The pump's chore: expired shares go even if nobody asks for them."""
+    def sweep() -> None:
+        store_of(app).sweep()
+    return sweep
 
 
 def find_shared(share_id: str) -> tuple[str, str]:
-    """``(path, extension)`` of a stored share; 404 for a malformed or unknown id."""
-    if not ID_RE.fullmatch(share_id):
-        abort(404)
-    folder = current_app.config.get("VMEMLAB_SHARE_DIR") or os.path.join(
-        current_app.instance_path, "shared")
-    for ext in EXTENSIONS:
-        path = os.path.join(folder, f"{share_id}.{ext}")
-        if os.path.isfile(path):
-            return path, ext
-    abort(404)
+    """``(path, extension)`` of a live share; 404 for a malformed, unknown or expired id."""
+    found = store_of(current_app).find(share_id)
+    if found is None:
+        abort(404, description="no such shared file (shares expire after a while)")
+    return found
 
 
 # ------------------------------------------------------------------------------ checking
@@ -86,7 +97,11 @@ def check_recording(data: bytes, name: str) -> None:
         raise ShareError(f"{name}: not UTF-8 text") from None
     except RecordingError as err:
         raise ShareError(f"{name}: {err}") from None
-    machines = rec.header.get("machines")
+    except MALFORMED as err:
+        log.info("malformed recording %s: %s: %s", name, type(err).__name__, err)
+        raise ShareError(f"{name}: not a valid recording ({type(err).__name__})") from None
+    header = rec.header if isinstance(rec.header, dict) else {}
+    machines = header.get("machines")
     if not isinstance(machines, dict) or not machines:
         raise ShareError(f"{name}:1: the header names no machines")
 
@@ -100,6 +115,9 @@ def check_scenario(data: bytes, name: str) -> Scenario:
         return parse_scenario(text, name)
     except ScenarioError as err:
         raise ShareError(str(err)) from None
+    except MALFORMED as err:
+        log.info("malformed scenario %s: %s: %s", name, type(err).__name__, err)
+        raise ShareError(f"{name}: not a valid scenario ({type(err).__name__})") from None
 
 
 def kind_of(data: bytes, filename: str) -> str:
@@ -113,21 +131,11 @@ def kind_of(data: bytes, filename: str) -> str:
 
 
 def store(data: bytes, ext: str) -> str:
-    """Write ``data`` under a fresh id; the id."""
-    folder = share_dir()
-    limit = int(current_app.config["VMEMLAB_SHARE_MAX_TOTAL"])
-    used = sum(e.stat().st_size for e in os.scandir(folder) if e.is_file())
-    if used + len(data) > limit:
-        raise ShareError("this server's share store is full", 507)
-    for _ in range(20):
-        share_id = secrets.token_urlsafe(6)
-        try:
-            with open(os.path.join(folder, f"{share_id}.{ext}"), "xb") as f:
-                f.write(data)
-        except FileExistsError:
-            continue
-        return share_id
-    raise ShareError("could not pick a free id", 500)
+    """Write ``data`` under a fresh id; the id (507 when the store is full)."""
+    try:
+        return store_of(current_app).store(data, ext)
+    except StoreFull as err:
+        raise ShareError(str(err), 507) from None
 
 
 def _session_recording() -> bytes:
@@ -149,7 +157,7 @@ def _upload() -> tuple[bytes, str]:
         raise ShareError(f"larger than {cap >> 20} MiB: too large to share", 413)
     upload = request.files.get("file")
     if upload is None:
-        body = request.get_json(silent=True)
+        body = bodies.json_body()
         if isinstance(body, dict) and body.get("session_recording") is True:
             data = _session_recording()
             check_recording(data, "live recording")
@@ -171,8 +179,10 @@ def _upload() -> tuple[bytes, str]:
 
 @bp.post("/share")
 def share() -> Any:
+    ratelimits.hit("VMEMLAB_RATELIMIT_SHARES")
     try:
         data, ext = _upload()
+        ratelimits.hit("VMEMLAB_RATELIMIT_SHARE_BYTES", len(data))
         share_id = store(data, ext)
     except ShareError as err:
         return jsonify(ok=False, error=str(err)), err.status
@@ -186,8 +196,8 @@ def _scenario(share_id: str) -> Scenario:
         abort(404)
     try:
         return load_scenario(path)
-    except ScenarioError:
-        abort(404)
+    except (ScenarioError, *MALFORMED):
+        abort(404, description="this shared scenario cannot be read")
 
 
 @bp.get("/s/<share_id>")

@@ -2,9 +2,16 @@
 
 Server → client: ``keyframe`` (everything, on join and after a machine is replaced),
 ``batch`` (engine events of one tick), ``view`` (block codes, config space, chart sample after
-changes). Client → server events all answer through the Socket.IO acknowledgement with
-``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``: bad input never raises, never
-returns a traceback, and never stops the machine.
+changes), ``machine_closed`` (the machine stopped under the page). Client → server events
+all answer through the Socket.IO acknowledgement with ``{"ok": true, ...}`` or
+``{"ok": false, "error": "..."}``: bad input never raises, never returns a traceback, and
+never stops the machine.
+
+A socket without the session cookie is refused (it would get a machine of its own each
+time). Cross-site pages cannot open a socket at all: python-engineio accepts only the
+server's own origin (``cors_allowed_origins`` left at its same-origin default). Events a
+client names ``connect`` or ``disconnect`` would reach the server's own lifecycle handlers;
+they are refused.
 """
 
 from __future__ import annotations
@@ -16,12 +23,14 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import current_app, request, session
+from flask_socketio import ConnectionRefusedError
+from werkzeug.exceptions import HTTPException
 
 from device.errors import VmemError
-from webapp import actions, socketio
+from webapp import actions, admission, socketio
 from webapp.inputs import InputError
 from webapp.pages import TOKEN
-from webapp.sessions import MachineSession, SessionManager, new_token
+from webapp.sessions import NO_COOKIE, MachineSession, SessionManager
 
 log = logging.getLogger(__name__)
 
@@ -36,18 +45,26 @@ def _server() -> Any:
 
 
 def _token() -> str:
-    token = session.get(TOKEN)
-    if not isinstance(token, str):
-        # no cookie (a script, or cookies off): this socket gets a machine of its own
-        token = new_token()
-        session[TOKEN] = token
-    return token
+    return admission.token()
 
 
 def _session() -> MachineSession:
-    sess = _manager().session(_token())
+    sess = admission.session()
     sess.last_seen = time.monotonic()
     return sess
+
+
+def _forged_lifecycle_event() -> bool:
+    """True when a *client* sent an event named ``connect``/``disconnect``.
+
+    python-socketio runs the real handlers while the socket is still connecting or already
+    disconnecting, when it does not count as connected; a client's events are dispatched
+    only while it does.
+    """
+    return bool(_server().manager.is_connected(request.sid, "/"))  # type: ignore[attr-defined]
+
+
+RESERVED = {"ok": False, "error": "'connect' and 'disconnect' are reserved event names"}
 
 
 def _error(exc: BaseException) -> dict[str, Any]:
@@ -63,6 +80,8 @@ def command(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
             return {"ok": True, **fn(data)}
         except (InputError, VmemError, ValueError, KeyError, TimeoutError) as exc:
             return _error(exc)
+        except HTTPException as exc:  # a rate limit (429)
+            return {"ok": False, "error": exc.description}
         except Exception as exc:  # a bug: log it here, show one line in the page
             log.exception("socket event %s failed", fn.__name__)
             return {"ok": False, "error": f"internal error ({type(exc).__name__}); "
@@ -72,21 +91,31 @@ def command(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
 
 
 @socketio.on("connect")
-def on_connect(auth: Any = None) -> bool | None:
+def on_connect(auth: Any = None) -> dict[str, Any] | None:
+    if _forged_lifecycle_event():
+        return RESERVED
+    token = session.get(TOKEN)
+    if not isinstance(token, str):
+        raise ConnectionRefusedError(NO_COOKIE)
     try:
-        sess = _manager().connect(_token(), request.sid)  # type: ignore[attr-defined]
-    except InputError as exc:
-        _server().emit("server_error", {"error": str(exc)}, to=request.sid)  # type: ignore[attr-defined]
+        admission.session()  # admitted (rate limit, memory budget) if it is new
+        sess = _manager().connect(token, request.sid)  # type: ignore[attr-defined]
+    except (InputError, HTTPException) as exc:
+        text = exc.description if isinstance(exc, HTTPException) else str(exc)
+        _server().emit("server_error", {"error": text}, to=request.sid)  # type: ignore[attr-defined]
         return None
     _server().enter_room(request.sid, sess.room, namespace="/")  # type: ignore[attr-defined]
     return None
 
 
 @socketio.on("disconnect")
-def on_disconnect(reason: Any = None) -> None:
+def on_disconnect(reason: Any = None) -> dict[str, Any] | None:
+    if _forged_lifecycle_event():
+        return RESERVED
     token = session.get(TOKEN)
     if isinstance(token, str):
         _manager().disconnect(token, request.sid)  # type: ignore[attr-defined]
+    return None
 
 
 @socketio.on("ping_vmem")

@@ -33,7 +33,9 @@ def browser_config() -> MachineConfig:
 @pytest.fixture(scope="package")
 def live_server() -> Iterator[LiveServer]:
     server = LiveServer({"TESTING": True, "VMEMLAB_DEFAULT_MACHINE": browser_config,
-                         "VMEMLAB_MAX_MACHINES": 12})
+                         "VMEMLAB_MAX_MACHINES": 12,
+                         # every page comes from 127.0.0.1, one client for the rate limits
+                         "VMEMLAB_RATELIMIT_MACHINES": "100000 per minute"})
     yield server
     server.close()
 
@@ -59,7 +61,7 @@ def new_page(chromium: Any, live_server: LiveServer) -> Iterator[Any]:
         page.errors = []  # type: ignore[attr-defined]
         page.on("pageerror", lambda exc: page.errors.append(str(exc)))
         page.goto("/")
-        page.wait_for_function("document.body.dataset.ready === '1'", timeout=15_000)
+        page.wait_for_function("() => document.body.dataset.ready === '1'", timeout=15_000)
         return page
 
     yield open_page

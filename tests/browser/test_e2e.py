@@ -20,7 +20,7 @@ def canvas(dev: str) -> str:
 
 def wait_plugged(page: Any, dev: str, blocks: int, timeout: float = 15_000) -> None:
     page.wait_for_function(
-        f"document.querySelector('{canvas(dev)}')?.dataset.plugged === '{blocks}'",
+        f"() => document.querySelector('{canvas(dev)}')?.dataset.plugged === '{blocks}'",
         timeout=timeout)
 
 
@@ -65,20 +65,22 @@ def test_requested_size_change_is_drawn_and_matches_qmp(new_page):
     assert qmp["vm0"]["size"] == 128 * MiB == plugged(page, "vm0") * 2 * MiB
     card = page.locator('.device[data-device="vm0"]')
     page.wait_for_function(
-        "document.querySelector('.device[data-device=\"vm0\"]').dataset.plugged == 134217728")
+        "() => document.querySelector('.device[data-device=\"vm0\"]').dataset.plugged == 134217728")
     assert card.get_attribute("data-requested") == str(qmp["vm0"]["requested-size"])
     assert "plugged 128 MiB" in card.inner_text().replace("\n", " ")
     page.wait_for_selector('#config-table tr[data-field="plugged_size"].changed')
-    page.wait_for_function("/PLUG .* → ACK/.test(document.getElementById('vq-log').textContent)")
+    page.wait_for_function(
+        "() => /PLUG .* → ACK/.test(document.getElementById('vq-log').textContent)")
     # host view: what the host backs; unplugged blocks have no host memory at all
     page.check('input[name="view"][value="host"]')
-    page.wait_for_function(f"document.querySelector('{canvas('vm0')}').dataset.mode === 'host'")
+    page.wait_for_function(
+        f"() => document.querySelector('{canvas('vm0')}').dataset.mode === 'host'")
     assert plugged(page, "vm0") == 64
     assert "resident" in page.inner_text("#legend")
     assert pixel(page, "vm0", 100) == LIGHT_GREY
     codes = page.evaluate("Array.from(window.vmem.devices.get('vm0').grid.codes.host)")
     assert all(c in (0, 5) for c in codes[64:])  # unplugged or outside: never resident
-    page.wait_for_function("!!document.querySelector('#chart-sizes .main-svg')")  # charts
+    page.wait_for_function("() => !!document.querySelector('#chart-sizes .main-svg')")  # charts
     assert page.errors == []
 
 
@@ -88,7 +90,7 @@ def test_reboot_unplugs_all_and_the_guest_plugs_back(new_page):
     page.click("#btn-reboot-nodriver")
     wait_plugged(page, "vm0", 0)
     wait_plugged(page, "vm1", 0)
-    page.wait_for_function("document.getElementById('console').textContent"
+    page.wait_for_function("() => document.getElementById('console').textContent"
                            ".includes('modprobe.blacklist=virtio_mem') || "
                            "document.getElementById('summary').textContent.includes('blacklist')")
     page.click("#btn-reboot-driver")
@@ -96,7 +98,7 @@ def test_reboot_unplugs_all_and_the_guest_plugs_back(new_page):
     wait_plugged(page, "vm1", 16)
     page.click("#btn-reboot")
     page.wait_for_function(
-        "document.getElementById('vq-log').textContent.split('RESET').length > 3")
+        "() => document.getElementById('vq-log').textContent.split('RESET').length > 3")
     wait_plugged(page, "vm0", 32)
     assert qmp_devices(page)["vm0"]["size"] == 64 * MiB
     assert page.get_attribute("#runstate", "data-state") == "running"
@@ -120,11 +122,11 @@ def test_rogue_write_bad_input_and_the_hmp_console(new_page):
     # a rogue write into an unplugged block: blocked by the host, flashed in the grid
     page.select_option("#rogue-device", "vm0")
     page.click("#btn-rogue")
-    page.wait_for_function("document.getElementById('devices').dataset.violations === '1'")
+    page.wait_for_function("() => document.getElementById('devices').dataset.violations === '1'")
     page.wait_for_function(
-        f"document.querySelector('{canvas('vm0')}').dataset.flashViolation === '1'")
+        f"() => document.querySelector('{canvas('vm0')}').dataset.flashViolation === '1'")
     page.wait_for_function(
-        "document.getElementById('action-result').textContent.includes('BLOCKED')")
+        "() => document.getElementById('action-result').textContent.includes('BLOCKED')")
     assert "VIOLATION write" in page.inner_text("#vq-log")
     # bad input: an error in the page, never a traceback; the machine keeps running
     set_requested(page, "vm0", 3)
@@ -136,7 +138,7 @@ def test_rogue_write_bad_input_and_the_hmp_console(new_page):
     page.fill("#hmp-in", "info memory-devices")
     page.press("#hmp-in", "Enter")
     page.wait_for_function(
-        "document.getElementById('hmp-out').textContent.split('\\n').length > 2")
+        "() => document.getElementById('hmp-out').textContent.split('\\n').length > 2")
     assert "(qemu) info memory-devices" in page.inner_text("#hmp-out")
     assert page.errors == []
 
@@ -169,7 +171,7 @@ def test_new_machine_form(new_page):
     page.fill('#new-form input[name="requested_size"]', "32")
     page.select_option('#new-form select[name="block_size"]', "4")
     page.click("#new-create")
-    page.wait_for_function("document.querySelectorAll('canvas.grid').length === 1")
+    page.wait_for_function("() => document.querySelectorAll('canvas.grid').length === 1")
     wait_plugged(page, "vm0", 8)
     assert page.get_attribute(canvas("vm0"), "data-blocks") == "32"
 

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from scenarios import Player, Recorder, Recording, parse_scenario
+from tests.webapp.conftest import with_csrf
 
 ROOT = Path(__file__).resolve().parents[2]
 STORY = """
@@ -47,10 +48,13 @@ def test_replay_page_is_served() -> None:
     from webapp import create_app
 
     client = create_app({"TESTING": True}).test_client()
-    page = client.get("/replay?src=/static/x.ndjson").get_data(as_text=True)
+    page = client.get("/replay?src=/shared/AbCd_-12.ndjson").get_data(as_text=True)
     assert 'type="module"' in page and "replay.js" in page
-    assert 'data-src="/static/x.ndjson"' in page
-    assert 'data-src=""' in client.get("/replay?src=//evil.example/x").get_data(as_text=True)
+    assert 'data-src="/shared/AbCd_-12.ndjson"' in page
+    assert 'data-src=""' in client.get("/replay").get_data(as_text=True)
+    # only this server's shared recordings load by link (tests/security has the attacks)
+    assert client.get("/replay?src=/static/x.ndjson").status_code == 400
+    assert client.get("/replay?src=//evil.example/x").status_code == 400
     assert client.get("/static/replay.js").status_code == 200
 
 
@@ -101,7 +105,7 @@ def test_chromium_replays_a_recording(recording_text: str, tmp_path: Path) -> No
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.goto("/replay")
             page.set_input_files("#rec-file", str(rec_path))
-            page.wait_for_function("document.getElementById('replay').dataset.loaded === '1'")
+            page.wait_for_function("() => document.getElementById('replay').dataset.loaded === '1'")
             assert page.inner_text("#rec-title") == "replay me"
             assert page.locator(".rec-mark.say").count() == 2
             assert page.locator(".rec-mark.violation").count() == 1
@@ -121,7 +125,7 @@ def test_chromium_replays_a_recording(recording_text: str, tmp_path: Path) -> No
             page.select_option("#rec-speed", "8")
             page.click("#rec-play")
             page.wait_for_function(
-                f"Number(document.getElementById('replay').dataset.t) >= {rec.duration}",
+                f"() => Number(document.getElementById('replay').dataset.t) >= {rec.duration}",
                 timeout=20_000)
             assert canvas.get_attribute("data-plugged") == "64"
             assert page.inner_text("#rec-play") == "play"
@@ -136,7 +140,7 @@ def test_lesson_goals_are_checked_live_against_the_sessions_machine() -> None:
     from webapp.pages import TOKEN
 
     app = create_app({"TESTING": True})
-    client = app.test_client()
+    client = with_csrf(app.test_client())
     try:
         listing = client.get("/lessons").get_data(as_text=True)
         assert "Lesson: make the unplug stop short" in listing

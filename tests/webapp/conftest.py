@@ -32,6 +32,14 @@ def web_config() -> MachineConfig:
     )
 
 
+def with_csrf(client: FlaskClient) -> FlaskClient:
+    """What a script does (SECURITY.md): ``GET /api/csrf-token`` (it starts the session
+    cookie too), then the token as ``X-CSRFToken`` on every request."""
+    token = client.get("/api/csrf-token").get_json()["csrf_token"]
+    client.environ_base["HTTP_X_CSRFTOKEN"] = token
+    return client
+
+
 @pytest.fixture(scope="session")
 def app() -> Iterator[Flask]:
     app = create_app({
@@ -41,6 +49,9 @@ def app() -> Iterator[Flask]:
         "VMEMLAB_EMIT_HZ": 60.0,
         "VMEMLAB_VIEW_INTERVAL": 0.05,
         "VMEMLAB_COMMAND_TIMEOUT": 20.0,
+        # every test comes from 127.0.0.1: one "client" for the per-client rate limits,
+        # which tests/security/test_web_limits.py checks with their real defaults
+        "VMEMLAB_RATELIMIT_MACHINES": "100000 per minute",
     })
     yield app
     app.extensions["vmemlab"].close_all()
@@ -55,6 +66,7 @@ def _close_machines(app: Flask) -> Iterator[None]:
 def _settled_client(app: Flask) -> tuple[FlaskClient, dict[str, Any]]:
     client = app.test_client()
     assert client.get("/").status_code == 200
+    with_csrf(client)
     deadline = time.monotonic() + 10
     while True:  # start every test from a booted guest whose driver has settled
         info = client.get("/api/machine/status").get_json()
@@ -81,6 +93,7 @@ class Browser:
     def __init__(self, app: Flask) -> None:
         self.http = app.test_client()
         assert self.http.get("/").status_code == 200
+        with_csrf(self.http)
         self.sio = socketio.test_client(app, flask_test_client=self.http)
         self.received: list[dict[str, Any]] = []
 
@@ -116,7 +129,9 @@ class Browser:
                 last = self.latest_view()
                 detail = last and [(d["id"], d["driver_state"], d["config"])
                                    for d in last["devices"]]
-                raise AssertionError(f"no {what} within {timeout} s (last: {names}; {detail})")
+                errors = [m["args"] for m in self.received if m["name"] == "server_error"]
+                raise AssertionError(f"no {what} within {timeout} s (last: {names}; {detail}; "
+                                     f"server errors: {errors})")
             time.sleep(0.01)
 
     def events(self) -> list[dict[str, Any]]:

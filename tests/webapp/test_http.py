@@ -8,7 +8,7 @@ import time
 import pytest
 
 from emulator.config import MiB
-from tests.webapp.conftest import web_config
+from tests.webapp.conftest import web_config, with_csrf
 
 
 def wait_plugged(http, dev_id: str, size: int, timeout: float = 10.0) -> dict:
@@ -155,6 +155,7 @@ def test_two_browsers_have_separate_machines(app):
     a, b = app.test_client(), app.test_client()
     a.get("/")
     b.get("/")
+    with_csrf(a)
     wait_plugged(a, "vm0", 64 * MiB)
     a.post("/api/machine/requested-size", json={"device": "vm0", "size": "128M"})
     wait_plugged(a, "vm0", 128 * MiB)
@@ -188,6 +189,7 @@ def test_every_post_route_rejects_non_objects(http, route):
     resp = http.post(route, json="just a string")
     assert resp.status_code == 400
     assert resp.get_json()["ok"] is False and "Traceback" not in resp.get_json()["error"]
+    assert "CSRF" not in resp.get_json()["error"]  # refused for its body, not for the token
 
 
 def test_web_config_is_small(http):

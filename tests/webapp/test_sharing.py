@@ -16,6 +16,7 @@ from flask.testing import FlaskClient
 from emulator.config import MiB
 from scenarios.loader import load_scenario
 from scenarios.recording import Recording
+from tests.webapp.conftest import with_csrf
 from webapp.pages import TOKEN
 
 GUARANTEE = "scenarios/bundled/04-the-guarantee.yaml"
@@ -90,6 +91,7 @@ def test_cap_truncates_with_a_marker(app: Flask, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(app.extensions["vmemlab"].settings, "max_recording_bytes", 6000)
     client = app.test_client()
     client.get("/")
+    with_csrf(client)
     assert client.get("/api/machine/status").status_code == 200
     _wait_plugged(client, "vm0", 64 * MiB)  # booting and plugging writes far more than 6000
     res = client.get("/api/machine/recording")
