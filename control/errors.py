@@ -25,7 +25,8 @@ class ErrorKind(StrEnum):
     NOT_FOUND = "not-found"  # no such device, allocation, machine
     INVALID = "invalid"  # the request breaks a rule (a size, a property, an argument)
     BUSY = "busy"  # not now: another operation runs, the guest is not ready yet
-    REFUSED = "refused"  # not in this state or not for this caller (policy, limits)
+    REFUSED = "refused"  # not in this state, or not for this caller (policy)
+    EXHAUSTED = "exhausted"  # a limit of this server is reached (memory budget): try later
     FAILED = "failed"  # tried, and the guest or the engine failed (ENOMEM, timeout)
 
 

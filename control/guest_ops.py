@@ -107,8 +107,10 @@ class Outcome:
 
 def run_guest_op(machine: Machine, op: GuestOp, timeout: float = 60.0) -> Outcome:
     """Have the guest carry out ``op``; ``ControlError`` when it cannot or did not."""
-    if machine.runstate is not RunState.RUNNING:
-        raise ControlError(f"the guest is not running (VM status: {machine.runstate})",
+    state = machine.runstate
+    if state is not RunState.RUNNING:
+        hint = "; resume it first" if state.resumable else ""
+        raise ControlError(f"the guest is not running (VM status: {state}){hint}",
                            ErrorKind.REFUSED)
     if not machine.guest_booted and not isinstance(op, (GuestReboot, Poweroff)):
         raise ControlError("the guest has not finished booting", ErrorKind.BUSY)

@@ -20,7 +20,7 @@ from typing import BinaryIO, TypeVar
 
 from control.boot_options import driver_cmdline
 from control.errors import ENGINE_ERRORS, ControlError, ErrorKind
-from control.guest_ops import GuestOp, GuestReboot, Outcome, run_guest_op
+from control.guest_ops import Alloc, GuestOp, GuestReboot, Outcome, run_guest_op
 from control.settle import SettleWatch
 from emulator.config import MachineConfig
 from emulator.machine import Machine
@@ -28,6 +28,11 @@ from emulator.snapshot import MachineSnapshot
 from emulator.states import RunState
 
 T = TypeVar("T")
+
+Admission = Callable[[int], None]
+"""Asked before guest memory may grow, with the bytes the operation makes resident now (0: it
+only lets memory grow later, as a larger requested size does). Refuses by raising
+``ControlError`` (``ErrorKind.EXHAUSTED``). A server sets one per machine for its budget."""
 
 
 def engine_call(fn: Callable[[], T]) -> T:
@@ -46,17 +51,27 @@ class MachineControl:
     def __init__(self, machine: Machine) -> None:
         self.machine = machine
         self.watch = SettleWatch(machine.bus)
+        self.admission: Admission | None = None
+
+    def _admit(self, growth: int) -> None:
+        if self.admission is not None:
+            self.admission(growth)
 
     # ---------------------------------------------------------------- sizes
 
     def resize(self, device: str, size: int) -> None:
         """``qom-set DEVICE requested-size SIZE``: QEMU's checks and texts."""
+        current = self.machine.devices.get(device)
+        if current is not None and size > current.requested_size:
+            self._admit(0)
         engine_call(lambda: self.machine.set_requested_size(device, size))
 
     # ---------------------------------------------------------------- guest
 
     def guest(self, op: GuestOp, timeout: float = 60.0) -> Outcome:
         """Have the guest do ``op`` (alloc, free, dump, rogue write, ...)."""
+        if isinstance(op, Alloc):
+            self._admit(op.size)
         return run_guest_op(self.machine, op, timeout)
 
     # ---------------------------------------------------------------- power

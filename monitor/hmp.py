@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from control.sizes import format_mib
@@ -52,14 +52,9 @@ class HmpCommand:
         return self.name.split("|")
 
 
-#: run before a command the policy offers: ``check(ctx, shown_name, args)``; a
-#: ``MonitorError`` it raises is printed as the command's ``Error: ...`` and nothing runs
-Check = Callable[[MonitorContext, str, dict[str, Any]], None]
-
-
 @dataclass(frozen=True)
 class Policy:
-    """Which commands a monitor offers, and a check before each one it runs.
+    """Which commands a monitor offers.
 
     The operator's monitors (stdio, sockets, QMP's human-monitor-command) get ``FULL``; the web
     page's monitor gets ``VISITOR``: whoever opens the page is anonymous, so ``migrate`` (it
@@ -69,10 +64,6 @@ class Policy:
 
     where: str
     offers: Callable[[HmpCommand], bool]
-    check: Check | None = None
-
-    def with_check(self, check: Check) -> Policy:
-        return replace(self, check=check)
 
 
 FULL = Policy("monitor", lambda cmd: True)
@@ -643,8 +634,6 @@ def execute(ctx: MonitorContext, line: str, policy: Policy = FULL) -> str:
     if shown in ("help", "info"):  # lists what this policy offers, not the whole table
         return help_text(args.get("name") if shown == "help" else "info", policy)
     try:
-        if policy.check is not None:
-            policy.check(ctx, shown, args)
         if ctx is None:
             return cmd.handler(ctx, args)
         handler = cmd.handler
@@ -655,35 +644,6 @@ def execute(ctx: MonitorContext, line: str, policy: Policy = FULL) -> str:
         return f"Error: {err.desc}\n"
     except Exception as err:  # never a traceback on the console
         return f"Error: {c.describe_error(err).desc}\n"
-
-
-def memory_growth(ctx: MonitorContext, shown: str, args: dict[str, Any]) -> int | None:
-    """How much host memory a parsed command lets the guest take, for a memory budget.
-
-    ``None``: it cannot make guest memory grow. ``0``: it lets memory grow later (a larger
-    ``requested-size``). ``n``: it makes ``n`` bytes resident now (``guest alloc``/``pin``).
-    Arguments the command itself would refuse count as ``None``: the command says why.
-    """
-    from monitor.sizes import json_to_uint64, parse_option_size
-
-    try:
-        if shown == "guest" and args.get("command") in ("alloc", "pin"):
-            words = (args.get("args") or "").split()
-            return parse_option_size("size", words[0]) if words else None
-        if shown == "virtio-mem":
-            dev_id = c.resolve_device(ctx, args["id"])
-            new = int(args["size"]) * (1 << 20)
-        elif shown == "qom-set" and args.get("property") == "requested-size":
-            dev_id = c.resolve(ctx, args["path"]).dev_id
-            value = args["value"]
-            new = (json_to_uint64("requested-size", json.loads(value)) if args.get("json")
-                   else parse_option_size("requested-size", value))
-        else:
-            return None
-        device = ctx.machine.devices.get(dev_id)
-    except (MonitorError, ValueError, IndexError, KeyError):
-        return None
-    return 0 if device is not None and new > device.requested_size else None
 
 
 def run_hmp(machine: Machine, line: str, policy: Policy = FULL) -> str:
@@ -735,4 +695,4 @@ def command_names() -> list[str]:
 
 
 __all__ = ["COMMANDS", "FULL", "INFO_COMMANDS", "VISITOR", "Policy", "complete", "execute",
-           "help_text", "memory_growth", "parse", "run_hmp"]
+           "help_text", "parse", "run_hmp"]

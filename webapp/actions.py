@@ -1,9 +1,9 @@
 """What a user can do to their machine; shared by the Socket.IO events and the JSON API.
 
-Each action takes the caller's session plus an untrusted payload, validates it (``inputs``)
-and calls only the machine's public API. Results are small JSON-ready dicts; failures raise
-``InputError`` or the engine's ``VmemError`` subclasses, whose texts (QEMU's, where QEMU has
-one) the page shows.
+Each action validates an untrusted payload (``inputs``) into typed arguments and calls the
+control layer (``control.MachineControl``), as HMP, QMP and the scenario player do. Results
+are small JSON-ready dicts; failures raise ``InputError`` (a bad payload) or ``ControlError``
+(QEMU's text where QEMU has one, and a kind ``webapp.errors`` turns into an HTTP status).
 """
 
 from __future__ import annotations
@@ -11,24 +11,41 @@ from __future__ import annotations
 import io
 import json
 import struct
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import IO, Any
 
+from control import (
+    Alloc,
+    Dump,
+    Free,
+    GuestOp,
+    MachineControl,
+    RogueWrite,
+    RunState,
+    Touch,
+    Verify,
+    control_for,
+)
+from control.boot_options import ADOPT, with_option
+from control.machine_control import engine_call
 from emulator.config import MiB
-from emulator.workload import GuestError, Workload
+from emulator.machine import Machine
 from webapp import admission, inputs, view_model
 from webapp.inputs import InputError
 from webapp.sessions import MachineSession, SessionManager
 
-NO_DRIVER_CMDLINE = "modprobe.blacklist=virtio_mem"
 SAVE_MAGIC = b"VMEMLAB-WEB-SAVE\n"
 GUEST_ACTIONS = ("alloc", "free", "touch", "verify", "dump", "rogue_write")
+REBOOT_MODES = {"reset": None, "no-driver": False, "driver": True}  # mode -> with the driver?
 
 
-def _machine(sess: MachineSession):  # type: ignore[no-untyped-def]
+def _machine(sess: MachineSession) -> Machine:
     if sess.machine is None:
         raise InputError("this session has no machine")
     return sess.machine
+
+
+def _control(sess: MachineSession) -> MachineControl:
+    return control_for(_machine(sess))
 
 
 def _device_ids(sess: MachineSession) -> list[str]:
@@ -37,97 +54,71 @@ def _device_ids(sess: MachineSession) -> list[str]:
 
 def set_requested_size(sess: MachineSession, data: Any) -> dict[str, Any]:
     data = inputs.payload(data)
-    machine = _machine(sess)
     dev_id = inputs.device_id(data.get("device"), _device_ids(sess))
     size = inputs.size(data.get("size"), "requested-size")
-    if size > machine.devices[dev_id].requested_size:
-        admission.manager().check_budget(own=sess)
-    machine.set_requested_size(dev_id, size)
+    _control(sess).resize(dev_id, size)
     return {"device": dev_id, "requested_size": size}
 
 
-def guest_action(sess: MachineSession, data: Any, timeout: float) -> dict[str, Any]:
-    data = inputs.payload(data)
-    machine = _machine(sess)
+def guest_op(sess: MachineSession, data: dict[str, Any]) -> tuple[str, GuestOp]:
+    """The page's guest action (``action`` + fields) as a typed guest operation."""
     action = inputs.choice(data.get("action"), "action", GUEST_ACTIONS)
-    if machine.runstate != "running":
-        raise InputError(f"the guest is not running ({machine.runstate}); resume it first")
-    work = Workload(machine, timeout=timeout)
     ids = _device_ids(sess)
-    try:
-        if action == "alloc":
-            size = inputs.size(data.get("size", 64), "allocation size", default_unit=MiB)
-            if size <= 0:
-                raise InputError("allocation size: must be positive")
-            target = data.get("target")
-            if target not in (None, "", "any", "boot"):
-                target = inputs.device_id(target, ids)
-            admission.manager().check_budget(size, own=sess)
-            alloc = work.alloc(size, unmovable=inputs.flag(data.get("unmovable"), "unmovable"),
-                               target=target or None)
-            return {"action": action, "id": alloc.id, "pages": alloc.pages,
-                    "unmovable": alloc.unmovable,
-                    "message": f"allocation #{alloc.id}: {alloc.pages * 4 // 1024} MiB "
-                               f"{'unmovable' if alloc.unmovable else 'movable'}"}
-        if action in ("free", "touch", "verify"):
-            alloc_id = inputs.integer(data.get("id", 0), "allocation id", 0, 1 << 31)
-            if action == "free":
-                pages = work.free(alloc_id)
-                return {"action": action, "pages": pages,
-                        "message": f"freed {pages * 4 // 1024} MiB"}
-            if action == "touch":
-                pages = work.touch(alloc_id)
-                return {"action": action, "pages": pages, "message": f"touched {pages} pages"}
-            bad, checked = work.verify(alloc_id)
-            return {"action": action, "bad": bad, "checked": checked,
-                    "message": f"verified {checked} pages: "
-                               f"{'all good' if bad == 0 else f'{bad} BAD'}"}
-        if action == "dump":
-            device = data.get("device")
-            device = None if device in (None, "", "all") else inputs.device_id(device, ids)
-            read, nonzero = work.dump(device)
-            return {"action": action, "bytes": read, "nonzero_pages": nonzero,
-                    "message": f"dumped {read // MiB} MiB, {nonzero} non-zero pages"}
-        dev_id = inputs.device_id(data.get("device", ids[0] if ids else None), ids)
-        addr = inputs.integer(data.get("addr", 0), "address", 0, (1 << 48) - 1)
-        result = work.rogue_write(addr, dev_id)
-        blocked = result.status == -14
-        return {"action": action, "status": result.status, "blocked": blocked,
-                "message": "rogue write BLOCKED by the host (violation)" if blocked
-                           else f"rogue write returned {result.status}"}
-    except GuestError as exc:
-        raise InputError(str(exc)) from None
-    except (TimeoutError, FutureTimeout):
-        raise InputError(f"the guest did not answer within {timeout:.0f} s") from None
+    if action == "alloc":
+        size = inputs.size(data.get("size", 64), "allocation size", default_unit=MiB)
+        if size <= 0:
+            raise InputError("allocation size: must be positive")
+        target = data.get("target")
+        if target in (None, "", "any"):
+            target = None
+        elif target != "boot":
+            target = inputs.device_id(target, ids)
+        return action, Alloc(size, unmovable=inputs.flag(data.get("unmovable"), "unmovable"),
+                             target=target)
+    if action in ("free", "touch", "verify"):
+        alloc_id = inputs.integer(data.get("id", 0), "allocation id", 0, 1 << 31)
+        if action == "free":
+            return action, Free(alloc_id)
+        return action, Touch(alloc_id) if action == "touch" else Verify(alloc_id)
+    if action == "dump":
+        device = data.get("device")
+        return action, Dump(None if device in (None, "", "all") else
+                            inputs.device_id(device, ids))
+    dev_id = inputs.device_id(data.get("device", ids[0] if ids else None), ids)
+    addr = inputs.integer(data.get("addr", 0), "address", 0, (1 << 48) - 1)
+    return action, RogueWrite(addr, dev_id)
+
+
+def guest_action(sess: MachineSession, data: Any, timeout: float) -> dict[str, Any]:
+    action, op = guest_op(sess, inputs.payload(data))
+    outcome = _control(sess).guest(op, timeout)
+    return {"action": action, **outcome.values, "message": outcome.message}
 
 
 def reboot(sess: MachineSession, data: Any) -> dict[str, Any]:
+    """``reset`` keeps the guest's command line; ``no-driver``/``driver`` switch the driver
+    (every other boot option stays)."""
     data = inputs.payload(data)
-    mode = inputs.choice(data.get("mode", "reset"), "mode", ("reset", "no-driver", "driver"))
-    machine = _machine(sess)
-    cmdline = {"reset": None, "no-driver": NO_DRIVER_CMDLINE, "driver": ""}[mode]
-    machine.system_reset(cmdline=cmdline)
-    return {"mode": mode, "cmdline": machine.config.cmdline}
+    mode = inputs.choice(data.get("mode", "reset"), "mode", tuple(REBOOT_MODES))
+    cmdline = _control(sess).reboot(driver=REBOOT_MODES[mode])
+    return {"mode": mode, "cmdline": cmdline}
 
 
 def run_control(sess: MachineSession, data: Any) -> dict[str, Any]:
     data = inputs.payload(data)
     action = inputs.choice(data.get("action"), "action", ("pause", "resume", "step"))
-    machine = _machine(sess)
+    control = _control(sess)
     if action == "pause":
-        machine.pause()
+        control.pause()
     elif action == "resume":
-        machine.resume()
+        control.resume()
         sess.idle_paused = False
     else:
-        step = getattr(machine, "step", None)
-        if step is None:
-            raise InputError("single-step needs Machine.step(), which the engine lacks so far")
         count = inputs.integer(data.get("instructions", 1), "instructions", 1, 1_000_000)
-        pc = step(count)
-        return {"action": action, "runstate": machine.runstate, "pc": pc,
+        pc = control.step(count)
+        return {"action": action, "runstate": control.machine.runstate, "pc": pc,
                 "instructions": count}
-    return {"action": action, "runstate": machine.runstate}
+    return {"action": action, "runstate": control.machine.runstate}
 
 
 def speed(sess: MachineSession, data: Any) -> dict[str, Any]:
@@ -136,34 +127,21 @@ def speed(sess: MachineSession, data: Any) -> dict[str, Any]:
     if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not (
             0 < factor <= 1.0):
         raise InputError("speed: expected a factor above 0 and at most 1")
-    set_speed = getattr(_machine(sess), "set_speed", None)
-    if set_speed is None:
-        raise InputError("speed control needs Machine.set_speed(), which the engine lacks so far")
-    set_speed(float(factor))
+    _control(sess).set_speed(float(factor))
     return {"factor": factor}
 
 
 def hmp(sess: MachineSession, data: Any) -> dict[str, Any]:
-    """One line in the page's monitor: only what an anonymous visitor may run (``VISITOR``),
-    and nothing that lets memory grow once the server's budget is used up."""
-    from monitor.commands import MonitorContext, MonitorError
-    from monitor.hmp import VISITOR, memory_growth, run_hmp
+    """One line in the page's monitor: only what an anonymous visitor may run (``VISITOR``).
+    Growth is refused by the machine's admission (the server's memory budget), as for
+    every other way the page lets memory grow."""
+    from monitor.hmp import VISITOR, run_hmp
 
     data = inputs.payload(data)
     line = inputs.text(data.get("line"), "command", 1000).strip()
     if not line:
         return {"output": ""}
-    budget = admission.manager()
-
-    def check(ctx: MonitorContext, shown: str, args: dict[str, Any]) -> None:
-        growth = memory_growth(ctx, shown, args)
-        if growth is not None:
-            try:
-                budget.check_budget(growth, own=sess)
-            except InputError as err:
-                raise MonitorError(str(err)) from None
-
-    return {"output": run_hmp(_machine(sess), line, VISITOR.with_check(check))}
+    return {"output": run_hmp(_machine(sess), line, VISITOR)}
 
 
 def block_info(sess: MachineSession, data: Any) -> dict[str, Any]:
@@ -203,16 +181,21 @@ def new_machine(manager: SessionManager, token: str, data: Any) -> dict[str, Any
     if data.get("preset") == "default":
         cfg = manager.config_factory()
     else:
-        cfg = inputs.machine_config(data, max_memory=manager.settings.max_memory,
+        cfg = inputs.machine_config(data, max_memory=manager.settings.max_machine_memory,
                                     max_blocks=manager.settings.max_blocks)
-    cfg.layout()  # QEMU's checks and texts (ConfigError) before anything is built
+    engine_call(cfg.layout)  # QEMU's checks and texts before anything is built
     admission.replacing(token)
     manager.replace(token, cfg)
     return {"config": inputs.config_to_form(cfg)}
 
 
 def toggle_rfc(manager: SessionManager, token: str, data: Any) -> dict[str, Any]:
-    """The RFC's shrink-on-reboot is a machine option: start a new machine with it flipped."""
+    """The RFC's shrink-on-reboot is a machine option: start a new machine with it flipped.
+
+    The RFC's guest kept the memory it found plugged after a reboot; a Linux-like driver
+    would UNPLUG_ALL it at once, hiding the difference this toggle is there to show, so the
+    new machine's guest boots with ``virtio_mem.adopt=1`` while the option is on.
+    """
     data = inputs.payload(data)
     sess = manager.session(token)
     if sess.config is None:
@@ -220,14 +203,8 @@ def toggle_rfc(manager: SessionManager, token: str, data: Any) -> dict[str, Any]
     form = inputs.config_to_form(sess.config)
     enabled = inputs.flag(data.get("enabled"), "enabled")
     form["rfc_shrink_on_reboot"] = enabled
-    # the RFC's guest kept the memory it found plugged after a reboot; a Linux-like driver
-    # would UNPLUG_ALL it at once, hiding the difference this toggle is there to show
-    options = [o for o in str(form.get("cmdline") or "").split() if o != ADOPT]
-    form["cmdline"] = " ".join([*options, ADOPT] if enabled else options)
+    form["cmdline"] = with_option(str(form.get("cmdline") or ""), ADOPT, enabled)
     return new_machine(manager, token, form)
-
-
-ADOPT = "virtio_mem.adopt=1"
 
 
 # ---------------------------------------------------------------- save / load
@@ -238,13 +215,13 @@ def save(sess: MachineSession) -> bytes:
     Saving leaves the machine in ``postmigrate``, as QEMU's migrate does; the sandbox lets it
     run on right away, so saving is invisible to the user.
     """
-    machine = _machine(sess)
+    control = _control(sess)
     assert sess.config is not None
-    was_running = machine.runstate == "running"
+    was_running = control.machine.runstate is RunState.RUNNING
     stream = io.BytesIO()
-    machine.save(stream)
+    control.save(stream)
     if was_running:
-        machine.resume()
+        control.resume()
     header = json.dumps({"config": inputs.config_to_form(sess.config)}).encode()
     return SAVE_MAGIC + struct.pack("<I", len(header)) + header + stream.getvalue()
 
@@ -263,9 +240,9 @@ def load(manager: SessionManager, token: str, stream: IO[bytes]) -> dict[str, An
     except ValueError:
         raise InputError("state file header is corrupt") from None
     cfg = inputs.machine_config(inputs.payload(inputs.payload(header).get("config")),
-                                max_memory=manager.settings.max_memory,
+                                max_memory=manager.settings.max_machine_memory,
                                 max_blocks=manager.settings.max_blocks)
-    cfg.layout()
+    engine_call(cfg.layout)
     admission.replacing(token)
     manager.replace(token, cfg, load=stream)
     return {"config": inputs.config_to_form(cfg)}

@@ -13,15 +13,9 @@ machine", loading a state file, starting a lesson or a shared scenario) passes h
 
 from __future__ import annotations
 
-from flask import current_app
-
-from webapp import ratelimits
+from webapp import ext, ratelimits
 from webapp.pages import session_token
-from webapp.sessions import NO_COOKIE, MachineSession, NoCookieError, SessionManager
-
-
-def manager() -> SessionManager:
-    return current_app.extensions["vmemlab"]
+from webapp.sessions import NO_COOKIE, MachineSession, NoCookieError
 
 
 def token() -> str:
@@ -35,13 +29,13 @@ def token() -> str:
 def admit_new_machine(own: MachineSession | None = None) -> None:
     """Rate limit and memory budget for one more machine (``own``'s is replaced)."""
     ratelimits.hit("VMEMLAB_RATELIMIT_MACHINES")
-    manager().check_budget(own=own, replacing=own is not None)
+    ext.sessions().check_budget(own=own, replacing=own is not None)
 
 
 def session() -> MachineSession:
     """This cookie's session, booting its machine on first use (admitted first)."""
     tok = token()
-    mgr = manager()
+    mgr = ext.sessions()
     sess = mgr.get(tok)
     if sess is None:
         admit_new_machine()
@@ -50,6 +44,6 @@ def session() -> MachineSession:
 
 def replacing(tok: str) -> MachineSession | None:
     """Admit a machine that replaces ``tok``'s (if any); the current session, if one."""
-    sess = manager().get(tok)
+    sess = ext.sessions().get(tok)
     admit_new_machine(sess)
     return sess

@@ -15,20 +15,16 @@ import time
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
+from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
-from device.errors import VmemError
-from webapp import actions, admission, bodies, errors
+from webapp import actions, admission, bodies, errors, ext
 from webapp.inputs import InputError
-from webapp.sessions import LimitError, MachineSession, NoCookieError, SessionManager
+from webapp.sessions import MachineSession
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 log = logging.getLogger(__name__)
-
-
-def _manager() -> SessionManager:
-    return current_app.extensions["vmemlab"]
 
 
 def session_token_or_none() -> str | None:
@@ -59,19 +55,21 @@ def _body() -> Any:
     return data
 
 
-def _answer(fn: Callable[[], dict[str, Any]]) -> tuple[Response, int]:
+def _answer(fn: Callable[[], dict[str, Any]]) -> ResponseReturnValue:
+    """``200 {"ok": true, ...}``, or the refusal's status with ``{"ok": false, "error"}``;
+    anything else is a bug, for the blueprint's error handler."""
     try:
         return jsonify(ok=True, **fn()), 200
-    except LimitError as exc:
-        return jsonify(ok=False, error=str(exc)), exc.status
-    except NoCookieError as exc:
-        return jsonify(ok=False, error=str(exc)), 403
-    except (InputError, VmemError, ValueError, KeyError, TimeoutError) as exc:
-        return jsonify(ok=False, error=str(exc) or type(exc).__name__), 400
+    except Exception as exc:
+        refusal = errors.user_error(exc)
+        if refusal is None:
+            raise
+        status, message = refusal
+        return jsonify(ok=False, error=message), status
 
 
 @bp.errorhandler(Exception)
-def _unexpected(exc: Exception):  # type: ignore[no-untyped-def]
+def _unexpected(exc: Exception) -> ResponseReturnValue:
     if isinstance(exc, HTTPException):
         return errors.http_error(exc)
     log.exception("API request failed")
@@ -79,76 +77,75 @@ def _unexpected(exc: Exception):  # type: ignore[no-untyped-def]
 
 
 @bp.get("/machine")
-def machine():  # type: ignore[no-untyped-def]
+def machine() -> ResponseReturnValue:
     return _answer(lambda: actions.machine_info(_session()))
 
 
 @bp.post("/machine")
-def new_machine():  # type: ignore[no-untyped-def]
-    return _answer(lambda: actions.new_machine(_manager(), _token(), _body()))
+def new_machine() -> ResponseReturnValue:
+    return _answer(lambda: actions.new_machine(ext.sessions(), _token(), _body()))
 
 
 @bp.get("/machine/status")
-def status():  # type: ignore[no-untyped-def]
+def status() -> ResponseReturnValue:
     return _answer(lambda: actions.status(_session()))
 
 
 @bp.get("/machine/memory-devices")
-def memory_devices():  # type: ignore[no-untyped-def]
+def memory_devices() -> ResponseReturnValue:
     return _answer(lambda: {"return": actions.machine_info(_session())["memory_devices"]})
 
 
 @bp.post("/machine/requested-size")
-def requested_size():  # type: ignore[no-untyped-def]
+def requested_size() -> ResponseReturnValue:
     return _answer(lambda: actions.set_requested_size(_session(), _body()))
 
 
 @bp.post("/machine/guest")
-def guest():  # type: ignore[no-untyped-def]
+def guest() -> ResponseReturnValue:
     return _answer(lambda: actions.guest_action(
-        _session(), _body(), _manager().settings.command_timeout))
+        _session(), _body(), ext.sessions().settings.command_timeout))
 
 
 @bp.post("/machine/reboot")
-def reboot():  # type: ignore[no-untyped-def]
+def reboot() -> ResponseReturnValue:
     return _answer(lambda: actions.reboot(_session(), _body()))
 
 
 @bp.post("/machine/run")
-def run():  # type: ignore[no-untyped-def]
+def run() -> ResponseReturnValue:
     return _answer(lambda: actions.run_control(_session(), _body()))
 
 
 @bp.post("/machine/hmp")
-def hmp():  # type: ignore[no-untyped-def]
+def hmp() -> ResponseReturnValue:
     return _answer(lambda: actions.hmp(_session(), _body()))
 
 
 @bp.get("/machine/block")
-def block():  # type: ignore[no-untyped-def]
+def block() -> ResponseReturnValue:
     args = {"device": request.args.get("device"), "block": request.args.get("block")}
     return _answer(lambda: actions.block_info(_session(), args))
 
 
 @bp.get("/machine/state")
-def save_state():  # type: ignore[no-untyped-def]
+def save_state() -> ResponseReturnValue:
     try:
         data = actions.save(_session())
-    except LimitError as exc:
-        return jsonify(ok=False, error=str(exc)), exc.status
-    except NoCookieError as exc:
-        return jsonify(ok=False, error=str(exc)), 403
-    except (InputError, VmemError) as exc:
-        return jsonify(ok=False, error=str(exc)), 400
+    except Exception as exc:
+        refusal = errors.user_error(exc)
+        if refusal is None:
+            raise
+        return jsonify(ok=False, error=refusal[1]), refusal[0]
     name = time.strftime("vmemlab-%Y%m%d-%H%M%S.vmstate")
     return Response(data, mimetype="application/octet-stream",
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 @bp.get("/machine/recording")
-def live_recording():  # type: ignore[no-untyped-def]
+def live_recording() -> ResponseReturnValue:
     """This session's live recording (NDJSON, see scenarios.recording), up to now."""
-    sess = _manager().get(session_token_or_none())
+    sess = ext.sessions().get(session_token_or_none())
     current = sess.recording_now() if sess is not None else None
     if current is None:
         return jsonify(ok=False, error="this session has no recording"), 404
@@ -171,7 +168,7 @@ def live_recording():  # type: ignore[no-untyped-def]
 
 
 @bp.post("/machine/state")
-def load_state():  # type: ignore[no-untyped-def]
+def load_state() -> ResponseReturnValue:
     """A state file: a form upload (field ``file``) or the raw body, streamed, never whole
     in memory (a form upload is spooled to a temporary file by Werkzeug); the size cap is
     set for this endpoint in ``webapp.bodies``."""
@@ -182,11 +179,11 @@ def load_state():  # type: ignore[no-untyped-def]
         stream: IO[bytes] = upload.stream
     else:
         stream = request.stream
-    return _answer(lambda: actions.load(_manager(), _token(), stream))
+    return _answer(lambda: actions.load(ext.sessions(), _token(), stream))
 
 
 @bp.get("/config/default")
-def default_config():  # type: ignore[no-untyped-def]
+def default_config() -> ResponseReturnValue:
     from webapp.inputs import config_to_form
 
-    return jsonify(ok=True, config=config_to_form(_manager().config_factory()))
+    return jsonify(ok=True, config=config_to_form(ext.sessions().config_factory()))

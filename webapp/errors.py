@@ -12,11 +12,44 @@ import logging
 from flask import Flask, Response, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
+from control import ControlError, ErrorKind
+from webapp.inputs import InputError
 from webapp.ratelimits import RateLimited
+from webapp.sessions import LimitError, NoCookieError
 
 log = logging.getLogger(__name__)
 
 JSON_PREFIXES = ("/api/", "/share", "/shared/")
+
+
+#: HTTP status for each kind of control error (the text is the control layer's, QEMU's)
+STATUS = {
+    ErrorKind.INVALID: 400,
+    ErrorKind.NOT_FOUND: 404,
+    ErrorKind.BUSY: 409,
+    ErrorKind.REFUSED: 409,
+    ErrorKind.FAILED: 422,
+    ErrorKind.EXHAUSTED: 429,
+}
+
+
+def user_error(exc: BaseException) -> tuple[int, str] | None:
+    """``(status, message)`` for a refusal the user should see; None for a bug.
+
+    Only the types raised on purpose count: a ``KeyError`` or ``ValueError`` from our own
+    code is a bug and must not be shown as the user's mistake.
+    """
+    if isinstance(exc, ControlError):
+        return STATUS[exc.kind], exc.message
+    if isinstance(exc, NoCookieError):
+        return 403, str(exc)
+    if isinstance(exc, LimitError):
+        return exc.status, str(exc)
+    if isinstance(exc, InputError):
+        return 400, str(exc) or "bad request"
+    if isinstance(exc, HTTPException):
+        return exc.code or 400, exc.description or exc.name
+    return None
 
 
 def wants_json() -> bool:

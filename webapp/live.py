@@ -12,7 +12,7 @@ import time
 import urllib.request
 from typing import Any
 
-from webapp import create_app
+from webapp import create_app, ext
 from webapp.sessions import SessionManager
 
 
@@ -51,7 +51,7 @@ class LiveServer:
 
     @property
     def manager(self) -> SessionManager:
-        return self.app.extensions["vmemlab"]
+        return ext.sessions(self.app)
 
     def close(self) -> None:
         self.server.shutdown()

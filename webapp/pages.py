@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, render_template, session
+from flask import Blueprint, jsonify, render_template, session
+from flask.typing import ResponseReturnValue
 
+from webapp import ext
 from webapp.sessions import new_token
 from webapp.view_model import STATE_NAMES
 
@@ -29,6 +31,6 @@ def index() -> str:
 
 
 @bp.get("/healthz")
-def healthz():  # type: ignore[no-untyped-def]
-    stats = current_app.extensions["vmemlab"].stats()
+def healthz() -> ResponseReturnValue:
+    stats = ext.sessions().stats()
     return jsonify(status="ok", **stats)

@@ -24,7 +24,6 @@ from typing import Any
 from flask import (
     Blueprint,
     abort,
-    current_app,
     jsonify,
     render_template,
     request,
@@ -33,6 +32,7 @@ from flask import (
 from control import control_for
 from scenarios.loader import Scenario, ScenarioError, lessons, load_scenario
 from scenarios.runner import evaluate
+from webapp import ext
 
 bp = Blueprint("replay", __name__)
 
@@ -86,15 +86,15 @@ def start_scenario(scenario: Scenario) -> Any:
 
     ``None`` when done, else an error response (400: larger than this server allows).
     """
-    from webapp import admission, manager
+    from webapp import admission
     from webapp.pages import session_token
     from webapp.sessions import LimitError
 
     cfg = scenario.machines[scenario.default_machine].config
-    mgr = manager(current_app)
+    mgr = ext.sessions()
     blocks = max((d.size // d.block_size for d in cfg.devices), default=0)
     total = cfg.boot_ram + sum(d.size for d in cfg.devices)
-    if total > mgr.settings.max_memory or blocks > mgr.settings.max_blocks:
+    if total > mgr.settings.max_machine_memory or blocks > mgr.settings.max_blocks:
         return jsonify(error="this lesson's machine is larger than this server allows"), 400
     token = session_token()
     assert token is not None
@@ -138,9 +138,7 @@ def lesson_goals(name: str) -> Any:
 
 def goals_answer(lesson: Scenario) -> Any:
     """Every goal of ``lesson`` checked against this session's machine right now (JSON)."""
-    from webapp import manager
-
-    sess = manager(current_app).get(_token())
+    sess = ext.sessions().get(_token())
     machine = sess.machine if sess is not None else None
     if machine is None:
         return jsonify(goals=[{"index": i, "goal": g.title, "reached": False,

@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 
-from webapp import ROOT, create_app, socketio
+from webapp import ROOT, create_app, ext, socketio
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        app.extensions["vmemlab"].close_all()
+        ext.sessions(app).close_all()
     return 0
 
 

@@ -24,9 +24,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import IO, Any, BinaryIO, cast
+from typing import IO, Any, BinaryIO, Protocol, cast
 
+from control import ControlError, ErrorKind, control_for
+from control.machine_control import engine_call
 from emulator.config import GiB, MachineConfig, MemoryDeviceConfig, MiB, NumaNodeConfig
 from emulator.events import Record
 from emulator.machine import Machine, MachineError
@@ -34,6 +35,7 @@ from emulator.snapshot import MachineSnapshot
 from scenarios.recording import Recorder
 from webapp import view_model
 from webapp.inputs import InputError, config_to_form
+from webapp.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -65,24 +67,6 @@ NO_COOKIE = ("this request has no session cookie, and machines are made only for
              "sessions: open / first (a script: GET /api/csrf-token) and send the cookie back")
 
 
-@dataclass
-class Settings:
-    max_machines: int = 40
-    max_memory: int = 8 * GiB
-    max_blocks: int = 16_384
-    idle_pause: float = 120.0  # seconds without a connected browser before pausing
-    idle_reclaim: float = 900.0  # ... before closing the machine
-    emit_hz: float = 60.0  # at most this many batches per second per room
-    view_interval: float = 0.25  # at most this often a fresh snapshot after events
-    sample_interval: float = 1.0  # a chart sample (and a host residency scan) this often
-    command_timeout: float = 30.0
-    snapshot_timeout: float = 5.0
-    max_recording_bytes: int = 32 * MiB  # per session; 0: no live recording
-    recording_dir: str | None = None  # where the live recordings go (None: the temp dir)
-    max_resident: int = 8 * GiB  # resident guest memory of all machines together (0: no cap)
-    chore_interval: float = 60.0  # seconds between the pump's chores (share expiry, ...)
-
-
 def default_config() -> MachineConfig:
     """Boot RAM plus two NUMA nodes with one 1 GiB virtio-mem device each (512 blocks)."""
     return MachineConfig(
@@ -106,9 +90,10 @@ class MachineSession:
     """A browser session's machine plus what its page needs to catch up (logs, chart data)."""
 
     def __init__(self, token: str, wake: Callable[[], None] = lambda: None, *,
-                 max_recording_bytes: int = 32 * MiB, recording_dir: str | None = None
-                 ) -> None:
+                 max_recording_bytes: int = 32 * MiB, recording_dir: str | None = None,
+                 admit: Callable[[MachineSession, int], None] | None = None) -> None:
         self.token = token
+        self._admit = admit  # the server's say before this session's guest memory grows
         self.max_recording_bytes = max_recording_bytes
         self.recording_dir = recording_dir
         self.recorder: Recorder | None = None
@@ -152,10 +137,13 @@ class MachineSession:
         machine = Machine(config, incoming=load is not None)
         try:
             if load is not None:
-                machine.load_state(cast(BinaryIO, load))
+                engine_call(lambda: machine.load_state(cast(BinaryIO, load)))
         except BaseException:
             machine.close()
             raise
+        admit = self._admit
+        if admit is not None:
+            control_for(machine).admission = lambda growth: admit(self, growth)
         with self.lock:
             self.stop_machine()
             self.machine = machine
@@ -422,20 +410,45 @@ class MachineSession:
                 emit("keyframe", frame, sid)
 
 
+class Task(Protocol):
+    """A background task as Flask-SocketIO's ``start_background_task`` returns it."""
+
+    def is_alive(self) -> bool: ...
+
+    def join(self, timeout: float | None = None) -> None: ...
+
+
+StartTask = Callable[..., Task]
+
+
+def start_thread(target: Callable[..., object], *args: object) -> Task:
+    """A daemon thread: the default way to start background tasks outside a Socket.IO app."""
+    thread = threading.Thread(target=target, args=args, daemon=True)
+    thread.start()
+    return thread
+
+
 class SessionManager:
-    """All sessions of one app: creation under limits, the pump thread, idle reclaim."""
+    """All sessions of one app: creation under limits, the pump task, idle reclaim.
+
+    ``start_task`` starts the background tasks (the pump, the residency sampler): the app
+    passes Flask-SocketIO's ``start_background_task`` so they run the way its async mode
+    wants; the default is a daemon thread.
+    """
 
     def __init__(self, settings: Settings, emit: Emit,
-                 config_factory: Callable[[], MachineConfig] = default_config) -> None:
+                 config_factory: Callable[[], MachineConfig] = default_config, *,
+                 start_task: StartTask = start_thread) -> None:
         self.settings = settings
         self.emit = emit
         self.config_factory = config_factory
+        self._start_task = start_task
         self._sessions: dict[str, MachineSession] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._sampler: threading.Thread | None = None
+        self._thread: Task | None = None
+        self._sampler: Task | None = None
         #: periodic housekeeping the pump runs every ``chore_interval`` (e.g. share expiry)
         self.chores: list[Callable[[], None]] = []
         self._last_chores = 0.0
@@ -466,7 +479,8 @@ class SessionManager:
                     "(its limit); try again when a workshop seat is free")
             sess = MachineSession(token, self._wake.set,
                                   max_recording_bytes=self.settings.max_recording_bytes,
-                                  recording_dir=self.settings.recording_dir)
+                                  recording_dir=self.settings.recording_dir,
+                                  admit=self.admit_growth)
             sess.lock.acquire()
             self._sessions[token] = sess
         try:
@@ -524,6 +538,14 @@ class SessionManager:
             sessions = list(self._sessions.values())
         return sum(s.resident_bytes() for s in sessions)
 
+    def admit_growth(self, sess: MachineSession, growth: int) -> None:
+        """A session's guest memory may grow by ``growth`` bytes (0: later) -- or not: the
+        machine's control layer asks this before every growth, whoever asks for it."""
+        try:
+            self.check_budget(growth, own=sess)
+        except BudgetError as err:
+            raise ControlError(str(err), ErrorKind.EXHAUSTED) from None
+
     def check_budget(self, extra: int = 0, own: MachineSession | None = None, *,
                      replacing: bool = False) -> None:
         """Refuse (``BudgetError``) anything that lets guest memory grow once the budget is used.
@@ -552,13 +574,9 @@ class SessionManager:
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._stop.clear()
-                self._thread = threading.Thread(target=self._loop, name="vmemlab-pump",
-                                                daemon=True)
-                self._thread.start()
+                self._thread = self._start_task(self._loop)
             if self._sampler is None or not self._sampler.is_alive():
-                self._sampler = threading.Thread(target=self._sample_loop,
-                                                 name="vmemlab-residency", daemon=True)
-                self._sampler.start()
+                self._sampler = self._start_task(self._sample_loop)
 
     def _loop(self) -> None:
         """Woken by new events (or every tick for views and reclaim); ≤ emit_hz rounds/s."""
@@ -623,7 +641,7 @@ class SessionManager:
         if idle:
             _, token = min(idle)
             sess = self._sessions.pop(token)
-            threading.Thread(target=sess.stop_machine, daemon=True).start()
+            self._start_task(sess.stop_machine)
 
     def _close(self, token: str) -> None:
         with self._lock:
@@ -641,9 +659,9 @@ class SessionManager:
     def close_all(self) -> None:
         self._stop.set()
         self._wake.set()
-        for thread in (self._thread, self._sampler):
-            if thread is not None and thread is not threading.current_thread():
-                thread.join(timeout=5)
+        for task in (self._thread, self._sampler):
+            if task is not None and task is not threading.current_thread():
+                task.join(timeout=5)
         with self._lock:
             tokens = list(self._sessions)
         for token in tokens:

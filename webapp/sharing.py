@@ -45,7 +45,7 @@ from flask import (
 
 from scenarios.loader import Scenario, ScenarioError, load_scenario, parse_scenario
 from scenarios.recording import Recording, RecordingError
-from webapp import bodies, ratelimits
+from webapp import bodies, ext, ratelimits
 from webapp.share_store import ShareStore, StoreFull
 
 bp = Blueprint("sharing", __name__)
@@ -139,10 +139,9 @@ def store(data: bytes, ext: str) -> str:
 
 
 def _session_recording() -> bytes:
-    from webapp import manager
     from webapp.pages import session_token
 
-    sess = manager(current_app).get(session_token(create=False))
+    sess = ext.sessions().get(session_token(create=False))
     current = sess.recording_now() if sess is not None else None
     if current is None:
         raise ShareError("this session has no machine (and so no recording) to share")

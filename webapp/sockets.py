@@ -22,26 +22,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from flask import current_app, request, session
+from flask import session
 from flask_socketio import ConnectionRefusedError
 from werkzeug.exceptions import HTTPException
 
-from device.errors import VmemError
-from webapp import actions, admission, socketio
+from webapp import actions, admission, errors, ext, socketio
 from webapp.inputs import InputError
 from webapp.pages import TOKEN
-from webapp.sessions import NO_COOKIE, MachineSession, SessionManager
+from webapp.sessions import NO_COOKIE, MachineSession
 
 log = logging.getLogger(__name__)
-
-
-def _manager() -> SessionManager:
-    return current_app.extensions["vmemlab"]
-
-
-def _server() -> Any:
-    """This app's python-socketio server (not the module-level object's latest one)."""
-    return current_app.extensions["vmemlab_server"]
 
 
 def _token() -> str:
@@ -61,14 +51,10 @@ def _forged_lifecycle_event() -> bool:
     disconnecting, when it does not count as connected; a client's events are dispatched
     only while it does.
     """
-    return bool(_server().manager.is_connected(request.sid, "/"))  # type: ignore[attr-defined]
+    return bool(ext.server().manager.is_connected(ext.sid(), "/"))
 
 
 RESERVED = {"ok": False, "error": "'connect' and 'disconnect' are reserved event names"}
-
-
-def _error(exc: BaseException) -> dict[str, Any]:
-    return {"ok": False, "error": str(exc) or type(exc).__name__}
 
 
 def command(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
@@ -78,12 +64,11 @@ def command(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
     def wrapper(data: Any = None, *extra: Any) -> dict[str, Any]:
         try:
             return {"ok": True, **fn(data)}
-        except (InputError, VmemError, ValueError, KeyError, TimeoutError) as exc:
-            return _error(exc)
-        except HTTPException as exc:  # a rate limit (429)
-            return {"ok": False, "error": exc.description}
-        except Exception as exc:  # a bug: log it here, show one line in the page
-            log.exception("socket event %s failed", fn.__name__)
+        except Exception as exc:
+            refusal = errors.user_error(exc)
+            if refusal is not None:
+                return {"ok": False, "error": refusal[1], "status": refusal[0]}
+            log.exception("socket event %s failed", fn.__name__)  # a bug: one line in the page
             return {"ok": False, "error": f"internal error ({type(exc).__name__}); "
                                           "the machine keeps running"}
 
@@ -99,12 +84,12 @@ def on_connect(auth: Any = None) -> dict[str, Any] | None:
         raise ConnectionRefusedError(NO_COOKIE)
     try:
         admission.session()  # admitted (rate limit, memory budget) if it is new
-        sess = _manager().connect(token, request.sid)  # type: ignore[attr-defined]
+        sess = ext.sessions().connect(token, ext.sid())
     except (InputError, HTTPException) as exc:
         text = exc.description if isinstance(exc, HTTPException) else str(exc)
-        _server().emit("server_error", {"error": text}, to=request.sid)  # type: ignore[attr-defined]
+        ext.server().emit("server_error", {"error": text}, to=ext.sid())
         return None
-    _server().enter_room(request.sid, sess.room, namespace="/")  # type: ignore[attr-defined]
+    ext.server().enter_room(ext.sid(), sess.room, namespace="/")
     return None
 
 
@@ -114,7 +99,7 @@ def on_disconnect(reason: Any = None) -> dict[str, Any] | None:
         return RESERVED
     token = session.get(TOKEN)
     if isinstance(token, str):
-        _manager().disconnect(token, request.sid)  # type: ignore[attr-defined]
+        ext.sessions().disconnect(token, ext.sid())
     return None
 
 
@@ -127,7 +112,7 @@ def on_ping(data: Any) -> dict[str, Any]:
 @socketio.on("resync")
 @command
 def on_resync(data: Any) -> dict[str, Any]:
-    _session().want_keyframe(request.sid)  # type: ignore[attr-defined]
+    _session().want_keyframe(ext.sid())
     return {}
 
 
@@ -140,7 +125,7 @@ def on_set_requested_size(data: Any) -> dict[str, Any]:
 @socketio.on("guest")
 @command
 def on_guest(data: Any) -> dict[str, Any]:
-    return actions.guest_action(_session(), data, _manager().settings.command_timeout)
+    return actions.guest_action(_session(), data, ext.sessions().settings.command_timeout)
 
 
 @socketio.on("reboot")
@@ -182,13 +167,13 @@ def on_machine_info(data: Any) -> dict[str, Any]:
 @socketio.on("new_machine")
 @command
 def on_new_machine(data: Any) -> dict[str, Any]:
-    return actions.new_machine(_manager(), _token(), data)
+    return actions.new_machine(ext.sessions(), _token(), data)
 
 
 @socketio.on("rfc_shrink_on_reboot")
 @command
 def on_rfc(data: Any) -> dict[str, Any]:
-    return actions.toggle_rfc(_manager(), _token(), data)
+    return actions.toggle_rfc(ext.sessions(), _token(), data)
 
 
 @socketio.on("*")

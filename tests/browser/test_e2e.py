@@ -126,7 +126,8 @@ def test_rogue_write_bad_input_and_the_hmp_console(new_page):
     page.wait_for_function(
         f"() => document.querySelector('{canvas('vm0')}').dataset.flashViolation === '1'")
     page.wait_for_function(
-        "() => document.getElementById('action-result').textContent.includes('BLOCKED')")
+        "() => document.getElementById('action-result').textContent"
+        ".includes('blocked by the host')")
     assert "VIOLATION write" in page.inner_text("#vq-log")
     # bad input: an error in the page, never a traceback; the machine keeps running
     set_requested(page, "vm0", 3)

@@ -136,7 +136,7 @@ def test_chromium_replays_a_recording(recording_text: str, tmp_path: Path) -> No
 
 def test_lesson_goals_are_checked_live_against_the_sessions_machine() -> None:
     from monitor import run_hmp
-    from webapp import create_app, manager
+    from webapp import create_app, ext
     from webapp.pages import TOKEN
 
     app = create_app({"TESTING": True})
@@ -152,7 +152,7 @@ def test_lesson_goals_are_checked_live_against_the_sessions_machine() -> None:
         assert "Grow vm0 to at least 512M" in page and "<iframe" in page
         with client.session_transaction() as cookie:
             token = cookie[TOKEN]
-        sess = manager(app).get(token)
+        sess = ext.sessions(app).get(token)
         assert sess is not None and sess.machine is not None
         machine = sess.machine
         assert machine.config.devices[0].size == 1 << 30  # the lesson's machine
@@ -172,4 +172,4 @@ def test_lesson_goals_are_checked_live_against_the_sessions_machine() -> None:
         assert "EFAULT" in run_hmp(machine, "guest rogue-write 0 vm0")
         assert goals() == [False, True, True]  # the page latches the first one
     finally:
-        manager(app).close_sessions()
+        ext.sessions(app).close_sessions()

@@ -16,7 +16,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from emulator.config import MachineConfig, MemoryDeviceConfig, MiB, NumaNodeConfig
-from webapp import create_app, socketio
+from webapp import create_app, ext, socketio
 
 
 def web_config() -> MachineConfig:
@@ -54,13 +54,13 @@ def app() -> Iterator[Flask]:
         "VMEMLAB_RATELIMIT_MACHINES": "100000 per minute",
     })
     yield app
-    app.extensions["vmemlab"].close_all()
+    ext.sessions(app).close_all()
 
 
 @pytest.fixture(autouse=True)
 def _close_machines(app: Flask) -> Iterator[None]:
     yield
-    app.extensions["vmemlab"].close_sessions()
+    ext.sessions(app).close_sessions()
 
 
 def _settled_client(app: Flask) -> tuple[FlaskClient, dict[str, Any]]:

@@ -9,6 +9,7 @@ import pytest
 
 from emulator.config import MiB
 from tests.webapp.conftest import web_config, with_csrf
+from webapp import ext
 
 
 def wait_plugged(http, dev_id: str, size: int, timeout: float = 10.0) -> dict:
@@ -90,7 +91,7 @@ def test_reboot_and_run_routes(http):
     assert http.post("/api/machine/run", json={"action": "resume"}).get_json()["runstate"] == \
         "running"
     step = http.post("/api/machine/run", json={"action": "step"})
-    assert step.status_code == 400 and "paused" in step.get_json()["error"]
+    assert step.status_code == 409 and "paused" in step.get_json()["error"]
     assert http.post("/api/machine/reboot", json={"mode": 3}).status_code == 400
 
 
@@ -161,7 +162,7 @@ def test_two_browsers_have_separate_machines(app):
     wait_plugged(a, "vm0", 128 * MiB)
     other = b.get("/api/machine").get_json()
     assert other["devices"][0]["config"]["requested_size"] == 64 * MiB
-    assert len(app.extensions["vmemlab"]) == 2
+    assert len(ext.sessions(app)) == 2
 
 
 def test_machine_limit_answers_503(app):

@@ -17,6 +17,7 @@ from emulator.config import MiB
 from scenarios.loader import load_scenario
 from scenarios.recording import Recording
 from tests.webapp.conftest import with_csrf
+from webapp import ext
 from webapp.pages import TOKEN
 
 GUARANTEE = "scenarios/bundled/04-the-guarantee.yaml"
@@ -64,7 +65,7 @@ def test_export_replays_to_the_current_state(app: Flask, http: FlaskClient) -> N
     assert rec.header["machines"]["main"]["config"]["boot_ram"] == 64 * MiB
     keyframes = [e for e in rec.entries if e["type"] == "keyframe"]
     assert len(keyframes) >= 2  # at attach and the forced one at export
-    machine = app.extensions["vmemlab"].get(_token(http)).machine
+    machine = ext.sessions(app).get(_token(http)).machine
     snap = machine.snapshot()
     last = keyframes[-1]["state"]
     for d in snap.devices:
@@ -88,7 +89,7 @@ def test_new_machine_restarts_the_recording(http: FlaskClient) -> None:
 
 
 def test_cap_truncates_with_a_marker(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(app.extensions["vmemlab"].settings, "max_recording_bytes", 6000)
+    monkeypatch.setattr(ext.sessions(app).settings, "max_recording_bytes", 6000)
     client = app.test_client()
     client.get("/")
     with_csrf(client)
@@ -153,7 +154,7 @@ def test_share_a_scenario_and_start_it(app: Flask, http: FlaskClient, share_dir:
     started = http.post(f"/s/{share_id}/start")
     assert started.status_code == 302
     cfg = scenario.machines[scenario.default_machine].config
-    machine = app.extensions["vmemlab"].get(_token(http)).machine
+    machine = ext.sessions(app).get(_token(http)).machine
     assert machine.config.boot_ram == cfg.boot_ram
     assert [(d.id, d.size) for d in machine.config.devices] == \
         [(d.id, d.size) for d in cfg.devices]

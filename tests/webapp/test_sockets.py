@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from emulator.config import MiB
 from tests.webapp.conftest import device, settled_view, wait_model
-from webapp import view_model
+from webapp import ext, view_model
 
 EVENTS = ["ping_vmem", "resync", "set_requested_size", "guest", "reboot", "run", "speed",
           "hmp", "block_info", "machine_info", "new_machine", "rfc_shrink_on_reboot"]
@@ -226,7 +226,7 @@ def test_two_browsers_never_see_each_others_machines(browser, app):
     a, c = browser(), browser()
     a.ready()
     c.ready()
-    assert len(app.extensions["vmemlab"]) == 2
+    assert len(ext.sessions(app)) == 2
     a.emit("set_requested_size", {"device": "vm0", "size": 160 * MiB})
     a.wait_view(settled_view("vm0", 160 * MiB))
     c.pull()

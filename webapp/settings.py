@@ -1,0 +1,95 @@
+"""Every ``VMEMLAB_*`` setting of the web app, with its default, in one place.
+
+``Settings`` holds what the session manager uses: each field is the app config key
+``VMEMLAB_<FIELD>`` (``emit_hz`` is ``VMEMLAB_EMIT_HZ``), so its default is written once, here.
+``DEFAULTS`` adds the settings other modules read from ``app.config`` (sharing, rate limits,
+body caps). Precedence: ``DEFAULTS``, then ``VMEMLAB_*`` environment variables, then the
+config ``create_app`` is given (``vmemlab serve`` flags). SECURITY.md documents the limits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from emulator.config import GiB, MiB
+
+
+@dataclass
+class Settings:
+    """The session manager's settings; field ``x`` is config key ``VMEMLAB_X``."""
+
+    max_machines: int = 40
+    max_machine_memory: int = 8 * GiB  # boot RAM + devices of one machine
+    max_blocks: int = 16_384  # device blocks of one device
+    idle_pause: float = 120.0  # seconds without a connected browser before pausing
+    idle_reclaim: float = 900.0  # ... before closing the machine
+    emit_hz: float = 30.0  # at most this many batches per second per room
+    view_interval: float = 0.25  # at most this often a fresh snapshot after events
+    sample_interval: float = 1.0  # a chart sample (and a host residency scan) this often
+    command_timeout: float = 30.0
+    snapshot_timeout: float = 5.0
+    max_recording_bytes: int = 32 * MiB  # live recording per session; 0: none
+    recording_dir: str | None = None  # where the live recordings go (None: the temp dir)
+    max_resident: int = 8 * GiB  # resident guest memory of all machines together (0: no cap)
+    chore_interval: float = 60.0  # seconds between the pump's chores (share expiry, ...)
+
+    @staticmethod
+    def key(name: str) -> str:
+        return "VMEMLAB_" + name.upper()
+
+    @classmethod
+    def config_defaults(cls) -> dict[str, Any]:
+        return {cls.key(f.name): f.default for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Settings:
+        """The settings in an app config, each converted to its field's type."""
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            value = config.get(cls.key(f.name), f.default)
+            if value is not None and isinstance(f.default, (int, float)):
+                value = type(f.default)(value)
+            values[f.name] = value
+        return cls(**values)
+
+
+DEFAULTS: dict[str, Any] = {
+    **Settings.config_defaults(),
+    "VMEMLAB_DEFAULT_MACHINE": None,  # a MachineConfig factory; None: two nodes, 2 x 1 GiB
+    "VMEMLAB_SHARE_DIR": None,  # shared files (/share); None: <instance path>/shared
+    "VMEMLAB_SHARE_MAX_BYTES": 8 << 20,  # largest upload to /share
+    "VMEMLAB_SHARE_MAX_TOTAL": 1 << 30,  # all shared files together
+    "VMEMLAB_SHARE_TTL": 3 * 86400.0,  # seconds a shared file lives (0: forever)
+    "VMEMLAB_MAX_STATE_BYTES": 512 << 20,  # largest state file that can be loaded
+    "VMEMLAB_MAX_JSON_BYTES": 64 << 10,  # largest JSON (or form) body of any other request
+    # per-client rate limits (limits' syntax, ';' between several); see webapp.ratelimits
+    "VMEMLAB_RATELIMITS": True,
+    "VMEMLAB_RATELIMIT_STORAGE_URI": "memory://",
+    "VMEMLAB_RATELIMIT_MACHINES": "60 per minute;600 per hour",
+    "VMEMLAB_RATELIMIT_SHARES": "20 per minute;120 per hour",
+    "VMEMLAB_RATELIMIT_SHARE_BYTES": f"{128 << 20} per hour",
+    "MAX_CONTENT_LENGTH": 64 << 10,  # Flask's own cap; webapp.bodies sets it per endpoint
+    "SESSION_COOKIE_SAMESITE": "Lax",
+}
+
+
+def from_environment(environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
+    """``VMEMLAB_*`` settings from environment variables, typed like their defaults."""
+    out: dict[str, Any] = {}
+    for key, default in DEFAULTS.items():
+        if not key.startswith("VMEMLAB_") or key not in environ or callable(default):
+            continue
+        text = environ[key]
+        if isinstance(default, bool):
+            out[key] = text.strip().lower() in ("1", "true", "yes", "on")
+        elif isinstance(default, int):
+            out[key] = int(text, 0)
+        elif isinstance(default, float):
+            out[key] = float(text)
+        elif key != "VMEMLAB_DEFAULT_MACHINE":
+            out[key] = text or None
+    return out
