@@ -110,7 +110,7 @@ def run_main(argv: list[str]) -> int:
     try:
         opts = parse_args(argv)
     except CmdlineError as err:
-        sys.stderr.write(f"{err}\n")
+        sys.stderr.write(f"{err}\n" + (f"{err.hint}\n" if err.hint else ""))
         return 1
     for warning in opts.warnings:
         sys.stderr.write(warning + "\n")
