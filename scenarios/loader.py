@@ -516,6 +516,7 @@ def _step(chk: _Checker, index: int, raw: dict[str, Any], machines: dict[str, Ma
           allocs: dict[str, set[str]]) -> Step | None:
     from monitor.commands import MonitorError
     from monitor.hmp import ParseError, parse
+    from monitor.hmp_line import line_error
     from monitor.qmp import QMP_COMMANDS, check_arguments
 
     where: list[Any] = ["steps", index]
@@ -540,7 +541,10 @@ def _step(chk: _Checker, index: int, raw: dict[str, Any], machines: dict[str, Ma
         p["text"] = value
     elif kind == "monitor":
         p["line"] = value
+        refused = line_error(value)
         try:
+            if refused is not None:
+                raise ParseError(refused)
             _cmd, _args, shown = parse(value)
         except (ParseError, MonitorError) as err:
             chk.fail([*where, "monitor"], f"HMP: {getattr(err, 'desc', None) or err}")
