@@ -159,10 +159,6 @@ def _check_device(dev: MemoryDeviceConfig, nr_nodes: int) -> None:
 
 def _layout(cfg: MachineConfig) -> MachineLayout:
     check_smp(cfg.smp)
-    for node in cfg.nodes:
-        bad = next((cpu for cpu in node.cpus if not 0 <= cpu < cfg.smp), None)
-        if bad is not None:
-            raise ConfigError(f"CPU index ({bad}) should be smaller than maxcpus ({cfg.smp})")
     for dev in cfg.devices:
         if not id_wellformed(dev.id) or (dev.memdev and not id_wellformed(dev.memdev)):
             raise ConfigError("Parameter 'id' expects an identifier")

@@ -139,8 +139,11 @@ def run_main(argv: list[str]) -> int:
             try:
                 c.incoming(ctx, opts.incoming)
             except c.MonitorError as err:
+                # QEMU: -ENOTSUP for a stream version it does not read, else -EINVAL
+                reason = ("Operation not supported" if err.desc.startswith(
+                    "Unsupported migration stream version") else "Invalid argument")
                 sys.stderr.write(f"vmemlab: {err.desc}\n"
-                                 "vmemlab: load of migration failed: Invalid argument\n")
+                                 f"vmemlab: load of migration failed: {reason}\n")
                 return 1
             machine.start()
         else:
