@@ -9,6 +9,8 @@ generous time and memory bound. Before the fix a 451-byte alias bomb took 111 s 
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from monitor.cmdline import CmdlineError, parse_args
 from scenarios import ScenarioError, parse_scenario, safe_yaml
@@ -128,3 +130,27 @@ def test_vmemlab_run_prints_qemus_line_for_huge_smp() -> None:
     assert proc.returncode == 1
     assert proc.stderr == ("vmemlab: Invalid SMP CPUs 300000000. The max CPUs supported by "
                            "machine 'virt-7.2' is 512\n")
+
+
+NUMBERS = st.sampled_from(["0", "1", "2", "-1", "9" * 25, "9" * 5000, "0x10", "1-3", "0-99999",
+                           "65535", "4G", "", "on"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(
+    st.sampled_from(["-smp", "-m", "-numa", "-object", "-device", "-chardev", "-machine"]),
+    st.lists(st.tuples(st.sampled_from(["cpus", "maxcpus", "sockets", "cores", "nodeid", "id",
+                                        "size", "memdev", "node", "requested-size",
+                                        "block-size", "memaddr", "max-size", "path"]),
+                       st.one_of(NUMBERS, st.text(max_size=8))), max_size=4),
+    st.sampled_from(["", "node,", "memory-backend-ram,", "virtio-mem-pci,", "socket,"])),
+    max_size=5))
+def test_fuzz_command_lines_only_raise_cmdline_errors(options: list) -> None:  # type: ignore[type-arg]
+    argv: list[str] = []
+    for name, props, prefix in options:
+        argv += [name, prefix + ",".join(f"{k}={v}" for k, v in props)]
+    try:
+        opts = parse_args(argv)
+    except CmdlineError:
+        return
+    assert opts.config.smp <= 512
