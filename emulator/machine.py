@@ -74,6 +74,7 @@ T = TypeVar("T")
 ZERO_PAGE_PA = 0xFF_FFFF_F000
 THROTTLED_SLICE_S = 0.002  # how long the guest runs between pauses when slowed down
 STUCK_GUEST_S = 1.0  # no safe point for this long: stop the vCPU asynchronously
+MAX_WAIT_SLICE_S = 86_400.0  # the longest the vCPU thread sleeps in one wait
 MIN_SPEED = 0.001
 EXCP_SMC = 13  # QEMU's EXCP_* numbers, as UC_HOOK_INTR reports them
 MAX_NESTED_FAULTS = 4
@@ -426,7 +427,9 @@ class Machine:
 
     def _wait_timeout(self) -> float | None:
         if self.runstate == "running" and self._waiting and self._wait_deadline is not None:
-            return max(0.0, self._wait_deadline - time.monotonic())
+            # a guest may WAIT for up to 2^64 us, beyond what Condition.wait accepts: wake
+            # up at least daily and look again (the deadline itself is unchanged)
+            return min(max(0.0, self._wait_deadline - time.monotonic()), MAX_WAIT_SLICE_S)
         return None
 
     def _deliverable(self) -> int:

@@ -10,7 +10,6 @@ command table and ``monitor.commands`` (requested size, guest workload).
 from __future__ import annotations
 
 import io
-import re
 import threading
 import time
 from collections import Counter
@@ -23,6 +22,7 @@ from emulator.events import Record
 from emulator.machine import Machine
 from emulator.snapshot import MachineSnapshot
 from scenarios.loader import NO_DRIVER, Compare, MachineSpec, Scenario, Step
+from scenarios.patterns import Pattern
 
 TERMINAL_STATES = ("stopped-short", "broken", "failed", "disabled", "no-memory")
 POLL_S = 0.02
@@ -472,9 +472,8 @@ def evaluate(snap: MachineSnapshot, cond: dict[str, Any], window: Counter[str],
         if want is not None and not want.check(window[kind]):
             why.append(f"{kind} events since the last expect: {window[kind]}, "
                        f"expected {want}")
-    pattern: re.Pattern[str] | None = cond.get("console")
-    if pattern is not None and not any(pattern.search(line)
-                                       for line in console):
+    pattern: Pattern | None = cond.get("console")
+    if pattern is not None and not pattern.search_lines(console):
         why.append(f"no console line matches /{pattern.pattern}/")
     return why
 
@@ -522,11 +521,11 @@ def subset_mismatch(expected: Any, actual: Any, path: str = "") -> str:
         return ""
     if isinstance(expected, str) and isinstance(actual, int) and not isinstance(actual, bool):
         from monitor.sizes import SizeError, strtosz
-        from scenarios.loader import _COMPARE
+        from scenarios.loader import split_compare
 
-        m = _COMPARE.match(expected)
+        parts = split_compare(expected)
         try:
-            want = Compare(m.group(1) or "==", strtosz(m.group(2)), expected) if m else None
+            want = Compare(parts[0], strtosz(parts[1]), expected) if parts else None
         except SizeError:
             want = None
         if want is None:
