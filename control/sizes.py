@@ -25,6 +25,8 @@ SIZE_HINT = (
     "and exabytes, respectively."
 )
 
+_U64_DIGITS = len(str(U64_MAX))
+_FRACTION_DIGITS = 40  # more cannot change a byte count below 2^64 by a byte (QEMU: a double)
 _SUFFIX = {"b": 0, "k": 1, "m": 2, "g": 3, "t": 4, "p": 5, "e": 6}
 _DEC = re.compile(r"[ \t\n\v\f\r]*([+-]?)([0-9]+)")
 _HEX = re.compile(r"[ \t\n\v\f\r]*([+-]?)0[xX]([0-9a-fA-F]+)")
@@ -58,7 +60,9 @@ def strtosz(text: str, default_suffix: str = "b", unit: int = 1024) -> int:
     if m.group(1) == "-":
         raise SizeError(text)
     end = m.end()
-    val = int(m.group(2))
+    if len(m.group(2).lstrip("0")) > _U64_DIGITS:  # before int(): no 4300-digit ValueError
+        raise SizeError(text, out_of_range=True)
+    val = int(m.group(2).lstrip("0") or "0")
     if val > U64_MAX:
         raise SizeError(text, out_of_range=True)
     fraction = Fraction(0)
@@ -76,7 +80,7 @@ def strtosz(text: str, default_suffix: str = "b", unit: int = 1024) -> int:
     elif rest[:1] == ".":
         f = _FRAC.match(rest)
         assert f is not None
-        digits = f.group(1)
+        digits = f.group(1)[:_FRACTION_DIGITS]
         if digits:
             fraction = Fraction(int(digits), 10 ** len(digits))
         rest = rest[f.end():]

@@ -20,6 +20,26 @@ GiB = 1024 * MiB
 
 DEFAULT_BLOCK_SIZE = 2 * MiB  # QEMU's default: the THP size
 MIN_BLOCK_SIZE = 1 * MiB
+MAX_CPUS = 512  # QEMU 7.2's arm "virt" machine (mc->max_cpus)
+MACHINE_NAME = "virt-7.2"  # what QEMU 7.2 calls that machine in its errors
+ID_HINT = "Identifiers consist of letters, digits, '-', '.', '_', starting with a letter."
+
+
+def id_wellformed(text: str) -> bool:
+    """QEMU's ``id_wellformed`` (util/id.c): an ASCII letter, then letters, digits, -._
+
+    Ids of devices, memory backends and machines end up in pages, file names and QOM
+    paths; QEMU refuses any other id with "Parameter 'id' expects an identifier".
+    """
+    return (bool(text) and text[0].isascii() and text[0].isalpha()
+            and all(ch.isascii() and (ch.isalnum() or ch in "-._") for ch in text[1:]))
+
+
+def check_smp(cpus: int) -> None:
+    """QEMU's limit check (hw/core/machine-smp.c) before anything is sized by ``cpus``."""
+    if cpus > MAX_CPUS:
+        raise ConfigError(f"Invalid SMP CPUs {cpus}. The max CPUs supported by machine "
+                          f"'{MACHINE_NAME}' is {MAX_CPUS}")
 
 
 @dataclass
@@ -138,6 +158,10 @@ def _check_device(dev: MemoryDeviceConfig, nr_nodes: int) -> None:
 
 
 def _layout(cfg: MachineConfig) -> MachineLayout:
+    check_smp(cfg.smp)
+    for dev in cfg.devices:
+        if not id_wellformed(dev.id) or (dev.memdev and not id_wellformed(dev.memdev)):
+            raise ConfigError("Parameter 'id' expects an identifier")
     if cfg.boot_ram <= 0 or cfg.boot_ram % (2 * MiB):
         raise ConfigError(f"boot RAM size 0x{cfg.boot_ram:x} must be a multiple of 2 MiB")
     if len(cfg.devices) > MAX_DEVICES:

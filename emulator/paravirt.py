@@ -29,6 +29,7 @@ from emulator.events import EventBus, GuestCommandDone, GuestStatus
 from emulator.states import DriverState, RunState
 
 U64 = 0xFFFF_FFFF_FFFF_FFFF
+MAX_WAIT_SLICE_S = 86_400.0  # the longest the vCPU thread sleeps in one wait
 
 COMMANDS = {
     "alloc": abi.CMD_ALLOC,
@@ -157,9 +158,14 @@ class Paravirt:
         return events
 
     def wait_timeout(self) -> float | None:
-        """Seconds until a waiting guest's WAIT times out (None: no timeout, or not waiting)."""
+        """Seconds until a waiting guest's WAIT times out (None: no timeout, or not waiting).
+
+        A guest may WAIT for up to 2^64 us, beyond what ``Condition.wait`` accepts: the
+        answer is capped at ``MAX_WAIT_SLICE_S`` and the waiter looks again (the deadline
+        itself is unchanged).
+        """
         if self.waiting and self._wait_deadline is not None:
-            return max(0.0, self._wait_deadline - time.monotonic())
+            return min(max(0.0, self._wait_deadline - time.monotonic()), MAX_WAIT_SLICE_S)
         return None
 
     def finish_wait(self, uc: UcAArch64) -> bool:
@@ -241,7 +247,8 @@ class Paravirt:
 
     def state(self) -> dict[str, Any]:
         """What a saved machine must carry of this layer (JSON-ready)."""
-        remaining = self.wait_timeout() if self.waiting else None
+        deadline = self._wait_deadline if self.waiting else None
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         return {
             "waiting": self.waiting,
             "wait_remaining": remaining,

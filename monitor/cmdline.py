@@ -12,17 +12,19 @@ means "region 8G, initially requested 4G".
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
-from control.sizes import SizeError, parse_property_size, strtosz
 from device.errors import ConfigError
 from emulator.config import (
     DEFAULT_BLOCK_SIZE,
+    ID_HINT,
     MachineConfig,
     MemoryDeviceConfig,
     NumaNodeConfig,
+    check_smp,
+    id_wellformed,
 )
+from control.sizes import U64_MAX, SizeError, parse_property_size, strtosz
 
 PROG = "vmemlab"
 MiB = 1 << 20
@@ -31,9 +33,10 @@ MiB = 1 << 20
 class CmdlineError(Exception):
     """A startup error; ``str()`` is the full line QEMU would print (without the newline)."""
 
-    def __init__(self, message: str, option: str | None = None) -> None:
+    def __init__(self, message: str, option: str | None = None, hint: str = "") -> None:
         self.message = message
         self.option = option
+        self.hint = hint  # QEMU's error_append_hint(): printed on the next line
         super().__init__(f"{PROG}: {option}: {message}" if option else f"{PROG}: {message}")
 
 
@@ -106,16 +109,29 @@ def split_opts(text: str) -> list[tuple[str, str | None]]:
     return items
 
 
-def _cpus(text: str, option: str) -> list[int]:
-    m = re.fullmatch(r"(\d+)(?:-(\d+))?", text)
-    if m is None:
-        raise CmdlineError(f"Parameter 'cpus' expects a range of CPU numbers, got '{text}'",
-                           option)
-    lo = int(m.group(1))
-    hi = int(m.group(2)) if m.group(2) else lo
-    if hi < lo:
-        raise CmdlineError("invalid range of CPUs", option)
-    return list(range(lo, hi + 1))
+MAX_NUMBER_DIGITS = 20  # a u64; longer digit strings are refused before int() sees them
+OPTS_VISITOR_RANGE_MAX = 65536  # QEMU's qapi/opts-visitor.c: the longest "a-b" range
+
+
+def _uint(text: str | None) -> int | None:
+    """Decimal digits as an int, or None (not a number, or more than a u64 could hold)."""
+    if not text or not text.isascii() or not text.isdigit():
+        return None
+    digits = text.lstrip("0") or "0"
+    if len(digits) > MAX_NUMBER_DIGITS or int(digits) > U64_MAX:
+        return None
+    return int(digits)
+
+
+def _cpus(text: str, option: str) -> range:
+    """``-numa node,cpus=A[-B]`` as QEMU's opts visitor reads a ``uint16`` list item."""
+    lo_text, dash, hi_text = text.partition("-")
+    lo, hi = _uint(lo_text), _uint(hi_text) if dash else _uint(lo_text)
+    if lo is None or hi is None or hi < lo or hi - lo >= OPTS_VISITOR_RANGE_MAX:
+        raise CmdlineError("Parameter 'cpus' expects a uint64 value or range", option)
+    if hi > 0xFFFF:
+        raise CmdlineError("Parameter 'cpus' expects uint16_t", option)
+    return range(lo, hi + 1)
 
 
 def _bool(name: str, value: str | None, option: str) -> bool:
@@ -251,26 +267,32 @@ def parse_args(argv: list[str]) -> RunOptions:
         elif name == "smp":
             parts = split_opts(value)
             total = None
+            maxcpus = None
             topo = 1
             seen_topo = False
             for j, (key, val) in enumerate(parts):
                 if j == 0 and val is None:
                     key, val = "cpus", key
-                if not (val or "").isdigit():
+                number = _uint(val)
+                if number is None:
                     raise CmdlineError(f"Parameter '{key}' expects a number", option)
                 if key in ("cpus",):
-                    total = int(val or 0)
+                    total = number
                 elif key in ("sockets", "cores", "threads", "dies", "clusters", "books",
                              "drawers"):
-                    topo *= int(val or 1)
+                    topo *= number
                     seen_topo = True
                 elif key == "maxcpus":
-                    continue
+                    maxcpus = number
                 else:
                     raise CmdlineError(f"Invalid parameter '{key}'", option)
             smp = total if total is not None else (topo if seen_topo else 1)
             if smp < 1:
                 raise CmdlineError("Invalid CPU topology", option)
+            try:  # QEMU checks max_cpus (maxcpus, else cpus) before sizing anything by it
+                check_smp(max(smp, maxcpus or 0))
+            except ConfigError as err:
+                raise CmdlineError(str(err)) from None
         elif name == "numa":
             parts = split_opts(value)
             kind = parts[0][0] if parts and parts[0][1] is None else None
@@ -278,14 +300,15 @@ def parse_args(argv: list[str]) -> RunOptions:
                 opts.notes.append(f"{option}: ignored (only '-numa node' is supported)")
                 continue
             nodeid = len(numa)
-            cpus: list[int] = []
+            cpus: list[int] = []  # at most 65536 a range, checked against smp below
             memdev = None
             mem = None
             for key, val in parts[1:]:
                 if key == "nodeid":
-                    if not (val or "").isdigit():
+                    number = _uint(val)
+                    if number is None or number > 0xFFFF:
                         raise CmdlineError("Parameter 'nodeid' expects uint16", option)
-                    nodeid = int(val or 0)
+                    nodeid = number
                 elif key == "cpus":
                     cpus += _cpus(val or "", option)
                 elif key == "memdev":
@@ -309,6 +332,8 @@ def parse_args(argv: list[str]) -> RunOptions:
             if qom_type != "memory-backend-ram":
                 opts.notes.append(f"{option}: treated as memory-backend-ram")
             props = dict(parts[1:])
+            if "id" in props:
+                _check_id(props["id"], option)
             for key in props:
                 if key not in OBJECT_PROPS:
                     raise CmdlineError(f"Property '{qom_type}.{key}' not found", option)
@@ -366,6 +391,7 @@ def parse_args(argv: list[str]) -> RunOptions:
             cid = props.get("id")
             if not cid:
                 raise CmdlineError("chardev: no id specified", option)
+            _check_id(cid, option)
             if backend == "socket":
                 if "path" in props:
                     target = f"unix:{props['path']}"
@@ -411,6 +437,14 @@ def parse_args(argv: list[str]) -> RunOptions:
     return opts
 
 
+def _check_id(value: str | None, option: str) -> str:
+    """QemuOpts/QOM ids (``qemu_opts_create``, ``user_creatable_add_type``): QEMU's text."""
+    ident = "on" if value is None else value  # QemuOpts: a bare "id" means id=on
+    if not id_wellformed(ident):
+        raise CmdlineError("Parameter 'id' expects an identifier", option, ID_HINT)
+    return ident
+
+
 def _parse_device(parts: list[tuple[str, str | None]], option: str, index: int) -> _Device:
     dev = _Device(option=option, id=f"virtio-mem{index}", memdev=None, node=0,
                   requested_size=None, block_size=DEFAULT_BLOCK_SIZE, memaddr=None,
@@ -421,13 +455,14 @@ def _parse_device(parts: list[tuple[str, str | None]], option: str, index: int) 
         if key == "size":
             raise CmdlineError("Property 'virtio-mem.size' is not writable", option)
         if key == "id":
-            dev.id = val or ""
+            dev.id = _check_id(val, option)
         elif key == "memdev":
             dev.memdev = val
         elif key == "node":
-            if not (val or "").isdigit() or int(val or 0) > 0xFFFFFFFF:
+            number = _uint(val)
+            if number is None or number > 0xFFFFFFFF:
                 raise CmdlineError("Parameter 'node' expects uint32", option)
-            dev.node = int(val or 0)
+            dev.node = number
         elif key == "requested-size":
             dev.requested_size = _size("requested-size", val, option)
         elif key == "block-size":
@@ -475,10 +510,12 @@ def _build_numa(cfg: MachineConfig, numa: list, objects: dict[str, _Object], ram
     ids = sorted(n.node_id for n in nodes)
     if ids != list(range(len(nodes))):
         raise CmdlineError("NUMA node IDs must be 0..N-1 in vmemlab")
+    for option, _nodeid, cpus, _memdev, _mem in numa:  # QEMU: the first one, in order
+        bad = next((cpu for cpu in cpus if cpu >= cfg.smp), None)
+        if bad is not None:
+            raise CmdlineError(f"CPU index ({bad}) should be smaller than maxcpus "
+                               f"({cfg.smp})", option)
     given = {cpu for n in nodes for cpu in n.cpus}
-    if any(cpu >= cfg.smp for cpu in given):
-        raise CmdlineError(f"CPU index ({max(given)}) should be smaller than maxcpus "
-                           f"({cfg.smp})", numa[0][0])
     spare = [cpu for cpu in range(cfg.smp) if cpu not in given]
     if spare:
         nodes[0].cpus = sorted(nodes[0].cpus + spare)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from control.sizes import format_mib
 from monitor import commands as c
 from monitor.commands import MonitorContext, MonitorError, context_for
+from monitor.hmp_line import line_error
 
 if TYPE_CHECKING:
     from emulator.machine import Machine
@@ -618,6 +619,9 @@ def parse(line: str, policy: Policy = FULL) -> tuple[HmpCommand | None, dict[str
 
 def execute(ctx: MonitorContext, line: str, policy: Policy = FULL) -> str:
     """Run one line as ``policy`` allows; the output (never a traceback)."""
+    refused = line_error(line)
+    if refused is not None:  # QEMU would run the first 4095 bytes: we run nothing
+        return f"Error: {refused}\n"
     try:
         cmd, args, shown = parse(line, policy)
     except NotOffered as err:

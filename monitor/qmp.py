@@ -28,6 +28,7 @@ from typing import Any
 
 from monitor import commands as c
 from monitor.commands import MonitorContext, MonitorError
+from monitor.hmp_line import LineSplitter, Overlong, line_error, too_long
 
 QEMU_VERSION = {"micro": 22, "minor": 2, "major": 7}
 PACKAGE = "vmemlab 0.1.0"
@@ -37,7 +38,6 @@ HMP_BANNER = "QEMU 7.2.22 monitor - type 'help' for more information\r\n"
 MAX_MESSAGE = 1 << 20  # bytes of one JSON value before the client is answered and reset
 MAX_DEPTH = 1024  # QEMU's MAX_NESTING
 MAX_OUTPUT = 8 << 20  # unread output before a client is dropped
-MAX_LINE = 64 * 1024  # HMP line length
 MAX_CLIENTS = 64  # connections per server beyond this are closed at once
 
 
@@ -210,6 +210,9 @@ def _no_args(fn: Callable[[MonitorContext], Any]) -> Callable[[MonitorContext, d
 def _hmc(ctx: MonitorContext, a: dict[str, Any]) -> str:
     from monitor.hmp import execute
 
+    refused = line_error(a["command-line"])
+    if refused is not None:
+        raise MonitorError(refused)
     return execute(ctx, a["command-line"]).replace("\n", "\r\n")
 
 
@@ -400,12 +403,12 @@ class MonitorServer:
                 if os.path.exists(addr.path) and not os.path.isdir(addr.path):
                     os.unlink(addr.path)
             server = await asyncio.start_unix_server(handler, path=addr.path,
-                                                     limit=MAX_LINE * 2)
+                                                     limit=1 << 16)
             self._unix_paths.append(addr.path)
             bound = addr
         else:
             server = await asyncio.start_server(handler, host="127.0.0.1", port=addr.port,
-                                                family=socket.AF_INET, limit=MAX_LINE * 2)
+                                                family=socket.AF_INET, limit=1 << 16)
             port = server.sockets[0].getsockname()[1]
             bound = Address("tcp", host="127.0.0.1", port=port)
         self._servers.append(server)
@@ -513,23 +516,22 @@ class MonitorServer:
 
         if not self._admit(writer):
             return
+        splitter = LineSplitter()
         try:
             self._write(writer, (HMP_BANNER + "(qemu) ").encode())
-            while not writer.is_closing():
-                try:
-                    raw = await reader.readuntil(b"\n")
-                except asyncio.LimitOverrunError:
-                    self._write(writer, b"line too long\r\n(qemu) ")
-                    await reader.read(MAX_LINE * 2)
-                    continue
-                except asyncio.IncompleteReadError:
+            while not writer.is_closing() and not self.ctx.quitting:
+                chunk = await reader.read(65536)
+                if not chunk:
                     break
-                line = raw.decode("utf-8", "replace").rstrip("\r\n")
-                out: str = await self._call(functools.partial(execute, self.ctx, line))
-                self._write(writer, out.replace("\n", "\r\n").encode())
-                if self.ctx.quitting:
-                    break
-                self._write(writer, b"(qemu) ")
+                for item in splitter.feed(chunk):
+                    if isinstance(item, Overlong):  # dropped whole: no fragment runs
+                        out = f"Error: {too_long(item.size)}\n"
+                    else:
+                        out = await self._call(functools.partial(execute, self.ctx, item))
+                    self._write(writer, out.replace("\n", "\r\n").encode())
+                    if self.ctx.quitting:
+                        break
+                    self._write(writer, b"(qemu) ")
                 await writer.drain()
         except (ConnectionError, OSError):
             pass

@@ -3,7 +3,8 @@
 Completion covers command names, ``info`` subcommands, device ids/QOM paths and property
 names (``monitor.hmp.complete``). History is kept in ``~/.vmemlab_history`` when that is
 writable. Without a terminal (a pipe, a test) the same loop reads lines with no prompt
-editing, so ``printf 'info status\\nquit\\n' | vmemlab run`` works.
+editing, so ``printf 'info status\\nquit\\n' | vmemlab run`` works. Lines are bounded as
+QEMU's readline bounds them (``monitor.hmp_line``): an over-long one is refused whole.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import TextIO
 
 from monitor.commands import MonitorContext
 from monitor.hmp import complete, execute
+from monitor.hmp_line import Overlong, read_line, too_long
 
 PROMPT = "(qemu) "
 BANNER = "QEMU 7.2.22 monitor - type 'help' for more information"
@@ -85,11 +87,15 @@ def run_console(ctx: MonitorContext, stdin: TextIO | None = None,
                 else:
                     stdout.write(PROMPT)
                     stdout.flush()
-                    line = stdin.readline()
-                    if not line:
+                    got = read_line(stdin)  # bounded: an over-long line is dropped whole
+                    if got is None:
                         stdout.write("\n")
                         break
-                    line = line.rstrip("\r\n")
+                    if isinstance(got, Overlong):
+                        stdout.write(f"Error: {too_long(got.size)}\n")
+                        stdout.flush()
+                        continue
+                    line = got
             except EOFError:
                 stdout.write("\n")
                 break

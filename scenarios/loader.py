@@ -26,7 +26,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from control.sizes import SizeError, strtosz
+from control.sizes import U64_MAX, SizeError, strtosz
 from device.errors import ConfigError
 from emulator.config import (
     DEFAULT_BLOCK_SIZE,
@@ -34,6 +34,9 @@ from emulator.config import (
     MemoryDeviceConfig,
     NumaNodeConfig,
 )
+from scenarios import safe_yaml
+from scenarios.patterns import Pattern, PatternError, compile_pattern
+from scenarios.textfile import TextFileError, read_text
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCHEMA_PATH = os.path.join(HERE, "scenario.schema.json")
@@ -59,7 +62,7 @@ DEVICE_KEYS = ("plugged", "requested", "usable", "plugged-blocks", "resident", "
 # HMP / QMP commands after which "settled" waits for the guest to answer again
 MUTATING_HMP = ("virtio-mem", "qom-set", "system_reset")
 MUTATING_QMP = ("qom-set", "system_reset", "human-monitor-command")
-_COMPARE = re.compile(r"^\s*(<=|>=|==|!=|<|>)?\s*(\S.*?)\s*$")
+_COMPARE_OPS = ("<=", ">=", "==", "!=", "<", ">")
 
 
 # ------------------------------------------------------------------------------ errors
@@ -173,6 +176,20 @@ class Scenario:
     @property
     def default_machine(self) -> str:
         return next(iter(self.machines))
+
+
+def split_compare(text: str) -> tuple[str, str] | None:
+    """``'>= 512M'`` -> ``('>=', '512M')``; no operator means ``==``; None if malformed.
+
+    Plain string operations, no regex: the text comes from the scenario file (linear time).
+    """
+    rest = text.strip()
+    op = next((o for o in _COMPARE_OPS if rest.startswith(o)), None)
+    if op is not None:
+        rest = rest[len(op):].strip()
+    if not rest or "\n" in rest:
+        return None
+    return op or "==", rest
 
 
 def _show(value: Any) -> str:
@@ -359,6 +376,10 @@ class _Checker:
 
     def size(self, value: Any, where: Sequence[Any]) -> int | None:
         if isinstance(value, int) and not isinstance(value, bool):
+            if value > U64_MAX:
+                name = f"'{where[-1]}'" if where and isinstance(where[-1], str) else "size"
+                self.fail(where, f"{name}: {value} is larger than 2^64-1")
+                return None
             return value
         try:
             return strtosz(str(value).strip())
@@ -370,11 +391,11 @@ class _Checker:
     def compare(self, value: Any, where: Sequence[Any], sizes: bool) -> Compare | None:
         if isinstance(value, int) and not isinstance(value, bool):
             return Compare("==", value, str(value))
-        m = _COMPARE.match(str(value))
-        if m is None:
+        parts = split_compare(str(value))
+        if parts is None:
             self.fail(where, f"'{value}' is not a comparison (e.g. 1G, '>= 512M', '!= 0')")
             return None
-        op, text = m.group(1) or "==", m.group(2)
+        op, text = parts
         if sizes:
             number = self.size(text, where)
         else:
@@ -385,11 +406,12 @@ class _Checker:
                 number = None
         return None if number is None else Compare(op, number, str(value))
 
-    def regex(self, value: str, where: Sequence[Any]) -> re.Pattern[str] | None:
+    def regex(self, value: str, where: Sequence[Any]) -> Pattern | None:
         try:
-            return re.compile(value, re.MULTILINE)
-        except re.error as err:
-            self.fail(where, f"bad regular expression '{value}': {err}")
+            return compile_pattern(value)
+        except PatternError as err:
+            shown = value if len(value) <= 80 else value[:77] + "..."
+            self.fail(where, f"bad regular expression '{shown}': {err}")
             return None
 
 
@@ -493,6 +515,7 @@ def _step(chk: _Checker, index: int, raw: dict[str, Any], machines: dict[str, Ma
           allocs: dict[str, set[str]]) -> Step | None:
     from monitor.commands import MonitorError
     from monitor.hmp import ParseError, parse
+    from monitor.hmp_line import line_error
     from monitor.qmp import QMP_COMMANDS, check_arguments
 
     where: list[Any] = ["steps", index]
@@ -517,7 +540,10 @@ def _step(chk: _Checker, index: int, raw: dict[str, Any], machines: dict[str, Ma
         p["text"] = value
     elif kind == "monitor":
         p["line"] = value
+        refused = line_error(value)
         try:
+            if refused is not None:
+                raise ParseError(refused)
             _cmd, _args, shown = parse(value)
         except (ParseError, MonitorError) as err:
             chk.fail([*where, "monitor"], f"HMP: {getattr(err, 'desc', None) or err}")
@@ -622,13 +648,16 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
     """Parse and check scenario ``text``; ``path`` names it in error messages."""
     name = os.path.basename(path) if path.startswith(BUNDLED_DIR) else path
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        root, data = safe_yaml.load(text)
+    except safe_yaml.YamlLimitError as err:
+        raise ScenarioError([Problem(name, err.line, err.message)]) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         problem = getattr(err, "problem", None) or str(err)
         raise ScenarioError([Problem(name, mark.line + 1 if mark else 0,
                                      f"not valid YAML: {problem}")]) from None
+    except (ValueError, OverflowError) as err:  # e.g. a timestamp such as 2001-02-30
+        raise ScenarioError([Problem(name, 0, f"not valid YAML: {err}")]) from None
     chk = _Checker(name, root)
     dups: list[tuple[int, str]] = []
     _duplicates(root, dups)
@@ -683,10 +712,9 @@ def load_scenario(path: str) -> Scenario:
     """Read and check the scenario file at ``path`` (a bundled name works too)."""
     resolved = resolve_path(path)
     try:
-        with open(resolved, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as err:
-        raise ScenarioError([Problem(path, 0, f"cannot read: {err.strerror or err}")]) from None
+        text = read_text(resolved, safe_yaml.MAX_TEXT_BYTES)
+    except TextFileError as err:
+        raise ScenarioError([Problem(path, err.line, err.message)]) from None
     return parse_scenario(text, resolved)
 
 

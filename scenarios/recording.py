@@ -37,10 +37,13 @@ import threading
 import time
 from bisect import bisect_right
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import asdict
 from typing import IO, TYPE_CHECKING, Any
 
 from emulator.events import Record
+from scenarios.recording_format import FormatError, check_entry, check_header, decode_line
+from scenarios.textfile import TextFileError, read_text
 
 if TYPE_CHECKING:
     from emulator.config import MachineConfig
@@ -51,6 +54,7 @@ if TYPE_CHECKING:
 
 FORMAT = "vmemlab-recording"
 VERSION = 1
+MAX_FILE_BYTES = 64 << 20  # Recording.load: twice the web's live-recording cap
 
 
 def keyframe_state(snap: MachineSnapshot) -> dict[str, Any]:
@@ -274,7 +278,8 @@ def apply_event(state: dict[str, Any], event: dict[str, Any]) -> None:
     dev = devices.get(event.get("device")) if isinstance(event.get("device"), str) else None
     if kind == "block_state" and dev is not None:
         bitmap = bytearray.fromhex(dev["bitmap"])
-        first, count = int(event["first_block"]), int(event["count"])
+        first = min(int(event["first_block"]), len(bitmap))
+        count = max(0, min(int(event["count"]), len(bitmap) - first))  # never resizes it
         bitmap[first:first + count] = (b"\x01" if event["plugged"] else b"\x00") * count
         dev["bitmap"] = bitmap.hex()
     elif kind == "config_change" and dev is not None:
@@ -312,34 +317,42 @@ class Recording:
         self._times: list[float] = []
         last = 0.0
         for e in entries:
-            last = max(last, float(e.get("t", 0.0)))
+            last = max(last, float(e.get("t", 0.0)))  # checked: a finite number
             self._times.append(last)
 
     @classmethod
     def load(cls, path: str) -> Recording:
-        with open(path, encoding="utf-8") as f:
-            return cls.parse(f)
+        """Read a recording file (a regular file of at most MAX_FILE_BYTES, UTF-8)."""
+        try:
+            text = read_text(path, MAX_FILE_BYTES)
+        except TextFileError as err:
+            where = f"line {err.line}: " if err.line else ""
+            raise RecordingError(f"{where}{err.message}") from None
+        return cls.parse(text.splitlines())
 
     @classmethod
-    def parse(cls, lines: Any) -> Recording:
+    def parse(cls, lines: Iterable[str]) -> Recording:
+        """Check every line (see ``scenarios.recording_format``); RecordingError says where."""
         header: dict[str, Any] | None = None
         entries: list[dict[str, Any]] = []
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise RecordingError(f"line {number}: not JSON: {err.msg}") from None
-            if header is None:
-                if obj.get("format") != FORMAT:
-                    raise RecordingError(f"line {number}: not a {FORMAT} file")
-                if obj.get("version") != VERSION:
-                    raise RecordingError(f"line {number}: version {obj.get('version')} "
-                                         f"(this reader knows {VERSION})")
-                header = obj
-                continue
-            entries.append(obj)
+                obj = decode_line(line)
+                if header is None:
+                    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+                        raise RecordingError(f"line {number}: not a {FORMAT} file")
+                    if obj.get("version") != VERSION:
+                        version = obj.get("version")
+                        shown = version if isinstance(version, (int, float)) else "?"
+                        raise RecordingError(f"line {number}: version {shown} "
+                                             f"(this reader knows {VERSION})")
+                    header = check_header(obj)
+                    continue
+                entries.append(check_entry(obj))
+            except FormatError as err:
+                raise RecordingError(f"line {number}: {err}") from None
         if header is None:
             raise RecordingError("empty recording")
         return cls(header, entries)  # file order is replay order (times never go backwards)

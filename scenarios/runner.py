@@ -9,7 +9,6 @@ command table and ``monitor.commands`` (requested size, guest workload).
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections import Counter
@@ -36,6 +35,7 @@ from emulator.machine import Machine
 from emulator.snapshot import DeviceSnapshot, MachineSnapshot
 from monitor.commands import context_for
 from scenarios.loader import Compare, MachineSpec, Scenario, Step
+from scenarios.patterns import Pattern
 
 POLL_S = 0.02
 
@@ -442,9 +442,8 @@ def evaluate(snap: MachineSnapshot, cond: dict[str, Any], window: Counter[str],
         if want is not None and not want.check(window[kind]):
             why.append(f"{kind} events since the last expect: {window[kind]}, "
                        f"expected {want}")
-    pattern: re.Pattern[str] | None = cond.get("console")
-    if pattern is not None and not any(pattern.search(line)
-                                       for line in console):
+    pattern: Pattern | None = cond.get("console")
+    if pattern is not None and not pattern.search_lines(console):
         why.append(f"no console line matches /{pattern.pattern}/")
     return why
 
@@ -482,11 +481,11 @@ def subset_mismatch(expected: Any, actual: Any, path: str = "") -> str:
         return ""
     if isinstance(expected, str) and isinstance(actual, int) and not isinstance(actual, bool):
         from control.sizes import SizeError, strtosz
-        from scenarios.loader import _COMPARE
+        from scenarios.loader import split_compare
 
-        m = _COMPARE.match(expected)
+        parts = split_compare(expected)
         try:
-            want = Compare(m.group(1) or "==", strtosz(m.group(2)), expected) if m else None
+            want = Compare(parts[0], strtosz(parts[1]), expected) if parts else None
         except SizeError:
             want = None
         if want is None:

@@ -110,7 +110,7 @@ def run_main(argv: list[str]) -> int:
     try:
         opts = parse_args(argv)
     except CmdlineError as err:
-        sys.stderr.write(f"{err}\n")
+        sys.stderr.write(f"{err}\n" + (f"{err.hint}\n" if err.hint else ""))
         return 1
     for warning in opts.warnings:
         sys.stderr.write(warning + "\n")
@@ -139,8 +139,11 @@ def run_main(argv: list[str]) -> int:
             try:
                 c.incoming(ctx, opts.incoming)
             except c.MonitorError as err:
+                # QEMU: -ENOTSUP for a stream version it does not read, else -EINVAL
+                reason = ("Operation not supported" if err.desc.startswith(
+                    "Unsupported migration stream version") else "Invalid argument")
                 sys.stderr.write(f"vmemlab: {err.desc}\n"
-                                 "vmemlab: load of migration failed: Invalid argument\n")
+                                 f"vmemlab: load of migration failed: {reason}\n")
                 return 1
             machine.start()
         else:

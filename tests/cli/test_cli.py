@@ -213,6 +213,11 @@ def test_migrate_and_incoming(tmp_path: Path) -> None:
         dst.kill()
         raise AssertionError(dst.communicate(timeout=10)[1]) from err
     try:
+        # QMP answers while the stream loads (QEMU's "inmigrate"), as QEMU's does: wait
+        deadline = time.monotonic() + 20
+        while _qmp_call(f, "query-status")["return"]["status"] == "inmigrate":  # type: ignore[index]
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
         devs = _qmp_call(f, "query-memory-devices")["return"]  # type: ignore[index]
         assert devs[0]["data"]["requested-size"] == devs[0]["data"]["size"] == 805306368
         assert _qmp_call(f, "query-status")["return"]["status"] == "running"  # type: ignore[index]
