@@ -27,7 +27,7 @@ from tests.security.conftest import Visitor, rss
 from webapp.live import LiveServer
 
 HEADER = {"format": "vmemlab-recording", "version": 1, "title": "flood",
-          "machines": {"main": {}}}
+          "machines": {"main": {"config": {"devices": []}}}}
 
 
 def recording(size: int) -> bytes:
