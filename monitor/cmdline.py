@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from control.sizes import U64_MAX, SizeError, parse_property_size, strtosz
 from device.errors import ConfigError
 from emulator.config import (
     DEFAULT_BLOCK_SIZE,
@@ -24,7 +25,6 @@ from emulator.config import (
     check_smp,
     id_wellformed,
 )
-from control.sizes import U64_MAX, SizeError, parse_property_size, strtosz
 
 PROG = "vmemlab"
 MiB = 1 << 20

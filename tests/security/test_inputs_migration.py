@@ -39,7 +39,7 @@ def stream() -> bytes:
     with Machine(small_config()) as source:
         source.start()
         wait_settled(source)
-        assert source.wait_until(lambda m: m._waiting, 10)
+        assert source.wait_until(lambda m: m.paravirt.waiting, 10)
         out = io.BytesIO()
         source.save(out)
     data = out.getvalue()
@@ -195,7 +195,7 @@ def test_a_guest_waiting_for_the_longest_time_still_runs_and_quits(stream: bytes
     try:
         dest.start()
         time.sleep(0.3)
-        assert dest._thread is not None and dest._thread.is_alive()
+        assert dest.vcpu.alive
         dest.set_requested_size("vm0", 256 << 20)  # an event wakes the waiting guest
         wait_settled(dest)
         assert dest.devices["vm0"].plugged_size == 256 << 20
