@@ -34,7 +34,8 @@ lint: $(STAMP)
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# setup.py builds the native stage-2 fill (emulator/native/) when a C compiler is there
+$(STAMP): pyproject.toml setup.py emulator/native/stage2_fill.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[web,dev]'

@@ -18,7 +18,6 @@ from unicorn import (
     UC_ARCH_ARM64,
     UC_CTL_IO_WRITE,
     UC_CTL_TLB_FLUSH,
-    UC_HOOK_TLB_FILL,
     UC_MODE_ARM,
     UC_PROT_ALL,
     UC_PROT_READ,
@@ -56,6 +55,21 @@ CPU_REGISTERS: dict[str, int] = {
 SPSR_EL1 = (3, 0, 4, 0, 0)  # op0, op1, CRn, CRm, op2
 # restored last, in this order: PSTATE selects which SP register "sp" is, PC goes last
 _RESTORE_LAST = ("pstate", "sp", "pc")
+
+
+def new_engine() -> UcAArch64:
+    """An AArch64 engine with 4 KiB TLB pages and stage-2 (``UC_TLB_VIRTUAL``) translation.
+
+    The page size must be the first thing set: anything that initialises the engine
+    (``ctl_set_tlb_mode``, even ``ctl_get_page_size``, any map or hook) fixes it at Unicorn's
+    default of 1 KiB for AArch64, and ``ctl_set_page_size`` then fails with UC_ERR_ARG.
+    """
+    uc = cast(UcAArch64, Uc(UC_ARCH_ARM64, UC_MODE_ARM))
+    uc.ctl_set_page_size(TLB_PAGE_SIZE)
+    uc.ctl_set_tlb_mode(UC_TLB_VIRTUAL)
+    if uc.ctl_get_page_size() != TLB_PAGE_SIZE:
+        raise RuntimeError(f"Unicorn kept {uc.ctl_get_page_size()}-byte TLB pages")
+    return uc
 
 
 def _align_up(value: int, align: int) -> int:
@@ -109,9 +123,7 @@ class Board:
         # vCPU runner's condition).
         self.device_lock = threading.RLock()
 
-        self.uc = cast(UcAArch64, Uc(UC_ARCH_ARM64, UC_MODE_ARM))
-        self.uc.ctl_set_tlb_mode(UC_TLB_VIRTUAL)
-        assert self.uc.ctl_get_page_size() == TLB_PAGE_SIZE
+        self.uc = new_engine()
         self.boot_ram = HostMemory(self.layout.boot_ram_base, self.layout.boot_ram_size, "ram")
         self.uc.mem_map_ptr(self.boot_ram.gpa, self.boot_ram.size, UC_PROT_ALL,
                             self.boot_ram.pointer)
@@ -139,7 +151,7 @@ class Board:
         self.cpu_view = CpuView(self.boot_ram, backed)
         self.uc.mmio_map(abi.VIRTIO_MMIO_BASE, abi.PAGE_SIZE, self._virtio_read, None,
                          self._virtio_write, None)
-        self.uc.hook_add(UC_HOOK_TLB_FILL, self.stage2.fill)
+        self.stage2.install(self.uc)
         self._initial_cpu = self.uc.context_save()
         self._closed = False
 
@@ -211,9 +223,11 @@ class Board:
                 dev.system_reset()
             for transport in self.transports:
                 transport.reset_state()
+            self.stage2.sync()  # the features are gone; the next boot's load flushes the TLB
 
     def flush_tlb(self) -> None:
-        """Forget every stage-2 decision (after any change of block state)."""
+        """Forget every stage-2 decision (after any change of block state or features)."""
+        self.stage2.sync()
         self.uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
 
     @property
@@ -271,6 +285,9 @@ class Board:
         if index < len(self.transports):
             with self.device_lock:
                 self.transports[index].write(reg, size, value)
+                # feature negotiation and device resets change what stage 2 allows
+                if self.stage2.sync():
+                    self.uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
 
     # ---------------------------------------------------------------- teardown
 

@@ -416,6 +416,9 @@ class MonitorServer:
 
     def close(self) -> None:
         if self._thread is None:
+            if not self._loop.is_closed():  # never started: close it now, not at exit
+                self._loop.close()
+                self._executor.shutdown(wait=False)
             return
 
         async def shutdown() -> None:
