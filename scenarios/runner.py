@@ -24,7 +24,7 @@ from emulator.machine import Machine
 from emulator.snapshot import MachineSnapshot
 from scenarios.loader import NO_DRIVER, Compare, MachineSpec, Scenario, Step
 
-TERMINAL_STATES = ("stopped-short", "broken", "failed", "disabled", "no-memory")
+TERMINAL_STATES = ("stopped-short", "broken", "failed", "disabled", "no-memory", "no-space")
 POLL_S = 0.02
 
 

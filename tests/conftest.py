@@ -46,7 +46,7 @@ def settled(machine: Machine, dev_id: str = "vm0") -> bool:
     dev = machine.devices[dev_id]
     if state == "idle":
         return dev.plugged_size == dev.requested_size
-    return state in ("stopped-short", "broken", "failed", "disabled", "no-memory")
+    return state in ("stopped-short", "broken", "failed", "disabled", "no-memory", "no-space")
 
 
 def wait_settled(machine: Machine, *dev_ids: str, timeout: float = 30.0) -> None:

@@ -14,7 +14,7 @@ import struct
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import IO, Any
 
-from emulator.config import MiB
+from emulator.config import DEFAULT_GUEST_CMDLINE, MiB
 from emulator.workload import GuestError, Workload
 from webapp import inputs, view_model
 from webapp.inputs import InputError
@@ -102,9 +102,16 @@ def reboot(sess: MachineSession, data: Any) -> dict[str, Any]:
     data = inputs.payload(data)
     mode = inputs.choice(data.get("mode", "reset"), "mode", ("reset", "no-driver", "driver"))
     machine = _machine(sess)
-    cmdline = {"reset": None, "no-driver": NO_DRIVER_CMDLINE, "driver": ""}[mode]
+    cmdline = {"reset": None, "no-driver": NO_DRIVER_CMDLINE, "driver": _with_driver(sess)}[mode]
     machine.system_reset(cmdline=cmdline)
     return {"mode": mode, "cmdline": machine.config.cmdline}
+
+
+def _with_driver(sess: MachineSession) -> str:
+    """The machine's own guest command line without the blacklist (or the default one)."""
+    words = [w for w in (sess.config.cmdline if sess.config else "").split()
+             if w != NO_DRIVER_CMDLINE]
+    return " ".join(words) or DEFAULT_GUEST_CMDLINE
 
 
 def run_control(sess: MachineSession, data: Any) -> dict[str, Any]:

@@ -31,7 +31,7 @@ def settled(machine: Machine) -> bool:
         state = machine.guest_states.get(dev_id)
         if state == "idle" and dev.plugged_size == min(dev.requested_size, dev.region_size):
             continue
-        if state in ("stopped-short", "broken", "failed", "disabled", "no-memory"):
+        if state in ("stopped-short", "broken", "failed", "disabled", "no-memory", "no-space"):
             continue
         return False
     return True
