@@ -561,7 +561,8 @@ def read_memory(ctx: MonitorContext, addr: int, size: int) -> bytes:
 # ------------------------------------------------------------------------------ guest
 
 GUEST_COMMANDS = ("alloc", "pin", "free", "touch", "verify", "dump", "rogue-write", "read",
-                  "stats", "reboot", "poweroff")
+                  "online", "stats", "reboot", "poweroff")
+ONLINE_TYPES = ("online_movable", "online_kernel", "online")
 
 
 def _errno(status: int) -> str:
@@ -637,6 +638,16 @@ def guest_command(ctx: MonitorContext, command: str, args: list[str],
             res = work.read(addr)
             return {"command": command, "addr": addr, "status": res.status,
                     "value": res.values[0], "errno": _errno(res.status)}
+        if command == "online":
+            # echo TYPE > /sys/devices/system/memory/memoryN/state, for each offline block
+            dev, kind = None, "online_movable"
+            for word in args:
+                if word in ONLINE_TYPES:
+                    kind = word
+                else:
+                    dev = resolve_device(ctx, word)
+            return {"command": command, "device": dev, "type": kind,
+                    "blocks": work.online(dev, kind)}
         if command == "stats":
             work.stats()
             return {"command": command}

@@ -255,6 +255,9 @@ def fmt_guest_result(r: dict[str, Any]) -> str:
         if r["status"] == 0:
             return f"write to {r['device']}+0x{r['addr']:x} went through\n"
         return f"write to {r['device']}+0x{r['addr']:x} failed: {r['errno']}\n"
+    if cmd == "online":
+        n = r["blocks"]
+        return f"onlined {n} memory block{'' if n == 1 else 's'} ({r['type']})\n"
     if cmd == "read":
         if r["status"]:
             return f"read 0x{r['addr']:x} failed: {r['errno']}\n"
@@ -417,7 +420,9 @@ COMMANDS: list[HmpCommand] = [
     HmpCommand("guest", "command:s,args:S?", "command [args...]",
                "drive the guest workload: alloc SIZE [movable|unmovable] [any|boot|DEVICE], "
                "pin SIZE [DEVICE], free ID, touch ID, verify [ID], dump [DEVICE], "
-               "rogue-write [OFFSET] [DEVICE], read ADDR, stats, reboot, poweroff (vmemlab)",
+               "rogue-write [OFFSET] [DEVICE], read ADDR, "
+               "online [DEVICE] [online_movable|online_kernel|online], stats, reboot, "
+               "poweroff (vmemlab)",
                _h_guest),
     HmpCommand("help|?", "name:S?", "[cmd]", "show the help", _h_help),
     HmpCommand("info", "item:s?", "[subcommand]", "show various information about the system "

@@ -126,7 +126,9 @@ def test_without_memhp_default_state_memory_stays_offline_up_to_the_threshold(
     seq = machine.bus.last_seq
     assert not machine.wait_until(lambda m: len(requests(m, seq)) > 0, 0.3)  # no timer
     # the user onlines them (echo online_movable > .../memoryN/state): the driver goes on
-    assert Workload(machine).online("vm0", "online_movable") == 8
+    from monitor import run_hmp
+
+    assert run_hmp(machine, "guest online vm0") == "onlined 8 memory blocks (online_movable)\n"
     assert machine.wait_until(lambda m: m.devices["vm0"].plugged_size == 2 * GiB, 30)
     assert zones(machine) == ["Movable"] * 8 + ["offline"] * 8
     wait_settled(machine)
