@@ -139,7 +139,7 @@ BOOTINFO_SIZE = (
 
 BLOCK_USAGE = struct.Struct("<IIIIII")  # movable, unmovable, free, state, kernel, zone
 ALLOC_RECORD = struct.Struct("<IIQQQ")  # id, flags, pages, seed, target
-DEVICE_VIEW = struct.Struct("<" + "Q" * 16 + "II" + "Q" * 8)
+DEVICE_VIEW = struct.Struct("<" + "Q" * 16 + "II" + "Q" * 9)
 VIEW_HEAD = struct.Struct("<QII" + "Q" * 8 + "IIQ")
 VIEW_SIZE = VIEW_HEAD.size + MAX_DEVICES * DEVICE_VIEW.size
 
@@ -149,5 +149,5 @@ DEVICE_VIEW_FIELDS = (
     "requests", "acks", "nacks", "busies", "errors", "migrated_pages",
     "state", "features",
     "subblock_size", "first_mb_id", "first_mb_block", "nr_mbs", "mb_states_addr",
-    "offline_size", "offline_threshold", "memmap_pages",
+    "offline_size", "offline_threshold", "memmap_pages", "linux_mb_size",
 )

@@ -26,16 +26,20 @@ class AllocationView:
 
 @dataclass(frozen=True)
 class MemoryBlockView:
-    """One of the guest's memory blocks (Linux's ``memoryN``; a big block in BBM)."""
+    """One of the guest's memory blocks (Linux's ``memoryN``; in Big Block Mode a big block,
+    which spans several Linux memory blocks, all onlined alike)."""
 
-    id: int  # Linux's memory block id: address // memory block size
+    id: int  # Linux's memory block id of its start: address // memory block size
     state: str  # abi.MB_STATES: unused, plugged, offline[-partial], kernel[-partial], ...
     first_block: int  # its first device block
     blocks: int  # device blocks in it
+    span: int = 1  # Linux memory blocks in it
 
     @property
     def name(self) -> str:
-        return f"memory{self.id}"
+        if self.span == 1:
+            return f"memory{self.id}"
+        return f"memory{self.id}..{self.id + self.span - 1}"
 
     @property
     def zone(self) -> str:
@@ -139,9 +143,11 @@ def _memory_blocks(ram: HostMemory, f: dict[str, int]) -> tuple[MemoryBlockView,
     if raw is None:
         return ()
     per = mbs // bs
+    linux = f["linux_mb_size"]
+    span = mbs // linux if linux and mbs % linux == 0 else 1
     return tuple(
-        MemoryBlockView(f["first_mb_id"] + m, abi.MB_STATES.get(st, f"unknown({st})"),
-                        f["first_mb_block"] + m * per, per)
+        MemoryBlockView(f["first_mb_id"] + m * span, abi.MB_STATES.get(st, f"unknown({st})"),
+                        f["first_mb_block"] + m * per, per, span)
         for m, st in enumerate(raw)
     )
 

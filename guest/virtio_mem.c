@@ -1119,7 +1119,8 @@ static void vm_probe(struct vmem_dev *d)
     v->plugged_size = 0;
     v->usage_addr = (u64)z->usage;
     v->subblock_size = d->sb_size;
-    v->first_mb_id = d->first_mb_id;
+    v->first_mb_id = d->first_mb_id * (d->mbs / opts.memory_block_size);
+    v->linux_mb_size = opts.memory_block_size;
     v->first_mb_block = z->mb_first;
     v->nr_mbs = z->nmbs;
     v->mb_states_addr = (u64)z->mb_state;

@@ -214,10 +214,11 @@ def _memory_block_lines(g: Any) -> list[str]:
         if mb.zone == "none":
             continue
         what = "offline" if mb.zone == "offline" else f"online zones={mb.zone}"
+        last = mb.id + mb.span - 1
         if runs and runs[-1][2] == what and runs[-1][1] == mb.id - 1:
-            runs[-1] = (runs[-1][0], mb.id, what)
+            runs[-1] = (runs[-1][0], last, what)
         else:
-            runs.append((mb.id, mb.id, what))
+            runs.append((mb.id, last, what))
     return [f"memory{a}: {what}" if a == b else f"memory{a}..{b}: {what}"
             for a, b, what in runs]
 

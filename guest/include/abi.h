@@ -183,13 +183,14 @@ struct abi_device_view {
     unsigned int state;           /* ABI_DRV_* */
     unsigned int features;        /* negotiated VIRTIO_MEM_F_* bits */
     unsigned long subblock_size;  /* SBM: max(device block, pageblock); BBM: the big block */
-    unsigned long first_mb_id;    /* Linux id of memory block 0 ("memory32" at 4 GiB) */
+    unsigned long first_mb_id;    /* Linux id of the first memory block ("memory32" at 4 GiB) */
     unsigned long first_mb_block; /* device block where memory block 0 starts */
     unsigned long nr_mbs;         /* memory blocks wholly inside the region */
     unsigned long mb_states_addr; /* unsigned char[nr_mbs] of ABI_MB_* */
     unsigned long offline_size;   /* added but offline memory, bytes */
     unsigned long offline_threshold;
     unsigned long memmap_pages;   /* kernel pages holding the memory maps of added blocks */
+    unsigned long linux_mb_size;  /* the guest's memory block (BBM: a big block spans several) */
 };
 
 struct abi_guest_view {

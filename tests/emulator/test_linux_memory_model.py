@@ -348,6 +348,29 @@ def test_subblocks_are_at_least_a_pageblock(make_machine: MachineFactory) -> Non
                                       for i in range(32)]
 
 
+def test_device_blocks_of_a_memory_block_or_more_select_big_block_mode(
+        make_machine: MachineFactory) -> None:
+    """1 GiB device blocks: Big Block Mode, one request per 1 GiB big block (transcript 06),
+    which spans eight Linux memory blocks with one memory map of 16 MiB.
+    drivers/virtio/virtio_mem.c, virtio_mem_init_hotplug(): ``if (sb_size <
+    memory_block_size_bytes() && !force_bbm) {`` else ``vm->bbm.bb_size =
+    max_t(uint64_t, vm->device_block_size, memory_block_size_bytes());``;
+    virtio_mem_bbm_plug_request() / virtio_mem_bbm_unplug_request()
+    """
+    machine = machine_with(make_machine, "memhp_default_state=online_movable", size=4 * GiB,
+                           requested=2 * GiB, block_size=1 * GiB)
+    wait_settled(machine)
+    assert any("big block size: 0x40000000" in line for line in machine.console)
+    assert requests(machine) == [("PLUG", 0, 1), ("PLUG", 1 * GiB, 1)]
+    gdev = guest_device(machine)
+    assert [mb.name for mb in gdev.memory_blocks[:2]] == ["memory16..23", "memory24..31"]
+    assert gdev.memmap_pages == 2 * 8 * MEMMAP_PAGES
+    seq = machine.bus.last_seq
+    machine.set_requested_size("vm0", 1 * GiB)
+    wait_settled(machine)
+    assert requests(machine, seq) == [("UNPLUG", 1 * GiB, 1)]
+
+
 # ---------------------------------------------------------------- plug and unplug order
 
 def test_plug_fills_partly_plugged_blocks_first_then_adds_new_ones_lowest_first(
