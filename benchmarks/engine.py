@@ -222,8 +222,12 @@ def _settle(machine: Machine, dev: str, timeout: float = 300) -> float:
 
 
 def _resize_times(size: int, rounds: int = 3) -> tuple[float, float]:
-    """Median seconds for 0 → size and size → 0, the whole path, on one machine."""
-    cfg = MachineConfig(boot_ram=256 * MiB, devices=[
+    """Median seconds for 0 → size and size → 0, the whole path, on one machine.
+
+    Boot RAM holds the memory map of the added memory (64 bytes per 4 KiB page, as in Linux:
+    1 GiB for 64 GiB), so it grows with the size: 256 MiB, or size / 32.
+    """
+    cfg = MachineConfig(boot_ram=max(256 * MiB, size // 32), devices=[
         MemoryDeviceConfig(id="vm0", size=size, requested_size=0)])
     plugs, unplugs = [], []
     with Machine(cfg) as machine:

@@ -72,6 +72,20 @@ class Read:
 
 
 @dataclass(frozen=True)
+class Online:
+    """Online the offline memory blocks of ``device`` (None: all), as writing ``online_type``
+    to /sys/devices/system/memory/memoryN/state does (``online_movable``, ``online_kernel``,
+    ``online``)."""
+
+    device: str | None = None
+    online_type: str = "online_movable"
+    name = "online"
+
+
+ONLINE_TYPES = ("online_movable", "online_kernel", "online")
+
+
+@dataclass(frozen=True)
 class Stats:
     name = "stats"
 
@@ -88,7 +102,8 @@ class Poweroff:
     name = "poweroff"
 
 
-GuestOp = Alloc | Free | Touch | Verify | Dump | RogueWrite | Read | Stats | GuestReboot | Poweroff
+GuestOp = (Alloc | Free | Touch | Verify | Dump | RogueWrite | Read | Online | Stats
+           | GuestReboot | Poweroff)
 
 
 @dataclass(frozen=True)
@@ -168,6 +183,14 @@ def _run(machine: Machine, work: Workload, op: GuestOp) -> Outcome:
                 else f"0x{op.addr:x}: 0x{res.values[0]:016x}")
         return Outcome("read", text, {"addr": op.addr, "status": res.status,
                                       "value": res.values[0], "errno": errno_name(res.status)})
+    if isinstance(op, Online):
+        if op.online_type not in ONLINE_TYPES:
+            raise ControlError(f"online type '{op.online_type}': expected one of "
+                               f"{', '.join(ONLINE_TYPES)}")
+        n = work.online(op.device, op.online_type)
+        return Outcome("online", f"onlined {n} memory block{'' if n == 1 else 's'} "
+                       f"({op.online_type})",
+                       {"device": op.device, "type": op.online_type, "blocks": n})
     if isinstance(op, Stats):
         work.stats()
         return Outcome("stats", "")  # the guest prints them on its console

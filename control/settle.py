@@ -4,7 +4,8 @@ A device is *settled* when its driver is idle at the size it was asked for -- th
 size, capped by the usable region (QEMU accepts a requested size above the region, and the
 RFC's shrink-on-reboot area can be smaller than requested for a while) -- or when the driver
 has stopped for good (disabled, broken, failed), or has given up for now (stopped short on
-unmovable pages, out of memory for its memmap) *in answer to the latest change*: a
+unmovable pages, out of memory for its memmap, waiting for added memory to be onlined)
+*in answer to the latest change*: a
 "stopped-short" reported before the host's last resize is not an answer to it.
 
 ``SettleWatch`` tells the latter from the machine's event stream (config-change
@@ -22,7 +23,8 @@ from emulator.snapshot import DeviceSnapshot
 from emulator.states import DriverState
 
 STOPPED_FOR_GOOD = frozenset({DriverState.DISABLED, DriverState.BROKEN, DriverState.FAILED})
-GAVE_UP_FOR_NOW = frozenset({DriverState.STOPPED_SHORT, DriverState.NO_MEMORY})
+GAVE_UP_FOR_NOW = frozenset({DriverState.STOPPED_SHORT, DriverState.NO_MEMORY,
+                             DriverState.NO_SPACE})
 
 
 def target_size(dev: DeviceSnapshot) -> int:

@@ -52,6 +52,7 @@ DRIVER_STATES = {
     7: "disabled",
     8: "retrying",
     9: "no-memory",
+    10: "no-space",
 }
 DRV_PROBING = 0
 DRV_IDLE = 1
@@ -63,6 +64,7 @@ DRV_FAILED = 6
 DRV_DISABLED = 7
 DRV_RETRYING = 8
 DRV_NO_MEMORY = 9
+DRV_NO_SPACE = 10
 
 CMD_ALLOC = 1
 CMD_FREE = 2
@@ -74,6 +76,17 @@ CMD_READ = 7
 CMD_STATS = 8
 CMD_REBOOT = 9
 CMD_POWEROFF = 10
+CMD_ONLINE = 11
+
+# online types (Linux's enum mmop, memhp_default_state=) and online policies
+MMOP_OFFLINE = 0
+MMOP_ONLINE = 1
+MMOP_ONLINE_KERNEL = 2
+MMOP_ONLINE_MOVABLE = 3
+ONLINE_TYPES = {0: "offline", 1: "online", 2: "online_kernel", 3: "online_movable"}
+POLICY_CONTIG_ZONES = 0
+POLICY_AUTO_MOVABLE = 1
+ONLINE_POLICIES = {0: "contig-zones", 1: "auto-movable"}
 
 ALLOC_UNMOVABLE = 1
 TARGET_ANY = 0xFF
@@ -87,12 +100,31 @@ EBUSY = 16
 ENODEV = 19
 
 VIEW_MAGIC = 0x5745495643454D56  # "VMEMVIEW"
-VIEW_VERSION = 1
+VIEW_VERSION = 2
 MAX_ALLOCS = 1024
 
 BLOCK_UNPLUGGED = 0
 BLOCK_PLUGGED = 1
 BLOCK_OFFLINING = 2
+
+# zone of a device block's memory block (as `valid_zones`/sysfs would name it)
+ZONE_NONE = 0
+ZONE_OFFLINE = 1
+ZONE_NORMAL = 2
+ZONE_MOVABLE = 3
+ZONE_NAMES = {0: "none", 1: "offline", 2: "Normal", 3: "Movable"}
+
+# memory block states (Linux's enum virtio_mem_sbm_mb_state)
+MB_UNUSED = 0
+MB_PLUGGED = 1
+MB_OFFLINE = 2
+MB_OFFLINE_PARTIAL = 3
+MB_KERNEL = 4
+MB_KERNEL_PARTIAL = 5
+MB_MOVABLE = 6
+MB_MOVABLE_PARTIAL = 7
+MB_STATES = {0: "unused", 1: "plugged", 2: "offline", 3: "offline-partial", 4: "kernel",
+             5: "kernel-partial", 6: "movable", 7: "movable-partial"}
 
 # struct layouts (LP64, natural alignment: every struct here is a multiple of 8 bytes)
 BOOTINFO_HEAD = struct.Struct("<QIIQQQQII")  # magic .. nr_virtio
@@ -105,10 +137,10 @@ BOOTINFO_SIZE = (
     + CMDLINE_LEN
 )
 
-BLOCK_USAGE = struct.Struct("<IIII")  # movable, unmovable, free, state
+BLOCK_USAGE = struct.Struct("<IIIIII")  # movable, unmovable, free, state, kernel, zone
 ALLOC_RECORD = struct.Struct("<IIQQQ")  # id, flags, pages, seed, target
-DEVICE_VIEW = struct.Struct("<" + "Q" * 16 + "II")
-VIEW_HEAD = struct.Struct("<QII" + "Q" * 8)
+DEVICE_VIEW = struct.Struct("<" + "Q" * 16 + "II" + "Q" * 9)
+VIEW_HEAD = struct.Struct("<QII" + "Q" * 8 + "IIQ")
 VIEW_SIZE = VIEW_HEAD.size + MAX_DEVICES * DEVICE_VIEW.size
 
 DEVICE_VIEW_FIELDS = (
@@ -116,4 +148,6 @@ DEVICE_VIEW_FIELDS = (
     "memory_block_size", "memory_blocks_added", "plugged_size", "requested_size",
     "requests", "acks", "nacks", "busies", "errors", "migrated_pages",
     "state", "features",
+    "subblock_size", "first_mb_id", "first_mb_block", "nr_mbs", "mb_states_addr",
+    "offline_size", "offline_threshold", "memmap_pages", "linux_mb_size",
 )

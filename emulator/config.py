@@ -42,6 +42,12 @@ def check_smp(cpus: int) -> None:
                           f"'{MACHINE_NAME}' is {MAX_CPUS}")
 
 
+# The guest command line of the golden transcripts: Linux onlines hot-added memory to
+# ZONE_MOVABLE. Without it Linux 6.1 (no CONFIG_MEMORY_HOTPLUG_DEFAULT_ONLINE, as in Debian)
+# leaves added memory offline, and virtio-mem stops adding at its offline threshold.
+DEFAULT_GUEST_CMDLINE = "memhp_default_state=online_movable"
+
+
 @dataclass
 class NumaNodeConfig:
     """One NUMA node: its CPUs and the share of boot RAM it holds."""
@@ -75,7 +81,7 @@ class MachineConfig:
     smp: int = 1
     nodes: list[NumaNodeConfig] = field(default_factory=list)
     devices: list[MemoryDeviceConfig] = field(default_factory=list)
-    cmdline: str = ""
+    cmdline: str = DEFAULT_GUEST_CMDLINE
     rfc_shrink_on_reboot: bool = False  # the 2017 RFC's reboot behaviour, as a named option
     persistent_suspend: bool = False  # offer VIRTIO_MEM_F_PERSISTENT_SUSPEND (virtio 1.4)
 

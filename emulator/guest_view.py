@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from emulator import abi
 from emulator.backing import HostMemory
 
+MAX_BLOCKS = 1 << 24
+
 
 @dataclass(frozen=True)
 class AllocationView:
@@ -20,6 +22,35 @@ class AllocationView:
     pages: int
     seed: int
     target: int
+
+
+@dataclass(frozen=True)
+class MemoryBlockView:
+    """One of the guest's memory blocks (Linux's ``memoryN``; in Big Block Mode a big block,
+    which spans several Linux memory blocks, all onlined alike)."""
+
+    id: int  # Linux's memory block id of its start: address // memory block size
+    state: str  # abi.MB_STATES: unused, plugged, offline[-partial], kernel[-partial], ...
+    first_block: int  # its first device block
+    blocks: int  # device blocks in it
+    span: int = 1  # Linux memory blocks in it
+
+    @property
+    def name(self) -> str:
+        if self.span == 1:
+            return f"memory{self.id}"
+        return f"memory{self.id}..{self.id + self.span - 1}"
+
+    @property
+    def zone(self) -> str:
+        """What sysfs would call it: Movable, Normal, offline, or none (not added)."""
+        if self.state.startswith("movable"):
+            return "Movable"
+        if self.state.startswith("kernel"):
+            return "Normal"
+        if self.state.startswith("offline"):
+            return "offline"
+        return "none"
 
 
 @dataclass(frozen=True)
@@ -41,7 +72,22 @@ class GuestDeviceView:
     migrated_pages: int
     state: str
     features: int
-    usage: tuple[tuple[int, int, int, int], ...]  # per block: movable, unmovable, free, state
+    # per device block: movable, unmovable (pinned + kernel), free pages, ABI_BLOCK_* state
+    usage: tuple[tuple[int, int, int, int], ...]
+    kernel: tuple[int, ...] = ()  # per device block: kernel pages (memory maps) among unmovable
+    zones: tuple[str, ...] = ()  # per device block: abi.ZONE_NAMES of its memory block
+    subblock_size: int = 0
+    memory_blocks: tuple[MemoryBlockView, ...] = ()  # those wholly inside the region
+    offline_size: int = 0  # added but offline memory, bytes
+    offline_threshold: int = 0
+    memmap_pages: int = 0  # pages holding the memory maps of the added memory blocks
+
+    def memory_block_of(self, block: int) -> MemoryBlockView | None:
+        """The memory block a device block belongs to (None: outside every memory block)."""
+        for mb in self.memory_blocks:
+            if mb.first_block <= block < mb.first_block + mb.blocks:
+                return mb
+        return None
 
 
 @dataclass(frozen=True)
@@ -55,6 +101,9 @@ class GuestView:
     last_fault_addr: int
     allocations: tuple[AllocationView, ...]
     devices: tuple[GuestDeviceView | None, ...]
+    online_type: str = "offline"  # memhp_default_state=
+    online_policy: str = "contig-zones"  # memory_hotplug.online_policy=
+    auto_movable_ratio: int = 301
 
 
 def _read(ram: HostMemory, gpa: int, size: int) -> bytes | None:
@@ -71,7 +120,8 @@ def read_guest_view(ram: HostMemory, addr: int, nr_devices: int) -> GuestView | 
     magic, version, _nr = head[0], head[1], head[2]
     if magic != abi.VIEW_MAGIC or version != abi.VIEW_VERSION:
         return None
-    boot_pages, boot_free, boot_mov, boot_unmov, boot_kernel, allocs_addr, faults, last = head[3:]
+    (boot_pages, boot_free, boot_mov, boot_unmov, boot_kernel, allocs_addr, faults, last,
+     online_type, online_policy, ratio) = head[3:]
     devices: list[GuestDeviceView | None] = []
     for i in range(nr_devices):
         values = abi.DEVICE_VIEW.unpack_from(raw, abi.VIEW_HEAD.size + i * abi.DEVICE_VIEW.size)
@@ -79,16 +129,41 @@ def read_guest_view(ram: HostMemory, addr: int, nr_devices: int) -> GuestView | 
     return GuestView(
         boot_pages, boot_free, boot_mov, boot_unmov, boot_kernel, faults, last,
         _allocations(ram, allocs_addr), tuple(devices),
+        online_type=abi.ONLINE_TYPES.get(online_type, f"unknown({online_type})"),
+        online_policy=abi.ONLINE_POLICIES.get(online_policy, f"unknown({online_policy})"),
+        auto_movable_ratio=ratio,
+    )
+
+
+def _memory_blocks(ram: HostMemory, f: dict[str, int]) -> tuple[MemoryBlockView, ...]:
+    nr, bs, mbs = f["nr_mbs"], f["block_size"], f["memory_block_size"]
+    if not f["mb_states_addr"] or not 0 < nr <= MAX_BLOCKS or not bs or mbs < bs:
+        return ()
+    raw = _read(ram, f["mb_states_addr"], nr)
+    if raw is None:
+        return ()
+    per = mbs // bs
+    linux = f["linux_mb_size"]
+    span = mbs // linux if linux and mbs % linux == 0 else 1
+    return tuple(
+        MemoryBlockView(f["first_mb_id"] + m * span, abi.MB_STATES.get(st, f"unknown({st})"),
+                        f["first_mb_block"] + m * per, per, span)
+        for m, st in enumerate(raw)
     )
 
 
 def _device_view(ram: HostMemory, f: dict[str, int]) -> GuestDeviceView | None:
     nb = f["nb_blocks"]
     usage: tuple[tuple[int, int, int, int], ...] = ()
-    if f["usage_addr"] and 0 < nb <= (1 << 24):
+    kernel: tuple[int, ...] = ()
+    zones: tuple[str, ...] = ()
+    if f["usage_addr"] and 0 < nb <= MAX_BLOCKS:
         raw = _read(ram, f["usage_addr"], nb * abi.BLOCK_USAGE.size)
         if raw is not None:
-            usage = tuple(abi.BLOCK_USAGE.iter_unpack(raw))
+            rows = list(abi.BLOCK_USAGE.iter_unpack(raw))
+            usage = tuple((mov, unmov, free, st) for mov, unmov, free, st, _k, _z in rows)
+            kernel = tuple(row[4] for row in rows)
+            zones = tuple(abi.ZONE_NAMES.get(row[5], f"unknown({row[5]})") for row in rows)
     return GuestDeviceView(
         addr=f["addr"], block_size=f["block_size"], nb_blocks=nb,
         memory_block_size=f["memory_block_size"],
@@ -97,7 +172,10 @@ def _device_view(ram: HostMemory, f: dict[str, int]) -> GuestDeviceView | None:
         nacks=f["nacks"], busies=f["busies"], errors=f["errors"],
         migrated_pages=f["migrated_pages"],
         state=abi.DRIVER_STATES.get(f["state"], f"unknown({f['state']})"),
-        features=f["features"], usage=usage,
+        features=f["features"], usage=usage, kernel=kernel, zones=zones,
+        subblock_size=f["subblock_size"], memory_blocks=_memory_blocks(ram, f),
+        offline_size=f["offline_size"], offline_threshold=f["offline_threshold"],
+        memmap_pages=f["memmap_pages"],
     )
 
 

@@ -42,6 +42,7 @@ COMMANDS = {
     "stats": abi.CMD_STATS,
     "reboot": abi.CMD_REBOOT,
     "poweroff": abi.CMD_POWEROFF,
+    "online": abi.CMD_ONLINE,
 }
 _COMMAND_NAMES = {v: k for k, v in COMMANDS.items()}
 

@@ -56,6 +56,7 @@ class DriverState(StrEnum):
     DISABLED = "disabled"
     RETRYING = "retrying"
     NO_MEMORY = "no-memory"
+    NO_SPACE = "no-space"  # Linux's -ENOSPC: too much added memory is offline (threshold)
 
     @classmethod
     def from_code(cls, code: int) -> DriverState | None:
@@ -75,4 +76,4 @@ class DriverState(StrEnum):
 
 
 _FINAL = frozenset({DriverState.STOPPED_SHORT, DriverState.BROKEN, DriverState.FAILED,
-                    DriverState.DISABLED, DriverState.NO_MEMORY})
+                    DriverState.DISABLED, DriverState.NO_MEMORY, DriverState.NO_SPACE})

@@ -103,6 +103,18 @@ class Workload:
     def stats(self) -> None:
         self._run("stats")
 
+    def online(self, device: str | int | None = None, online_type: str = "online_movable") -> int:
+        """Online every offline memory block of ``device`` (None: of all devices), as
+        ``echo online_movable > /sys/devices/system/memory/memoryN/state`` does; returns how
+        many memory blocks were onlined. ``online_type``: online, online_kernel, online_movable.
+        """
+        types = {name: code for code, name in abi.ONLINE_TYPES.items() if code}
+        if online_type not in types:
+            raise ValueError(f"online type {online_type!r}: expected one of {', '.join(types)}")
+        index = self._device_index(device)
+        which = 0xFFFF_FFFF_FFFF_FFFF if index is None else int(index)
+        return self._run("online", which, types[online_type]).values[0]
+
     def reboot(self) -> None:
         """Ask the guest to reboot itself (PSCI SYSTEM_RESET); it never answers."""
         self.machine.submit_command("reboot")

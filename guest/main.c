@@ -79,12 +79,61 @@ static int has_prefix(const char *tok, u64 len, const char *p)
     return len >= n && !strncmp(tok, p, n);
 }
 
+static int token_is(const char *tok, u64 len, const char *word)
+{
+    return len == strlen(word) && !strncmp(tok, word, len);
+}
+
+/* kstrtobool(): 1/0, y/n, on/off */
+static int parse_bool(const char *v, u64 len, int *out)
+{
+    if (token_is(v, len, "1") || token_is(v, len, "y") || token_is(v, len, "Y") ||
+        token_is(v, len, "on")) {
+        *out = 1;
+        return 0;
+    }
+    if (token_is(v, len, "0") || token_is(v, len, "n") || token_is(v, len, "N") ||
+        token_is(v, len, "off")) {
+        *out = 0;
+        return 0;
+    }
+    return -1;
+}
+
+static void invalid_param(const char *module, const char *v, u64 len, const char *param)
+{
+    char val[ABI_CMDLINE_LEN];
+    u64 n = MIN(len, sizeof(val) - 1);
+    memcpy(val, v, n);
+    val[n] = 0;
+    printk("%s: '%s' invalid for parameter '%s'\n", module, val, param);
+}
+
+/* mhp_online_type_from_str() */
+static int online_type_from_str(const char *v, u64 len)
+{
+    if (token_is(v, len, "offline"))
+        return ABI_MMOP_OFFLINE;
+    if (token_is(v, len, "online"))
+        return ABI_MMOP_ONLINE;
+    if (token_is(v, len, "online_kernel"))
+        return ABI_MMOP_ONLINE_KERNEL;
+    if (token_is(v, len, "online_movable"))
+        return ABI_MMOP_ONLINE_MOVABLE;
+    return -1;
+}
+
 static void parse_cmdline(void)
 {
     opts.blacklisted = 0;
     opts.memory_block_size = 128UL << 20;
     opts.retry_ms = 1000;
     opts.adopt = 0;
+    opts.unplug_online = 1;
+    opts.online_type = ABI_MMOP_OFFLINE; /* no CONFIG_MEMORY_HOTPLUG_DEFAULT_ONLINE (Debian) */
+    opts.online_policy = ABI_POLICY_CONTIG_ZONES;
+    opts.auto_movable_ratio = 301;
+    opts.auto_movable_numa_aware = 1;
     const char *s = cmdline;
     while (*s) {
         while (*s == ' ')
@@ -121,6 +170,30 @@ static void parse_cmdline(void)
                 printk("virtio_mem.retry_ms: invalid value, using %lu\n", opts.retry_ms);
             else
                 opts.retry_ms = v;
+        } else if (has_prefix(tok, len, "virtio_mem.unplug_online=")) {
+            if (parse_bool(tok + 25, len - 25, &opts.unplug_online))
+                invalid_param("virtio_mem", tok + 25, len - 25, "unplug_online");
+        } else if (has_prefix(tok, len, "memhp_default_state=")) {
+            int type = online_type_from_str(tok + 20, len - 20);
+            if (type >= 0) /* setup_memhp_default_state() ignores anything else */
+                opts.online_type = (u32)type;
+        } else if (has_prefix(tok, len, "memory_hotplug.online_policy=")) {
+            const char *v = tok + 29;
+            if (token_is(v, len - 29, "contig-zones"))
+                opts.online_policy = ABI_POLICY_CONTIG_ZONES;
+            else if (token_is(v, len - 29, "auto-movable"))
+                opts.online_policy = ABI_POLICY_AUTO_MOVABLE;
+            else
+                invalid_param("memory_hotplug", v, len - 29, "online_policy");
+        } else if (has_prefix(tok, len, "memory_hotplug.auto_movable_ratio=")) {
+            u64 v;
+            if (parse_u64(tok + 34, len - 34, &v, 0) || v > 0xffffffffUL)
+                invalid_param("memory_hotplug", tok + 34, len - 34, "auto_movable_ratio");
+            else
+                opts.auto_movable_ratio = v;
+        } else if (has_prefix(tok, len, "memory_hotplug.auto_movable_numa_aware=")) {
+            if (parse_bool(tok + 39, len - 39, &opts.auto_movable_numa_aware))
+                invalid_param("memory_hotplug", tok + 39, len - 39, "auto_movable_numa_aware");
         }
     }
 }
@@ -167,6 +240,9 @@ static void run_command(struct command *c)
             st = -ABI_EFAULT;
             v0 = 0;
         }
+        break;
+    case ABI_CMD_ONLINE:
+        st = vmem_online(c->a0, c->a1, &v0);
         break;
     case ABI_CMD_STATS:
         mm_stats();
@@ -257,6 +333,9 @@ void kmain(const struct abi_bootinfo *bi)
                bi->nodes[i].ram_base + bi->nodes[i].ram_size - 1);
     printk("Kernel command line: %s\n", cmdline);
     parse_cmdline();
+    guest_view.online_type = opts.online_type;
+    guest_view.online_policy = opts.online_policy;
+    guest_view.auto_movable_ratio = opts.auto_movable_ratio;
     mm_init(bi);
     printk("Memory: %luK/%luK available (%luK kernel code+data, %luK reserved)\n",
            guest_view.boot_free * 4, bi->ram_size >> 10,

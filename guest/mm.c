@@ -1,51 +1,64 @@
 /*
- * Page allocator over boot RAM and plugged device memory (4 KiB pages).
+ * Page allocator over boot RAM and plugged device memory (4 KiB pages), with Linux's zones.
  *
- * Every page has a u16 owner: OWN_FREE, OWN_NA (unplugged / not present), OWN_ISOLATED (being
- * offlined), OWN_KERNEL (metadata) or an allocation slot 1..ABI_MAX_ALLOCS. Owner arrays exist
- * per guest "memory block" (Linux's memmap): boot RAM has one, allocated out of boot RAM itself;
- * device memory gets one per memory block when the block is added. Per-block counters
- * (struct abi_block_usage; for boot RAM per 2 MiB chunk) let the allocator skip full blocks and
- * are what the host shows as the "guest view".
+ * Every page has a u16 owner: OWN_FREE, OWN_NA (unplugged / offline / not present),
+ * OWN_ISOLATED (being offlined), OWN_KERNEL (memory maps, metadata) or an allocation slot
+ * 1..ABI_MAX_ALLOCS. The owner arrays are part of each memory block's memory map, which costs
+ * 64 bytes per 4 KiB page like Linux's struct page: boot RAM's is carved out of boot RAM at
+ * boot, a device memory block's is allocated when the block is added (kalloc_memmap), from
+ * boot RAM or ZONE_NORMAL memory. Per-block counters (struct abi_block_usage; for boot RAM per
+ * 2 MiB chunk) let the allocator skip full blocks and are what the host shows as the "guest
+ * view".
+ *
+ * Zones follow Linux: boot RAM and device memory blocks onlined "online_kernel" are
+ * ZONE_NORMAL, blocks onlined "online_movable" ZONE_MOVABLE. Movable allocations may use both
+ * (ZONE_MOVABLE first, like GFP_HIGHUSER_MOVABLE's zonelist); unmovable ones (kernel data,
+ * long-term pinned pages) only ZONE_NORMAL.
  */
 #include "guest.h"
 
 struct abi_guest_view guest_view;
 struct abi_alloc_record allocs[ABI_MAX_ALLOCS];
-struct zone boot_zone;
+struct area boot_area;
 static u16 *boot_owner_ptr[1];
-static struct zone *dev_zones[ABI_MAX_DEVICES];
+static struct area *dev_areas[ABI_MAX_DEVICES];
 static u64 next_alloc_id;
+static struct abi_bootinfo_node boot_nodes[ABI_MAX_NODES];
+static u32 nr_boot_nodes;
 
 #define BOOT_BLOCK_PAGES 512 /* 2 MiB counter chunks in boot RAM */
 #define PATTERN_MUL 0x9E3779B97F4A7C15UL
+#define ZMASK(zone) (1U << (zone))
 
 /* ---- geometry helpers ---- */
-u64 mb_of_block(struct zone *z, u64 b)
+u64 mb_of_block(struct area *z, u64 b)
 {
-    return (b + z->mb_off) / z->mb_blocks;
+    return (b - z->mb_first) / z->mb_blocks;
 }
 
-u16 *blk_owner(struct zone *z, u64 b)
+u16 *blk_owner(struct area *z, u64 b)
 {
-    u64 i = b + z->mb_off;
-    u16 *o = z->owners[i / z->mb_blocks];
+    if (b < z->mb_first)
+        return NULL;
+    u64 i = b - z->mb_first, m = i / z->mb_blocks;
+    if (m >= z->nmbs)
+        return NULL;
+    u16 *o = z->owners[m];
     return o ? o + (i % z->mb_blocks) * z->block_pages : NULL;
 }
 
-void mb_block_range(struct zone *z, u64 m, u64 *b0, u64 *b1)
+void mb_block_range(struct area *z, u64 m, u64 *b0, u64 *b1)
 {
-    u64 s = m * z->mb_blocks, e = (m + 1) * z->mb_blocks - z->mb_off;
-    *b0 = s > z->mb_off ? s - z->mb_off : 0;
-    *b1 = e < z->nblocks ? e : z->nblocks;
+    *b0 = z->mb_first + m * z->mb_blocks;
+    *b1 = MIN(*b0 + z->mb_blocks, z->nblocks);
 }
 
-u64 block_addr(struct zone *z, u64 b)
+u64 block_addr(struct area *z, u64 b)
 {
     return z->base + b * z->block_pages * PAGE_SIZE;
 }
 
-u64 block_valid_pages(struct zone *z, u64 b)
+u64 block_valid_pages(struct area *z, u64 b)
 {
     u64 first = b * z->block_pages;
     if (first >= z->npages)
@@ -53,15 +66,24 @@ u64 block_valid_pages(struct zone *z, u64 b)
     return MIN(z->block_pages, z->npages - first);
 }
 
-void mm_register_zone(struct zone *z)
+void mm_register_area(struct area *z)
 {
     if (z->dev >= 0 && z->dev < ABI_MAX_DEVICES)
-        dev_zones[z->dev] = z;
+        dev_areas[z->dev] = z;
 }
 
-struct zone *zone_of_dev(int dev)
+struct area *area_of_dev(int dev)
 {
-    return (dev >= 0 && dev < ABI_MAX_DEVICES) ? dev_zones[dev] : NULL;
+    return (dev >= 0 && dev < ABI_MAX_DEVICES) ? dev_areas[dev] : NULL;
+}
+
+u64 boot_node_pages(int nid)
+{
+    u64 pages = 0;
+    for (u32 i = 0; i < nr_boot_nodes; i++)
+        if (nid < 0 || boot_nodes[i].node_id == (u64)nid)
+            pages += boot_nodes[i].ram_size >> PAGE_SHIFT;
+    return pages;
 }
 
 /* ---- accounting ---- */
@@ -78,7 +100,7 @@ static int owner_cat(u16 o)
     return (allocs[o - 1].flags & ABI_ALLOC_UNMOVABLE) ? C_UNMOV : C_MOV;
 }
 
-static void acct(struct zone *z, u64 b, int c, long d)
+static void acct(struct area *z, u64 b, int c, long d)
 {
     struct abi_block_usage *u = &z->usage[b];
     int boot = z->dev < 0;
@@ -86,6 +108,7 @@ static void acct(struct zone *z, u64 b, int c, long d)
     case C_FREE:
         u->free = (u32)((long)u->free + d);
         z->free_total = (u64)((long)z->free_total + d);
+        z->free_zone[u->zone & 3] = (u64)((long)z->free_zone[u->zone & 3] + d);
         if (boot)
             guest_view.boot_free = (u64)((long)guest_view.boot_free + d);
         break;
@@ -100,6 +123,8 @@ static void acct(struct zone *z, u64 b, int c, long d)
             guest_view.boot_unmovable = (u64)((long)guest_view.boot_unmovable + d);
         break;
     case C_KERN:
+        u->unmovable = (u32)((long)u->unmovable + d); /* nothing can migrate kernel data */
+        u->kernel = (u32)((long)u->kernel + d);
         if (boot)
             guest_view.boot_kernel = (u64)((long)guest_view.boot_kernel + d);
         break;
@@ -108,38 +133,78 @@ static void acct(struct zone *z, u64 b, int c, long d)
     }
 }
 
-static void set_owner(struct zone *z, u64 b, u16 *o, u16 v)
+static void set_owner(struct area *z, u64 b, u16 *o, u16 v)
 {
     acct(z, b, owner_cat(*o), -1);
     acct(z, b, owner_cat(v), 1);
     *o = v;
 }
 
+/* ---- zones of device blocks ---- */
+void set_blocks_zone(struct area *z, u64 b0, u64 b1, u32 zone)
+{
+    for (u64 b = b0; b < b1; b++) {
+        struct abi_block_usage *u = &z->usage[b];
+        z->free_zone[u->zone & 3] -= u->free;
+        z->free_zone[zone & 3] += u->free;
+        u->zone = zone;
+    }
+}
+
+/* Online the plugged device blocks of [b0, b1): their pages become free (generic_online_page
+ * hands them to the buddy). Unplugged ones stay fake-offline (OWN_NA). */
+void online_blocks_pages(struct area *z, u64 b0, u64 b1)
+{
+    for (u64 b = b0; b < b1; b++) {
+        struct abi_block_usage *u = &z->usage[b];
+        u16 *o = blk_owner(z, b);
+        if (u->state != ABI_BLOCK_PLUGGED || !o || u->free || u->movable || u->unmovable)
+            continue;
+        memset16(o, OWN_FREE, z->block_pages);
+        acct(z, b, C_FREE, (long)z->block_pages);
+    }
+}
+
 /* ---- boot RAM ---- */
 void mm_init(const struct abi_bootinfo *bi)
 {
-    struct zone *z = &boot_zone;
+    struct area *z = &boot_area;
     u64 start = ALIGN_UP((u64)__end, PAGE_SIZE);
     if (bi->image_end > start)
         start = ALIGN_UP(bi->image_end, PAGE_SIZE);
     u64 end = ALIGN_DOWN(bi->ram_base + bi->ram_size, PAGE_SIZE);
     u64 npages = end > start ? (end - start) >> PAGE_SHIFT : 0;
     u64 nblocks = (npages + BOOT_BLOCK_PAGES - 1) / BOOT_BLOCK_PAGES;
-    u64 owners_bytes = ALIGN_UP(nblocks * BOOT_BLOCK_PAGES * 2, 16);
+    /* the memory map of all boot RAM (64 bytes per page); the owner array is part of it */
+    u64 memmap_bytes = (bi->ram_size >> PAGE_SHIFT) * MEMMAP_BYTES_PER_PAGE;
+    u64 owners_bytes = ALIGN_UP(MAX(nblocks * BOOT_BLOCK_PAGES * 2, memmap_bytes), 16);
     u64 usage_bytes = nblocks * sizeof(struct abi_block_usage);
     u64 meta = ALIGN_UP(owners_bytes + usage_bytes, PAGE_SIZE) >> PAGE_SHIFT;
 
+    nr_boot_nodes = MIN(bi->nr_nodes, ABI_MAX_NODES);
+    for (u32 i = 0; i < nr_boot_nodes; i++)
+        boot_nodes[i] = bi->nodes[i];
+    if (!nr_boot_nodes) {
+        nr_boot_nodes = 1;
+        boot_nodes[0].node_id = 0;
+        boot_nodes[0].ram_base = bi->ram_base;
+        boot_nodes[0].ram_size = bi->ram_size;
+    }
     z->present = 1;
     z->dev = -1;
+    z->nid = -1;
     z->base = start;
     z->npages = npages;
     z->nblocks = nblocks;
     z->block_pages = BOOT_BLOCK_PAGES;
     z->mb_blocks = nblocks ? nblocks : 1;
-    z->mb_off = 0;
+    z->mb_first = 0;
     z->nmbs = 1;
     z->owners = boot_owner_ptr;
+    z->mb_state = NULL;
     z->mb_plugged = NULL;
+    guest_view.allocs_addr = (u64)allocs;
+    next_alloc_id = 1;
     if (meta >= npages) {
         printk("Kernel panic - not syncing: boot RAM too small (%lu pages)\n", npages);
         z->npages = z->nblocks = 0;
@@ -155,29 +220,33 @@ void mm_init(const struct abi_bootinfo *bi)
         u64 first = b * BOOT_BLOCK_PAGES, valid = block_valid_pages(z, b);
         u64 kern = meta > first ? MIN(meta - first, valid) : 0;
         z->usage[b].movable = 0;
-        z->usage[b].unmovable = 0;
+        z->usage[b].unmovable = (u32)kern;
+        z->usage[b].kernel = (u32)kern;
         z->usage[b].free = (u32)(valid - kern);
         z->usage[b].state = ABI_BLOCK_PLUGGED;
+        z->usage[b].zone = ABI_ZONE_NORMAL;
     }
     z->free_total = npages - meta;
+    z->free_zone[ABI_ZONE_NORMAL] = npages - meta;
     guest_view.boot_pages = npages;
     guest_view.boot_free = npages - meta;
     guest_view.boot_kernel = meta;
-    guest_view.allocs_addr = (u64)allocs;
-    next_alloc_id = 1;
 }
 
-/* Contiguous kernel pages from the top of boot RAM (memory maps, driver metadata). */
-void *kalloc_pages_raw(u64 n)
+/*
+ * n contiguous free pages of zone `zone` in z, highest address first, marked OWN_KERNEL, or
+ * NULL. (Kernel data from the top, workload data from the bottom: they meet late.)
+ */
+static void *run_alloc(struct area *z, u64 n, u32 zone)
 {
-    struct zone *z = &boot_zone;
     u64 run = 0;
     if (!n || !z->nblocks)
         return NULL;
     for (u64 b = z->nblocks; b-- > 0;) {
         struct abi_block_usage *u = &z->usage[b];
         u64 valid = block_valid_pages(z, b);
-        if (!u->free) {
+        u16 *o = blk_owner(z, b);
+        if (!u->free || u->zone != zone || u->state != ABI_BLOCK_PLUGGED || !o) {
             run = 0;
             continue;
         }
@@ -185,9 +254,8 @@ void *kalloc_pages_raw(u64 n)
             run += valid;
             continue;
         }
-        u16 *o = blk_owner(z, b);
         for (u64 p = z->block_pages; p-- > 0;) {
-            if (o[p] != OWN_FREE) {
+            if (p >= valid || o[p] != OWN_FREE) {
                 run = 0;
                 continue;
             }
@@ -204,9 +272,37 @@ void *kalloc_pages_raw(u64 n)
     return NULL;
 }
 
+static struct area *area_of_addr(u64 pa)
+{
+    struct area *z = &boot_area;
+    if (pa >= z->base && pa < z->base + z->nblocks * z->block_pages * PAGE_SIZE)
+        return z;
+    for (int i = 0; i < ABI_MAX_DEVICES; i++) {
+        z = dev_areas[i];
+        if (z && pa >= z->base && pa < z->base + z->nblocks * z->block_pages * PAGE_SIZE)
+            return z;
+    }
+    return NULL;
+}
+
+static void run_free(void *ptr, u64 n)
+{
+    struct area *z = area_of_addr((u64)ptr);
+    if (!z)
+        return;
+    u64 first = ((u64)ptr - z->base) >> PAGE_SHIFT;
+    for (u64 i = 0; i < n; i++) {
+        u64 pg = first + i, b = pg / z->block_pages;
+        u16 *o = blk_owner(z, b);
+        if (o)
+            set_owner(z, b, o + pg % z->block_pages, OWN_FREE);
+    }
+}
+
+/* Driver metadata: boot RAM, zeroed. */
 void *kalloc_pages(u64 n)
 {
-    void *p = kalloc_pages_raw(n);
+    void *p = run_alloc(&boot_area, n, ABI_ZONE_NORMAL);
     if (p)
         memset(p, 0, n * PAGE_SIZE);
     return p;
@@ -214,12 +310,26 @@ void *kalloc_pages(u64 n)
 
 void kfree_pages(void *ptr, u64 n)
 {
-    struct zone *z = &boot_zone;
-    u64 first = ((u64)ptr - z->base) >> PAGE_SHIFT;
-    for (u64 i = 0; i < n; i++) {
-        u64 pg = first + i, b = pg / z->block_pages;
-        set_owner(z, b, blk_owner(z, b) + pg % z->block_pages, OWN_FREE);
-    }
+    run_free(ptr, n);
+}
+
+/*
+ * A memory block's memory map: GFP_KERNEL memory, i.e. ZONE_NORMAL only (boot RAM first, then
+ * device memory onlined to ZONE_NORMAL), never ZONE_MOVABLE. Not zeroed: only the owner array
+ * at its start is used (and initialized by the caller).
+ */
+void *kalloc_memmap(u64 n)
+{
+    void *p = run_alloc(&boot_area, n, ABI_ZONE_NORMAL);
+    for (int i = 0; i < ABI_MAX_DEVICES && !p; i++)
+        if (dev_areas[i])
+            p = run_alloc(dev_areas[i], n, ABI_ZONE_NORMAL);
+    return p;
+}
+
+void kfree_memmap(void *ptr, u64 n)
+{
+    run_free(ptr, n);
 }
 
 /* ---- patterns ---- */
@@ -236,55 +346,93 @@ static int check_page(u64 pa, u64 seed)
     return (int)check_page_asm((const void *)pa, seed, PATTERN_MUL);
 }
 
-/* ---- zone order ---- */
-static int zone_order(u64 target, int unmovable, struct zone **out)
+/* ---- where pages may go: (area, zone) pairs in preference order ---- */
+struct pick {
+    struct area *z;
+    u32 zone;
+};
+
+#define MAX_PICKS (2 * ABI_MAX_DEVICES + 2)
+
+static int add_devs(struct pick *out, int n, u32 zone, int nid, int same_node, struct area *skip)
 {
-    int n = 0;
-    if (target == ABI_TARGET_ANY) {
-        if (unmovable)
-            out[n++] = &boot_zone;
-        for (int i = 0; i < ABI_MAX_DEVICES; i++)
-            if (dev_zones[i])
-                out[n++] = dev_zones[i];
-        if (!unmovable)
-            out[n++] = &boot_zone;
-    } else if (target == ABI_TARGET_BOOT) {
-        out[n++] = &boot_zone;
-    } else if (target < ABI_MAX_DEVICES && dev_zones[target]) {
-        out[n++] = dev_zones[target];
+    for (int i = 0; i < ABI_MAX_DEVICES; i++) {
+        struct area *z = dev_areas[i];
+        if (!z || z == skip)
+            continue;
+        if (nid >= 0 && (z->nid == nid) != same_node)
+            continue;
+        out[n].z = z;
+        out[n++].zone = zone;
     }
     return n;
 }
 
 /*
- * Where a movable page may go when its block is emptied. Like Linux's offline_pages(), which
- * migrates to any node with memory, the allocation's target only chose where it started: its own
- * device first, then device memory (lowest address first), then boot RAM.
+ * Movable allocations follow GFP_HIGHUSER_MOVABLE's zonelist (ZONE_MOVABLE, then ZONE_NORMAL);
+ * unmovable ones GFP_KERNEL's (ZONE_NORMAL only). A target narrows where the pages start.
  */
-static int migrate_order(u64 target, struct zone **out)
+static int alloc_order(u64 target, int unmovable, struct pick *out)
 {
-    struct zone *any[ABI_MAX_DEVICES + 1];
-    int n = 0, na = zone_order(ABI_TARGET_ANY, 0, any);
-    struct zone *own = target < ABI_MAX_DEVICES ? dev_zones[target] : NULL;
-    if (own)
-        out[n++] = own;
-    for (int i = 0; i < na; i++)
-        if (any[i] != own)
-            out[n++] = any[i];
+    int n = 0;
+    if (target == ABI_TARGET_ANY) {
+        if (unmovable) {
+            out[n].z = &boot_area;
+            out[n++].zone = ABI_ZONE_NORMAL;
+            n = add_devs(out, n, ABI_ZONE_NORMAL, -1, 1, NULL);
+        } else {
+            n = add_devs(out, n, ABI_ZONE_MOVABLE, -1, 1, NULL);
+            n = add_devs(out, n, ABI_ZONE_NORMAL, -1, 1, NULL);
+            out[n].z = &boot_area;
+            out[n++].zone = ABI_ZONE_NORMAL;
+        }
+    } else if (target == ABI_TARGET_BOOT) {
+        out[n].z = &boot_area;
+        out[n++].zone = ABI_ZONE_NORMAL;
+    } else if (target < ABI_MAX_DEVICES && dev_areas[target]) {
+        if (!unmovable) {
+            out[n].z = dev_areas[target];
+            out[n++].zone = ABI_ZONE_MOVABLE;
+        }
+        out[n].z = dev_areas[target];
+        out[n++].zone = ABI_ZONE_NORMAL;
+    }
     return n;
 }
 
-static u64 zone_avail(struct zone *z)
+/*
+ * Where a movable page goes when its block is emptied: alloc_contig_range() migrates with a
+ * movable GFP mask, preferring the node of the range (ZONE_MOVABLE, ZONE_NORMAL, boot RAM),
+ * then any other node. The allocation's own target does not matter any more.
+ */
+static int migrate_order(struct area *src, struct pick *out)
 {
-    return z->free_total; /* no block is isolated while commands run */
+    int n = 0, nid = src->nid;
+    n = add_devs(out, n, ABI_ZONE_MOVABLE, nid, 1, NULL);
+    n = add_devs(out, n, ABI_ZONE_NORMAL, nid, 1, NULL);
+    out[n].z = &boot_area;
+    out[n++].zone = ABI_ZONE_NORMAL;
+    if (nid >= 0) {
+        n = add_devs(out, n, ABI_ZONE_MOVABLE, nid, 0, NULL);
+        n = add_devs(out, n, ABI_ZONE_NORMAL, nid, 0, NULL);
+    }
+    return n;
 }
 
-/* The first free page at or after page *p of block *b, lowest address first, or NULL. */
-static u16 *next_free_page(struct zone *z, u64 *b, u64 *p)
+static u64 picks_free(struct pick *p, int n)
+{
+    u64 sum = 0;
+    for (int i = 0; i < n; i++)
+        sum += p[i].z->free_zone[p[i].zone];
+    return sum;
+}
+
+/* The first free page at or after page *p of block *b in `zone`, lowest address first. */
+static u16 *next_free_page(struct area *z, u32 zone, u64 *b, u64 *p)
 {
     for (; *b < z->nblocks; (*b)++, *p = 0) {
         struct abi_block_usage *u = &z->usage[*b];
-        if (u->state != ABI_BLOCK_PLUGGED || !u->free)
+        if (u->state != ABI_BLOCK_PLUGGED || !u->free || u->zone != zone)
             continue;
         u16 *o = blk_owner(z, *b);
         if (!o)
@@ -296,36 +444,36 @@ static u16 *next_free_page(struct zone *z, u64 *b, u64 *p)
     return NULL;
 }
 
-static u64 zone_take(struct zone *z, u64 want, u16 slot, u64 seed)
+static u64 pick_take(struct pick *pk, u64 want, u16 slot, u64 seed)
 {
     u64 got = 0, b = 0, p = 0;
     u16 *o;
-    while (got < want && (o = next_free_page(z, &b, &p))) {
-        set_owner(z, b, o, slot);
-        fill_page(block_addr(z, b) + p * PAGE_SIZE, seed);
+    while (got < want && (o = next_free_page(pk->z, pk->zone, &b, &p))) {
+        set_owner(pk->z, b, o, slot);
+        fill_page(block_addr(pk->z, b) + p * PAGE_SIZE, seed);
         got++;
     }
     return got;
 }
 
 /* ---- walking the pages of allocations ---- */
-typedef void (*page_cb)(struct zone *z, u64 b, u16 *o, u64 pa, void *ctx);
+typedef void (*page_cb)(struct area *z, u64 b, u16 *o, u64 pa, void *ctx);
 
-/* Visit every page owned by `slot` (0: by any allocation), lowest address first per zone. */
+/* Visit every page owned by `slot` (0: by any allocation), lowest address first per area. */
 static u64 walk_pages(u16 slot, page_cb cb, void *ctx)
 {
-    struct zone *zs[ABI_MAX_DEVICES + 1];
+    struct area *zs[ABI_MAX_DEVICES + 1];
     int nz = 0;
     u64 found = 0;
-    zs[nz++] = &boot_zone;
+    zs[nz++] = &boot_area;
     for (int i = 0; i < ABI_MAX_DEVICES; i++)
-        if (dev_zones[i])
-            zs[nz++] = dev_zones[i];
+        if (dev_areas[i])
+            zs[nz++] = dev_areas[i];
     for (int i = 0; i < nz; i++) {
-        struct zone *z = zs[i];
+        struct area *z = zs[i];
         for (u64 b = 0; b < z->nblocks; b++) {
             struct abi_block_usage *u = &z->usage[b];
-            if (u->state == ABI_BLOCK_UNPLUGGED || !(u->movable + u->unmovable))
+            if (u->state == ABI_BLOCK_UNPLUGGED || !(u->movable + u->unmovable - u->kernel))
                 continue;
             u16 *o = blk_owner(z, b);
             if (!o)
@@ -356,17 +504,33 @@ static u16 slot_of(struct abi_alloc_record *r)
     return (u16)(r - allocs + 1);
 }
 
+static u64 free_in_zone(u32 zone)
+{
+    u64 sum = boot_area.free_zone[zone];
+    for (int i = 0; i < ABI_MAX_DEVICES; i++)
+        if (dev_areas[i])
+            sum += dev_areas[i]->free_zone[zone];
+    return sum;
+}
+
+/*
+ * ALLOC. An unmovable allocation aimed at a device that has no (or too little) ZONE_NORMAL
+ * memory is a long-term pin of pages that would first be faulted in there: Linux migrates
+ * pages out of ZONE_MOVABLE before pinning them (FOLL_LONGTERM), so those end up in ZONE_NORMAL
+ * elsewhere: boot RAM first, then other devices.
+ */
 long cmd_alloc(u64 bytes, u64 flags, u64 seed, u64 *v0, u64 *v1)
 {
     u64 pages = (bytes + PAGE_SIZE - 1) / PAGE_SIZE;
     int unmovable = (flags & ABI_ALLOC_UNMOVABLE) != 0;
     u64 target = (flags >> 8) & 0xff;
-    struct zone *order[ABI_MAX_DEVICES + 1];
+    struct pick order[MAX_PICKS], out[MAX_PICKS];
     struct abi_alloc_record *r = NULL;
+    int nout = 0;
 
     if (!pages)
         return -ABI_EINVAL;
-    int n = zone_order(target, unmovable, order);
+    int n = alloc_order(target, unmovable, order);
     if (!n)
         return -ABI_ENODEV;
     for (int i = 0; i < ABI_MAX_ALLOCS; i++)
@@ -376,12 +540,19 @@ long cmd_alloc(u64 bytes, u64 flags, u64 seed, u64 *v0, u64 *v1)
         }
     if (!r)
         return -ABI_ENOMEM;
-    u64 avail = 0;
-    for (int i = 0; i < n; i++)
-        avail += zone_avail(order[i]);
+    u64 avail = picks_free(order, n), pinned_out = 0;
+    if (unmovable && target < ABI_MAX_DEVICES && avail < pages) {
+        struct area *dz = dev_areas[target];
+        out[nout].z = &boot_area;
+        out[nout++].zone = ABI_ZONE_NORMAL;
+        nout = add_devs(out, nout, ABI_ZONE_NORMAL, -1, 1, dz);
+        pinned_out = MIN(pages - avail, MIN(dz->free_zone[ABI_ZONE_MOVABLE], picks_free(out, nout)));
+        avail += pinned_out;
+    }
     if (avail < pages) {
-        printk("alloc: 0x%lx bytes %s: out of memory (%lu pages free)\n", bytes,
-               unmovable ? "unmovable" : "movable", avail);
+        printk("alloc: 0x%lx bytes %s: page allocation failure (%lu pages free in ZONE_NORMAL, "
+               "%lu in ZONE_MOVABLE)\n", bytes, unmovable ? "unmovable" : "movable",
+               free_in_zone(ABI_ZONE_NORMAL), free_in_zone(ABI_ZONE_MOVABLE));
         return -ABI_ENOMEM;
     }
     r->flags = (u32)(flags & ABI_ALLOC_UNMOVABLE);
@@ -392,14 +563,22 @@ long cmd_alloc(u64 bytes, u64 flags, u64 seed, u64 *v0, u64 *v1)
     u16 slot = slot_of(r);
     u64 got = 0;
     for (int i = 0; i < n && got < pages; i++)
-        got += zone_take(order[i], pages - got, slot, seed);
+        got += pick_take(&order[i], pages - got, slot, seed);
+    u64 direct = got;
+    for (int i = 0; i < nout && got < pages; i++)
+        got += pick_take(&out[i], pages - got, slot, seed);
     *v0 = r->id;
     *v1 = got;
-    printk("alloc: id %u, %lu pages %s\n", r->id, got, unmovable ? "unmovable" : "movable");
+    if (got > direct)
+        printk("alloc: id %u, %lu pages unmovable; %lu of them pinned outside ZONE_MOVABLE "
+               "(long-term pins are migrated out of ZONE_MOVABLE first)\n", r->id, got,
+               got - direct);
+    else
+        printk("alloc: id %u, %lu pages %s\n", r->id, got, unmovable ? "unmovable" : "movable");
     return 0;
 }
 
-static void free_cb(struct zone *z, u64 b, u16 *o, u64 pa, void *ctx)
+static void free_cb(struct area *z, u64 b, u16 *o, u64 pa, void *ctx)
 {
     (void)pa;
     (void)ctx;
@@ -422,7 +601,7 @@ long cmd_free(u64 id, u64 *v0)
     return 0;
 }
 
-static void touch_cb(struct zone *z, u64 b, u16 *o, u64 pa, void *ctx)
+static void touch_cb(struct area *z, u64 b, u16 *o, u64 pa, void *ctx)
 {
     (void)z;
     (void)b;
@@ -448,7 +627,7 @@ struct verify_ctx {
     u64 *count; /* per slot */
 };
 
-static void verify_cb(struct zone *z, u64 b, u16 *o, u64 pa, void *ctx)
+static void verify_cb(struct area *z, u64 b, u16 *o, u64 pa, void *ctx)
 {
     struct verify_ctx *v = ctx;
     (void)z;
@@ -490,26 +669,27 @@ long cmd_verify(u64 id, u64 *v0, u64 *v1)
 }
 
 /* ---- isolation and migration (alloc_contig_range, scaled down) ---- */
-static int find_dest(struct zone **order, int n, struct zone **dz, u64 *db, u16 **dop, u64 *dpa)
+static int find_dest(struct pick *order, int n, struct pick **dp, u64 *db, u16 **dop, u64 *dpa)
 {
     for (int i = 0; i < n; i++) {
-        struct zone *z = order[i];
-        u64 b = z->cursor, p = 0;
-        u16 *o = next_free_page(z, &b, &p);
+        struct area *z = order[i].z;
+        u32 zone = order[i].zone;
+        u64 b = z->cursor[zone], p = 0;
+        u16 *o = next_free_page(z, zone, &b, &p);
         if (o) {
-            z->cursor = b;
-            *dz = z;
+            z->cursor[zone] = b;
+            *dp = &order[i];
             *db = b;
             *dop = o;
             *dpa = block_addr(z, b) + p * PAGE_SIZE;
             return 0;
         }
-        z->cursor = z->nblocks; /* nothing free here for the rest of this attempt */
+        z->cursor[zone] = z->nblocks; /* nothing free here for the rest of this attempt */
     }
     return -ABI_ENOMEM;
 }
 
-void unisolate(struct zone *z, u64 b0, u64 b1)
+void unisolate(struct area *z, u64 b0, u64 b1)
 {
     for (u64 b = b0; b < b1; b++) {
         struct abi_block_usage *u = &z->usage[b];
@@ -527,26 +707,42 @@ void unisolate(struct zone *z, u64 b0, u64 b1)
     }
 }
 
-/*
- * Isolate device blocks [b0, b1) and migrate their movable pages elsewhere. On success every
- * page of them is OWN_ISOLATED and the blocks are OFFLINING; on failure (-EBUSY) they are
- * un-isolated again (pages migrated so far stay where they went, as in Linux).
- */
-int isolate_and_migrate(struct zone *z, u64 b0, u64 b1, u64 *migrated)
+static void reset_cursors(void)
 {
-    u64 movable = 0, inside_free = 0, free_elsewhere = boot_zone.free_total;
+    for (int zone = 0; zone < 4; zone++) {
+        boot_area.cursor[zone] = 0;
+        for (int i = 0; i < ABI_MAX_DEVICES; i++)
+            if (dev_areas[i])
+                dev_areas[i]->cursor[zone] = 0;
+    }
+}
+
+/*
+ * alloc_contig_range() on device blocks [b0, b1) of an online memory block: isolate them and
+ * migrate their movable pages elsewhere. -EBUSY when a page cannot move (unmovable data or
+ * kernel data: only possible in ZONE_NORMAL; start_isolate_page_range() finds it before
+ * migrating anything), -ENOMEM when the pages find no room elsewhere (migrate_pages() bails out
+ * with -ENOMEM). On success every page of them is OWN_ISOLATED and the blocks are OFFLINING; on
+ * failure they are un-isolated again (pages migrated so far stay where they went, as in Linux).
+ */
+int isolate_and_migrate(struct area *z, u64 b0, u64 b1, u64 *migrated)
+{
+    u64 movable = 0, inside_free = 0;
     for (u64 b = b0; b < b1; b++) {
         if (z->usage[b].unmovable || z->usage[b].state != ABI_BLOCK_PLUGGED)
             return -ABI_EBUSY;
         movable += z->usage[b].movable;
         inside_free += z->usage[b].free;
     }
-    /* fail fast when the pages cannot fit anywhere else (no pointless migrations) */
-    for (int i = 0; i < ABI_MAX_DEVICES; i++)
-        if (dev_zones[i])
-            free_elsewhere += dev_zones[i]->free_total;
-    if (movable > free_elsewhere - inside_free)
-        return -ABI_EBUSY;
+    struct pick order[MAX_PICKS];
+    int n = migrate_order(z, order);
+    u64 room = picks_free(order, n);
+    u32 zone = z->usage[b0].zone;
+    for (int i = 0; i < n; i++)
+        if (order[i].z == z && order[i].zone == zone)
+            room -= inside_free; /* the range's own free pages are no destination */
+    if (movable > room)
+        return -ABI_ENOMEM; /* fail fast: no pointless migrations */
     for (u64 b = b0; b < b1; b++) {
         struct abi_block_usage *u = &z->usage[b];
         u16 *o = blk_owner(z, b);
@@ -559,10 +755,7 @@ int isolate_and_migrate(struct zone *z, u64 b0, u64 b1, u64 *migrated)
                     o[p] = OWN_ISOLATED;
         }
     }
-    boot_zone.cursor = 0;
-    for (int i = 0; i < ABI_MAX_DEVICES; i++)
-        if (dev_zones[i])
-            dev_zones[i]->cursor = 0;
+    reset_cursors();
     for (u64 b = b0; b < b1; b++) {
         struct abi_block_usage *u = &z->usage[b];
         if (!u->movable)
@@ -573,18 +766,16 @@ int isolate_and_migrate(struct zone *z, u64 b0, u64 b1, u64 *migrated)
             u16 v = o[p];
             if (v == 0 || v > ABI_MAX_ALLOCS)
                 continue;
-            struct abi_alloc_record *r = &allocs[v - 1];
-            struct zone *order[ABI_MAX_DEVICES + 1], *dz;
+            struct pick *dp;
             u64 db, dpa;
             u16 *dop;
-            int n = migrate_order(r->target, order);
-            if (find_dest(order, n, &dz, &db, &dop, &dpa)) {
+            if (find_dest(order, n, &dp, &db, &dop, &dpa)) {
                 unisolate(z, b0, b1);
-                return -ABI_EBUSY;
+                return -ABI_ENOMEM;
             }
             copy_page((void *)dpa, (const void *)(base + p * PAGE_SIZE));
             cond_resched();
-            set_owner(dz, db, dop, v);
+            set_owner(dp->z, db, dop, v);
             set_owner(z, b, &o[p], OWN_ISOLATED);
             (*migrated)++;
             if (z->dev >= 0)
@@ -611,19 +802,20 @@ void mm_stats(void)
            guest_view.boot_pages, guest_view.boot_free, guest_view.boot_movable,
            guest_view.boot_unmovable, guest_view.boot_kernel);
     for (int i = 0; i < ABI_MAX_DEVICES; i++) {
-        struct zone *z = dev_zones[i];
+        struct area *z = dev_areas[i];
         if (!z)
             continue;
-        u64 m = 0, um = 0, plugged = 0, off = 0;
+        u64 m = 0, um = 0, k = 0, plugged = 0;
         for (u64 b = 0; b < z->nblocks; b++) {
             m += z->usage[b].movable;
-            um += z->usage[b].unmovable;
+            um += z->usage[b].unmovable - z->usage[b].kernel;
+            k += z->usage[b].kernel;
             plugged += z->usage[b].state != ABI_BLOCK_UNPLUGGED;
-            off += z->usage[b].state == ABI_BLOCK_OFFLINING;
         }
-        printk("mm: virtio%d %lu/%lu blocks plugged: %lu free, %lu movable, %lu unmovable pages\n",
-               i, plugged, z->nblocks, z->free_total, m, um);
-        (void)off;
+        printk("mm: virtio%d %lu/%lu blocks plugged: %lu free (%lu Normal, %lu Movable), "
+               "%lu movable, %lu unmovable, %lu kernel pages\n", i, plugged, z->nblocks,
+               z->free_total, z->free_zone[ABI_ZONE_NORMAL], z->free_zone[ABI_ZONE_MOVABLE], m,
+               um, k);
     }
     printk("mm: %lu allocations: %lu movable, %lu unmovable pages; %lu faults\n", n, mov, unmov,
            guest_view.faults);

@@ -25,6 +25,7 @@ from control import (
     GuestOp,
     GuestReboot,
     MachineControl,
+    Online,
     Outcome,
     Poweroff,
     Read,
@@ -35,6 +36,7 @@ from control import (
     control_for,
 )
 from control.errors import ENGINE_ERRORS
+from control.guest_ops import ONLINE_TYPES
 from control.sizes import U64_MAX, json_to_uint64, parse_option_size
 from device.errors import GuestMemoryError, VmemError
 
@@ -435,7 +437,7 @@ def memory_size_summary(ctx: MonitorContext) -> dict[str, int]:
 
 REQUEST_STATUS = {
     "stopped-short": "vm-oom", "no-memory": "vm-oom", "retrying": "retrying",
-    "broken": "failed", "failed": "failed",
+    "broken": "failed", "failed": "failed", "no-space": "retrying",
 }
 
 
@@ -602,7 +604,7 @@ def read_memory(ctx: MonitorContext, addr: int, size: int) -> bytes:
 # ------------------------------------------------------------------------------ guest
 
 GUEST_COMMANDS = ("alloc", "pin", "free", "touch", "verify", "dump", "rogue-write", "read",
-                  "stats", "reboot", "poweroff")
+                  "online", "stats", "reboot", "poweroff")
 
 
 def _number(word: str) -> int:
@@ -641,6 +643,15 @@ def parse_guest_op(ctx: MonitorContext, command: str, args: list[str]) -> GuestO
         return Alloc(size, unmovable=unmovable, target=where)
     if command == "dump":
         return Dump(resolve_device(ctx, args[0]) if args else None)
+    if command == "online":
+        # echo TYPE > /sys/devices/system/memory/memoryN/state, for each offline block
+        device, kind = None, "online_movable"
+        for word in args:
+            if word in ONLINE_TYPES:
+                kind = word
+            else:
+                device = resolve_device(ctx, word)
+        return Online(device, kind)
     ident = _number(args[0]) if args else 0
     if command == "free":
         return Free(ident)

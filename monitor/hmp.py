@@ -194,8 +194,12 @@ def fmt_guest(info: dict[str, Any] | None) -> str:
     if info is None:
         return "guest: not booted yet (no guest view exported)\n"
     v = info["view"]
+    policy = v.online_policy
+    if policy == "auto-movable":
+        policy += f" (auto_movable_ratio {v.auto_movable_ratio})"
     out = [
         f"guest uptime: {info['uptime_ns'] / 1e9:.2f} s, cmdline: '{info['cmdline']}'\n",
+        f"memory hotplug: memhp_default_state={v.online_type}, online_policy={policy}\n",
         f"boot RAM: {v.boot_pages} pages ({format_mib(v.boot_pages * 4096)}): "
         f"{v.boot_free} free, {v.boot_movable} movable, {v.boot_unmovable} unmovable, "
         f"{v.boot_kernel} kernel\n",
@@ -223,8 +227,40 @@ def fmt_guest(info: dict[str, Any] | None) -> str:
             f"{format_mib(g.memory_block_size)} ({g.memory_blocks_added} added), "
             f"requests {g.requests} (ack {g.acks}, nack {g.nacks}, busy {g.busies}, "
             f"error {g.errors}), pages migrated {g.migrated_pages}\n")
+        out.extend(f"  {line}\n" for line in _memory_block_lines(g))
+        out.append(_page_line(d["id"], g))
     out.append(f"guest faults: {info['faults']}\n")
     return "".join(out)
+
+
+def _memory_block_lines(g: Any) -> list[str]:
+    """Added memory blocks in runs, like ``/sys/devices/system/memory/memoryN`` (state, zone)."""
+    runs: list[tuple[int, int, str]] = []
+    for mb in g.memory_blocks:
+        if mb.zone == "none":
+            continue
+        what = "offline" if mb.zone == "offline" else f"online zones={mb.zone}"
+        last = mb.id + mb.span - 1
+        if runs and runs[-1][2] == what and runs[-1][1] == mb.id - 1:
+            runs[-1] = (runs[-1][0], last, what)
+        else:
+            runs.append((mb.id, last, what))
+    return [f"memory{a}: {what}" if a == b else f"memory{a}..{b}: {what}"
+            for a, b, what in runs]
+
+
+def _page_line(dev_id: str, g: Any) -> str:
+    free = sum(u[2] for u in g.usage)
+    movable = sum(u[0] for u in g.usage)
+    kernel = sum(g.kernel)
+    unmovable = sum(u[1] for u in g.usage) - kernel
+    line = (f"  {dev_id} pages: {free} free, {movable} movable, {unmovable} unmovable, "
+            f"{kernel} kernel; memory maps {g.memmap_pages} pages "
+            f"({format_mib(g.memmap_pages * 4096)})")
+    if g.offline_size:
+        line += (f"; {format_mib(g.offline_size)} added but offline (threshold "
+                 f"{format_mib(g.offline_threshold)})")
+    return line + "\n"
 
 
 # ------------------------------------------------------------------------------ x / xp
@@ -389,7 +425,9 @@ COMMANDS: list[HmpCommand] = [
     HmpCommand("guest", "command:s,args:S?", "command [args...]",
                "drive the guest workload: alloc SIZE [movable|unmovable] [any|boot|DEVICE], "
                "pin SIZE [DEVICE], free ID, touch ID, verify [ID], dump [DEVICE], "
-               "rogue-write [OFFSET] [DEVICE], read ADDR, stats, reboot, poweroff (vmemlab)",
+               "rogue-write [OFFSET] [DEVICE], read ADDR, "
+               "online [DEVICE] [online_movable|online_kernel|online], stats, reboot, "
+               "poweroff (vmemlab)",
                _h_guest, visitor_safe=True),
     HmpCommand("help|?", "name:S?", "[cmd]", "show the help", _h_help, visitor_safe=True),
     HmpCommand("info", "item:s?", "[subcommand]", "show various information about the system "

@@ -440,7 +440,7 @@ def _machine(chk: _Checker, name: str, spec: Any, where: list[Any]) -> MachineSp
     if "maxmem" in spec:
         cfg.maxmem = chk.size(spec["maxmem"], [*where, "maxmem"])
     cfg.smp = spec.get("smp", 1)
-    cfg.cmdline = spec.get("append", "")
+    cfg.cmdline = spec.get("append", cfg.cmdline)  # no append: the default guest command line
     cfg.rfc_shrink_on_reboot = spec.get("rfc-shrink-on-reboot", False)
     cfg.persistent_suspend = spec.get("persistent-suspend", False)
     for i, node in enumerate(spec.get("nodes", [])):

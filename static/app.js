@@ -444,7 +444,9 @@
     dev.hoverTimer = setTimeout(() => socket.emit("block_info", { device: dev.info.id, block: i }, (r) => {
       if (my !== hoverSeq || !r || !r.ok) return;
       tip.textContent = `${r.device} block ${r.block} @ ${hex(r.addr)} (${mib(r.size)})\n` +
-        `guest: ${r.guest_state} — movable ${r.movable_pages} / unmovable ${r.unmovable_pages} / free ${r.free_pages} pages\n` +
+        `guest: ${r.guest_state} — movable ${r.movable_pages} / unmovable ${r.unmovable_pages} / free ${r.free_pages} pages` +
+        (r.kernel_pages ? ` / kernel ${r.kernel_pages}` : "") + "\n" +
+        (r.memory_block ? `${r.memory_block}: ${r.zone === "none" ? "not added" : r.zone === "offline" ? "offline" : "ZONE_" + r.zone.toUpperCase()} (${r.memory_block_state})\n` : r.zone === null ? "" : "outside every memory block\n") +
         `host: ${r.host_state} — ${r.resident === null ? "?" : mib(r.resident)} resident`;
     }), 60);
   }

@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 from emulator.config import (
+    DEFAULT_GUEST_CMDLINE,
     GiB,
     MachineConfig,
     MemoryDeviceConfig,
@@ -151,7 +152,7 @@ def machine_config(form: dict[str, Any], *, max_memory: int, max_blocks: int) ->
         smp=nr_nodes,
         nodes=[NumaNodeConfig(n, [n]) for n in range(nr_nodes)] if nr_nodes > 1 else [],
         devices=devices,
-        cmdline=text(form.get("cmdline"), "cmdline"),
+        cmdline=text(form.get("cmdline", DEFAULT_GUEST_CMDLINE), "cmdline"),
         rfc_shrink_on_reboot=flag(form.get("rfc_shrink_on_reboot"), "shrink on reboot"),
     )
 

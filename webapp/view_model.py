@@ -200,15 +200,21 @@ def encode_view(view: dict[str, Any], previous: dict[str, Any] | None = None) ->
 
 def block_info(snap: MachineSnapshot, dev_id: str, block: int,
                residency: dict[str, tuple[int, ...]] | None = None) -> dict[str, Any]:
-    """What hovering over one block shows (``residency``: see ``device_view``)."""
+    """What hovering over one block shows (``residency``: see ``device_view``): the guest's
+    page counts, the memory block it belongs to and that block's zone, the host's residency."""
     index = next(i for i, d in enumerate(snap.devices) if d.id == dev_id)
     dev = snap.devices[index]
     if not 0 <= block < dev.nb_blocks:
         raise IndexError(f"block {block} outside 0..{dev.nb_blocks - 1}")
     usage = device_usage(snap, index)
-    movable = unmovable = free = 0
+    movable = unmovable = free = kernel = 0
     if len(usage) == dev.nb_blocks:
         movable, unmovable, free, _ = usage[block]
+    gdev = snap.guest.devices[index] if snap.guest and index < len(snap.guest.devices) else None
+    memory_block = gdev.memory_block_of(block) if gdev is not None else None
+    if gdev is not None and len(gdev.kernel) == dev.nb_blocks:
+        kernel = gdev.kernel[block]  # memory maps: unmovable, but not the workload's
+    zone = gdev.zones[block] if gdev is not None and len(gdev.zones) == dev.nb_blocks else None
     per_block = dev.resident
     stale = per_block is None
     if stale and residency is not None:
@@ -227,8 +233,12 @@ def block_info(snap: MachineSnapshot, dev_id: str, block: int,
         "guest_state": STATE_NAMES[guest_codes(dev, usage)[block]],
         "host_state": STATE_NAMES[host_codes(dev, per_block, stale=stale)[block]],
         "movable_pages": movable,
-        "unmovable_pages": unmovable,
+        "unmovable_pages": unmovable - kernel,
+        "kernel_pages": kernel,
         "free_pages": free,
+        "memory_block": memory_block.name if memory_block else None,
+        "memory_block_state": memory_block.state if memory_block else None,
+        "zone": zone,
         "resident": resident,
         "seq": snap.seq,
     }

@@ -82,7 +82,11 @@ struct abi_bootinfo {
 #define ABI_DRV_FAILED       6 /* probe failed (e.g. features) */
 #define ABI_DRV_DISABLED     7 /* booted without the driver */
 #define ABI_DRV_RETRYING     8 /* BUSY or nothing to do now: waiting for the retry timer */
-#define ABI_DRV_NO_MEMORY    9 /* plugging stopped: no boot RAM left for the memory map */
+#define ABI_DRV_NO_MEMORY    9 /* adding memory failed (-ENOMEM: no room for its memory map):
+                                    waiting for the retry timer */
+#define ABI_DRV_NO_SPACE    10 /* -ENOSPC: no more memory can be added (no usable memory block
+                                  left, or the offline threshold is reached); no timer, resumes
+                                  when memory gets onlined or the config changes */
 
 /* ---- workload commands (ABI_EV_COMMAND) ---- */
 #define ABI_CMD_ALLOC    1 /* a0 = bytes, a1 = ABI_ALLOC_* | target << 8, a2 = seed -> v0 = id, v1 = pages */
@@ -95,6 +99,17 @@ struct abi_bootinfo {
 #define ABI_CMD_STATS    8 /* prints the allocator view on the console */
 #define ABI_CMD_REBOOT   9 /* the guest reboots itself (PSCI SYSTEM_RESET) */
 #define ABI_CMD_POWEROFF 10
+#define ABI_CMD_ONLINE   11 /* a0 = device index (~0: all), a1 = ABI_MMOP_* -> v0 = memory blocks
+                               onlined (echo online > /sys/devices/system/memory/memoryN/state) */
+
+/* online types (Linux's enum mmop; memhp_default_state=) */
+#define ABI_MMOP_OFFLINE        0
+#define ABI_MMOP_ONLINE         1
+#define ABI_MMOP_ONLINE_KERNEL  2
+#define ABI_MMOP_ONLINE_MOVABLE 3
+/* memory_hotplug.online_policy= */
+#define ABI_POLICY_CONTIG_ZONES 0
+#define ABI_POLICY_AUTO_MOVABLE 1
 
 #define ABI_ALLOC_UNMOVABLE 1UL
 #define ABI_TARGET_ANY  0xffUL
@@ -110,7 +125,7 @@ struct abi_bootinfo {
 
 /* ---- what the guest exports for the host's "guest view" (read-only for the host) ---- */
 #define ABI_VIEW_MAGIC 0x5745495643454d56UL /* "VMEMVIEW" */
-#define ABI_VIEW_VERSION 1
+#define ABI_VIEW_VERSION 2
 #define ABI_MAX_ALLOCS 1024
 
 /* Guest state of one device block. */
@@ -118,11 +133,30 @@ struct abi_bootinfo {
 #define ABI_BLOCK_PLUGGED   1
 #define ABI_BLOCK_OFFLINING 2 /* isolated, being emptied before an UNPLUG request */
 
+/* Zone of the memory block a device block belongs to. */
+#define ABI_ZONE_NONE    0 /* not added to the guest's memory (no memmap) */
+#define ABI_ZONE_OFFLINE 1 /* added, offline: no page of it is usable */
+#define ABI_ZONE_NORMAL  2 /* online, ZONE_NORMAL: kernel and pinned data can land here */
+#define ABI_ZONE_MOVABLE 3 /* online, ZONE_MOVABLE: movable data only */
+
+/* State of a memory block (Linux's enum virtio_mem_sbm_mb_state; in Big Block Mode a "memory
+ * block" is a big block and only UNUSED, PLUGGED, OFFLINE, KERNEL and MOVABLE occur). */
+#define ABI_MB_UNUSED          0
+#define ABI_MB_PLUGGED         1 /* plugged, not added (adding failed and so did unplugging) */
+#define ABI_MB_OFFLINE         2
+#define ABI_MB_OFFLINE_PARTIAL 3
+#define ABI_MB_KERNEL          4
+#define ABI_MB_KERNEL_PARTIAL  5
+#define ABI_MB_MOVABLE         6
+#define ABI_MB_MOVABLE_PARTIAL 7
+
 struct abi_block_usage {        /* one per device block */
     unsigned int movable;       /* pages holding movable workload data */
-    unsigned int unmovable;     /* pages holding unmovable (pinned) workload data */
-    unsigned int free;          /* free pages (only while plugged) */
+    unsigned int unmovable;     /* pages nothing can migrate: pinned workload data + kernel */
+    unsigned int free;          /* free pages (only while plugged and online) */
     unsigned int state;         /* ABI_BLOCK_* */
+    unsigned int kernel;        /* of the unmovable pages: kernel data (memory maps) */
+    unsigned int zone;          /* ABI_ZONE_* */
 };
 
 struct abi_alloc_record {
@@ -148,6 +182,15 @@ struct abi_device_view {
     unsigned long migrated_pages; /* movable pages moved away to empty blocks */
     unsigned int state;           /* ABI_DRV_* */
     unsigned int features;        /* negotiated VIRTIO_MEM_F_* bits */
+    unsigned long subblock_size;  /* SBM: max(device block, pageblock); BBM: the big block */
+    unsigned long first_mb_id;    /* Linux id of the first memory block ("memory32" at 4 GiB) */
+    unsigned long first_mb_block; /* device block where memory block 0 starts */
+    unsigned long nr_mbs;         /* memory blocks wholly inside the region */
+    unsigned long mb_states_addr; /* unsigned char[nr_mbs] of ABI_MB_* */
+    unsigned long offline_size;   /* added but offline memory, bytes */
+    unsigned long offline_threshold;
+    unsigned long memmap_pages;   /* kernel pages holding the memory maps of added blocks */
+    unsigned long linux_mb_size;  /* the guest's memory block (BBM: a big block spans several) */
 };
 
 struct abi_guest_view {
@@ -162,6 +205,9 @@ struct abi_guest_view {
     unsigned long allocs_addr;    /* struct abi_alloc_record[ABI_MAX_ALLOCS] */
     unsigned long faults;         /* synchronous faults taken and recovered */
     unsigned long last_fault_addr;
+    unsigned int online_type;     /* memhp_default_state= (ABI_MMOP_*) */
+    unsigned int online_policy;   /* memory_hotplug.online_policy= (ABI_POLICY_*) */
+    unsigned long auto_movable_ratio; /* memory_hotplug.auto_movable_ratio= (percent) */
     struct abi_device_view dev[ABI_MAX_DEVICES];
 };
 

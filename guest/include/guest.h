@@ -23,7 +23,7 @@ typedef long s64;
 #define EIO 5
 #define EAGAIN 11
 #define ETXTBSY 26
-#define ERESTART 85 /* internal: config changed while working, start over */
+#define ENOSPC 28
 
 /* ---- MMIO and barriers ---- */
 static inline u32 mmio_read32(u64 a)
@@ -95,44 +95,60 @@ void report(u64 what, u64 a, u64 b, u64 c, u64 d);
 
 /* ---- mm.c: page allocator ---- */
 #define OWN_FREE 0x0000
-#define OWN_NA 0xffff       /* not available: unplugged / not present */
+#define OWN_NA 0xffff       /* not available: unplugged, offline or not present */
 #define OWN_ISOLATED 0xfffe /* being offlined */
-#define OWN_KERNEL 0xfffd   /* metadata */
+#define OWN_KERNEL 0xfffd   /* kernel data: memory maps, driver metadata */
 
-struct zone {
+#define MEMMAP_BYTES_PER_PAGE 64 /* sizeof(struct page) on 64-bit Linux */
+#define PAGEBLOCK_SIZE (2UL << 20) /* pageblock_order 9 with 4 KiB pages */
+
+/*
+ * An "area" is memory the allocator manages: boot RAM, or one virtio-mem device region. It is
+ * cut into counter blocks (device blocks; 2 MiB chunks of boot RAM) and, for devices, into the
+ * guest's memory blocks, each with its own page owner array (part of its memory map) while
+ * added. Every device block carries the zone of its memory block.
+ */
+struct area {
     int present;
     int dev;                  /* device index, -1 for boot RAM */
+    int nid;                  /* NUMA node */
     u64 base;                 /* address of block 0 */
     u64 npages;               /* pages that exist (boot RAM: managed pages) */
     u64 nblocks;
     u64 block_pages;          /* pages per counter block (device block / 2 MiB chunk) */
-    u64 mb_blocks;            /* blocks per owner array ("memory block") */
-    u64 mb_off;               /* blocks of the first memory block before `base` */
-    u64 nmbs;                 /* number of memory blocks */
+    u64 mb_blocks;            /* blocks per memory block */
+    u64 mb_first;             /* block where memory block 0 starts */
+    u64 nmbs;                 /* memory blocks wholly inside the area */
     struct abi_block_usage *usage;
     u16 **owners;             /* per memory block, NULL while not added */
-    u32 *mb_plugged;          /* device zones: plugged device blocks per memory block */
+    u8 *mb_state;             /* per memory block: ABI_MB_* (devices) */
+    u32 *mb_plugged;          /* devices: plugged device blocks per memory block */
     u64 free_total;           /* sum of usage[].free */
-    u64 cursor;               /* migration: lowest block that may still have a free page */
+    u64 free_zone[4];         /* the same, per ABI_ZONE_* */
+    u64 cursor[4];            /* migration, per zone: lowest block that may have a free page */
 };
 
 extern struct abi_guest_view guest_view;
 extern struct abi_alloc_record allocs[ABI_MAX_ALLOCS];
-extern struct zone boot_zone;
+extern struct area boot_area;
 
 void mm_init(const struct abi_bootinfo *bi);
-void *kalloc_pages(u64 n);     /* zeroed */
-void *kalloc_pages_raw(u64 n); /* not zeroed */
+void *kalloc_pages(u64 n);     /* zeroed, boot RAM */
 void kfree_pages(void *p, u64 n);
-u16 *blk_owner(struct zone *z, u64 b);
-u64 mb_of_block(struct zone *z, u64 b);
-void mb_block_range(struct zone *z, u64 m, u64 *b0, u64 *b1);
-u64 block_addr(struct zone *z, u64 b);
-u64 block_valid_pages(struct zone *z, u64 b);
-void mm_register_zone(struct zone *z);
-struct zone *zone_of_dev(int dev);
-int isolate_and_migrate(struct zone *z, u64 b0, u64 b1, u64 *migrated);
-void unisolate(struct zone *z, u64 b0, u64 b1);
+void *kalloc_memmap(u64 n);    /* n contiguous kernel pages: boot RAM, then ZONE_NORMAL */
+void kfree_memmap(void *p, u64 n);
+u64 boot_node_pages(int nid);  /* boot RAM pages of a node (all nodes: nid < 0) */
+u16 *blk_owner(struct area *z, u64 b);
+u64 mb_of_block(struct area *z, u64 b);
+void mb_block_range(struct area *z, u64 m, u64 *b0, u64 *b1);
+u64 block_addr(struct area *z, u64 b);
+u64 block_valid_pages(struct area *z, u64 b);
+void mm_register_area(struct area *z);
+struct area *area_of_dev(int dev);
+void set_blocks_zone(struct area *z, u64 b0, u64 b1, u32 zone);
+void online_blocks_pages(struct area *z, u64 b0, u64 b1);
+int isolate_and_migrate(struct area *z, u64 b0, u64 b1, u64 *migrated);
+void unisolate(struct area *z, u64 b0, u64 b1);
 
 long cmd_alloc(u64 bytes, u64 flags, u64 seed, u64 *v0, u64 *v1);
 long cmd_free(u64 id, u64 *v0);
@@ -140,12 +156,22 @@ long cmd_touch(u64 id, u64 *v0);
 long cmd_verify(u64 id, u64 *v0, u64 *v1);
 void mm_stats(void);
 
+/* ---- memory_hotplug.c ---- */
+long mhp_add_memory(struct area *z, u64 m, u64 memmap_pages);
+void mhp_remove_memory(struct area *z, u64 m, u64 memmap_pages);
+u32 mhp_online_memory(struct area *z, u64 m, u32 online_type);
+
 /* ---- virtio_mem.c ---- */
 struct cmdline_opts {
     int blacklisted;
     u64 memory_block_size;
     u64 retry_ms;
-    int adopt; /* virtio_mem.adopt=1: keep memory found plugged at probe (the RFC's reboot) */
+    int adopt;         /* virtio_mem.adopt=1: keep memory found plugged at probe (the RFC's reboot) */
+    int unplug_online; /* virtio_mem.unplug_online (Linux default: 1) */
+    u32 online_type;   /* memhp_default_state= (ABI_MMOP_*; Linux's default: offline) */
+    u32 online_policy; /* memory_hotplug.online_policy= (ABI_POLICY_*) */
+    u64 auto_movable_ratio;      /* memory_hotplug.auto_movable_ratio= (Linux: 301) */
+    int auto_movable_numa_aware; /* memory_hotplug.auto_movable_numa_aware= (Linux: 1) */
 };
 extern struct cmdline_opts opts;
 
@@ -155,6 +181,7 @@ void vmem_run_timers(void);
 u64 vmem_next_timeout_us(void);
 long vmem_dump(u64 which, u64 *v0, u64 *v1);
 long vmem_rogue_target(u64 dev, u64 *addr);
+long vmem_online(u64 which, u64 type, u64 *v0);
 void vmem_stats(void);
 
 /* ---- main.c ---- */

@@ -114,9 +114,9 @@ def _connect(path: str, timeout: float = 20) -> socket.socket:
 
 def test_rfc_command_line_runs(tmp_path: Path) -> None:
     """The RFC's V.1 command line starts; its monitor socket is served; quit ends it."""
-    from tests.monitor.test_cmdline import RFC_LINE
+    from tests.monitor.test_rfc_walkthrough import RFC_GUEST_LINE
 
-    line = RFC_LINE.replace("/var/tmp/monitor", str(tmp_path / "monitor"))
+    line = RFC_GUEST_LINE.replace("/var/tmp/monitor", str(tmp_path / "monitor"))
     proc = spawn(shlex.split(line))
     try:
         sock = _connect(str(tmp_path / "monitor"))

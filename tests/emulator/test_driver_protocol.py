@@ -11,7 +11,8 @@ from tests.conftest import MachineFactory, small_config, wait_settled
 
 
 def test_busy_during_migration_is_retried_with_backoff(make_machine: MachineFactory) -> None:
-    machine = make_machine(small_config(cmdline="virtio_mem.retry_ms=50"))
+    machine = make_machine(small_config(
+        cmdline="memhp_default_state=online_movable virtio_mem.retry_ms=50"))
     wait_settled(machine)
     dev = machine.devices["vm0"]
     machine.call(lambda: setattr(dev, "migration_running", True))
@@ -36,7 +37,9 @@ def test_busy_during_migration_is_retried_with_backoff(make_machine: MachineFact
 def test_unplug_retries_after_pinned_memory_is_freed(make_machine: MachineFactory) -> None:
     from emulator.workload import Workload
 
-    machine = make_machine(small_config(cmdline="virtio_mem.retry_ms=50"))
+    # ZONE_NORMAL: only there can pinned pages keep a block plugged
+    machine = make_machine(small_config(
+        cmdline="memhp_default_state=online virtio_mem.retry_ms=50"))
     wait_settled(machine)
     work = Workload(machine)
     pinned = work.alloc(6 * MiB, unmovable=True, target="vm0")

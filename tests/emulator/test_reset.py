@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from emulator.config import MiB
+from emulator.config import DEFAULT_GUEST_CMDLINE, MiB
 from emulator.events import GuestStatus, Reset
 from emulator.workload import Workload
 from tests.conftest import MachineFactory, wait_settled
@@ -74,7 +74,7 @@ def test_reboot_into_guest_without_driver_uses_boot_ram_only(
     assert not [r for r in events if r.event.kind in
                 ("request", "zero_page_read", "violation", "block_state")]
     # and back to the normal guest: it plugs again
-    machine.system_reset(cmdline="")
+    machine.system_reset(cmdline=DEFAULT_GUEST_CMDLINE)
     wait_settled(machine)
     assert machine.devices["vm0"].plugged_size == 128 * MiB
 
@@ -95,7 +95,7 @@ def test_rfc_shrink_on_reboot_with_a_guest_that_adopts_its_memory(
     from tests.conftest import small_config
 
     machine = make_machine(small_config(rfc_shrink_on_reboot=True,
-                                        cmdline="virtio_mem.adopt=1"))
+                                        cmdline=f"{DEFAULT_GUEST_CMDLINE} virtio_mem.adopt=1"))
     wait_settled(machine)
     machine.set_requested_size("vm0", 64 * MiB)
     wait_settled(machine)

@@ -4,6 +4,11 @@
 node 1 with 3 GiB of 8 GiB. Resize reg0 to 2 GiB, to 8 GiB, then to 0 while the guest holds
 164 MiB of unmovable memory in it: the last step stops short with exactly the blocks the guest
 could not empty still plugged (the RFC's "Request status: vm-oom", 171966464 bytes).
+
+The RFC's Fedora guest onlined hot-added memory with a udev rule as plain "online", i.e. to
+ZONE_NORMAL ("no need to online virtio-mem memory as online-movable"): vmemlab's guest has no
+udev, so it boots with ``memhp_default_state=online`` for the same zone. (With online_movable
+Linux would have moved the pinned pages out of ZONE_MOVABLE first and the unplug would finish.)
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from tests.conftest import MachineFactory, wait_settled
 
 def rfc_config() -> MachineConfig:
     return MachineConfig(
-        boot_ram=4 * GiB, maxmem=20 * GiB, smp=4,
+        boot_ram=4 * GiB, maxmem=20 * GiB, smp=4, cmdline="memhp_default_state=online",
         nodes=[NumaNodeConfig(0, [0, 1]), NumaNodeConfig(1, [2, 3])],
         devices=[
             MemoryDeviceConfig(id="reg0", memdev="mem0", size=8 * GiB, node=0,

@@ -85,7 +85,7 @@ def test_a_valid_file_parses_into_steps() -> None:
      "machine 'main' has no device 'vm9' (it has: vm0)"),
     ("- wait-until: {device: vm0, driver: sleepy}\n", 4,
      "'driver': 'sleepy' is not one of: absent, probing, idle, plugging, unplugging, "
-     "stopped-short, broken, failed, disabled, retrying, no-memory"),
+     "stopped-short, broken, failed, disabled, retrying, no-memory, no-space"),
     ("- wait-until: {settled: yes}\n  timeout: -1\n", 5,
      "'timeout': -1 is less than or equal to the minimum of 0"),
     ("- monitor: frobnicate now\n", 4, "HMP: unknown command: 'frobnicate'"),

@@ -20,9 +20,11 @@ from webapp import create_app, ext, socketio
 
 
 def web_config() -> MachineConfig:
-    """Small but real: two nodes, 2 x 256 MiB devices of 128 blocks each."""
+    """Small but real: two nodes, 2 x 256 MiB devices of 128 blocks each. The guest onlines
+    device memory to ZONE_NORMAL, so pinned test data stays in the device it is pinned in."""
     return MachineConfig(
         boot_ram=64 * MiB, smp=2, nodes=[NumaNodeConfig(0, [0]), NumaNodeConfig(1, [1])],
+        cmdline="memhp_default_state=online",
         devices=[
             MemoryDeviceConfig(id="vm0", memdev="mem0", size=256 * MiB, node=0,
                                requested_size=64 * MiB),

@@ -112,7 +112,8 @@ def test_new_machine_route_and_default_config(http):
     wait_plugged(http, "vm0", 64 * MiB)
     default = http.get("/api/config/default").get_json()["config"]
     assert default["nodes"] == 2 and len(default["devices"]) == 2
-    made = http.post("/api/machine", json={"nodes": 1, "device_size": 64, "requested_size": 8,
+    # 128 MiB: one whole Linux memory block, the least a virtio-mem device can be useful with
+    made = http.post("/api/machine", json={"nodes": 1, "device_size": 128, "requested_size": 8,
                                            "boot_ram": 32})
     assert made.status_code == 200, made.get_json()
     wait_plugged(http, "vm0", 8 * MiB)

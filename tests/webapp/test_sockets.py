@@ -101,7 +101,8 @@ def test_reboot_unplugs_everything_and_the_guest_plugs_back(browser):
     b = browser()
     b.ready()
     b.wait_view(settled_view("vm0", 64 * MiB))
-    assert b.emit("reboot", {"mode": "reset"}) == {"ok": True, "mode": "reset", "cmdline": ""}
+    assert b.emit("reboot", {"mode": "reset"}) == {"ok": True, "mode": "reset",
+                                                   "cmdline": "memhp_default_state=online"}
     b.wait_for(lambda m: m["name"] == "batch"
                and any(ev["kind"] == "reset" for ev in m["args"][0]["events"]))
     events = b.events()
@@ -132,9 +133,11 @@ def test_reboot_without_driver_leaves_everything_unplugged(browser):
     model = wait_model(b, lambda m: m["vm0"]["seq"] >= view["seq"])
     assert set(model["vm0"]["guest"]) <= {view_model.UNPLUGGED, view_model.OUTSIDE_USABLE}
     assert set(model["vm0"]["host"]) <= {view_model.UNPLUGGED, view_model.OUTSIDE_USABLE}
-    assert b.emit("reboot", {"mode": "driver"})["cmdline"] == ""
+    # back to the driver: the machine's own command line again
+    own = "memhp_default_state=online"
+    assert b.emit("reboot", {"mode": "driver"})["cmdline"] == own
     settled = settled_view("vm0", 64 * MiB)
-    b.wait_view(lambda v: v["seq"] > view["seq"] and v["cmdline"] == "" and settled(v))
+    b.wait_view(lambda v: v["seq"] > view["seq"] and v["cmdline"] == own and settled(v))
     assert b.emit("reboot", {"mode": "sideways"})["ok"] is False
 
 
