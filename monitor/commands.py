@@ -437,7 +437,8 @@ def memory_size_summary(ctx: MonitorContext) -> dict[str, int]:
 
 REQUEST_STATUS = {
     "stopped-short": "vm-oom", "no-memory": "vm-oom", "retrying": "retrying",
-    "broken": "failed", "failed": "failed", "no-space": "retrying",
+    "broken": "failed", "failed": "failed",
+    "no-space": "stalled (no space to add memory)",
 }
 
 

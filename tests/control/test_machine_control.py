@@ -76,7 +76,9 @@ def test_guest_ops_are_refused_while_paused(make_machine: MachineFactory) -> Non
 
 def test_stopped_short_counts_only_as_an_answer_to_the_latest_change(
         make_machine: MachineFactory) -> None:
-    machine = make_machine(small_config(cmdline="virtio_mem.retry_ms=60000"))
+    # memhp_default_state=online: the device's memory is ZONE_NORMAL and takes pinned pages
+    machine = make_machine(small_config(
+        cmdline="memhp_default_state=online virtio_mem.retry_ms=60000"))
     ctl = control_for(machine)
     assert ctl.wait_settled(30)
     ctl.guest(Alloc(6 * MiB, unmovable=True, target="vm0"))

@@ -373,6 +373,7 @@ def test_requested_size_above_backend_at_startup(build: Builder) -> None:
     # the driver cannot reach 3G: no memory block is left to add, Linux's -ENOSPC (no retry)
     assert machine.wait_until(lambda m: m.guest_states.get("vm0") == "no-space", 30)
     assert run_hmp(machine, "info virtio-mem vm0") == (
-        "Status: ready\nRequest status: in progress\nPage size: 2097152 bytes\n")
+        "Status: ready\nRequest status: stalled (no space to add memory)\n"
+        "Page size: 2097152 bytes\n")
     assert run_hmp(machine, "qom-set vm0 requested-size 3G") == (
         "Error: 'requested-size' cannot exceed the memory backend size(0x80000000)\n")

@@ -127,8 +127,9 @@ def test_reboot_without_driver_leaves_everything_unplugged(browser):
     b = browser()
     b.ready()
     answer = b.emit("reboot", {"mode": "no-driver"})
-    assert answer["cmdline"] == "modprobe.blacklist=virtio_mem"
-    view = b.wait_view(lambda v: v["cmdline"] == "modprobe.blacklist=virtio_mem"
+    # the driver goes; the machine's other boot options stay
+    assert answer["cmdline"] == "memhp_default_state=online modprobe.blacklist=virtio_mem"
+    view = b.wait_view(lambda v: v["cmdline"] == answer["cmdline"]
                        and all(d["config"]["plugged_size"] == 0 for d in v["devices"]))
     model = wait_model(b, lambda m: m["vm0"]["seq"] >= view["seq"])
     assert set(model["vm0"]["guest"]) <= {view_model.UNPLUGGED, view_model.OUTSIDE_USABLE}
