@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -29,8 +30,8 @@ def make_machine() -> Iterator[MachineFactory]:
     machines: list[Machine] = []
 
     def build(config: MachineConfig | None = None, *, start: bool = True,
-              **kwargs: object) -> Machine:
-        machine = Machine(config or small_config(), **kwargs)  # type: ignore[arg-type]
+              **kwargs: Any) -> Machine:
+        machine = Machine(config or small_config(), **kwargs)
         machines.append(machine)
         if start:
             machine.start()

@@ -58,7 +58,7 @@ def new_page(chromium: Any, live_server: LiveServer) -> Iterator[Any]:
                                        base_url=live_server.url)
         contexts.append(context)
         page = context.new_page()
-        page.errors = []  # type: ignore[attr-defined]
+        page.errors = []
         page.on("pageerror", lambda exc: page.errors.append(str(exc)))
         page.goto("/")
         page.wait_for_function("() => document.body.dataset.ready === '1'", timeout=15_000)

@@ -33,8 +33,13 @@ def _open(chromium: Any, live_server: LiveServer, path: str) -> tuple[Any, Any, 
     context.add_init_script(WATCH_CSP)
     page = context.new_page()
     dialogs: list[str] = []
-    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-    page.errors = []  # type: ignore[attr-defined]
+
+    def on_dialog(dialog: Any) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
+    page.errors = []
     page.on("pageerror", lambda exc: page.errors.append(str(exc)))
     page.goto(path)
     return context, page, dialogs

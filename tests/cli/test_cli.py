@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shlex
@@ -11,6 +12,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import IO, Any
 
 import pytest
 
@@ -33,12 +35,12 @@ _STDERR_FILES: list[Path] = []  # stderr of spawned machines, shown when a test 
 
 def spawn(args: list[str], stderr: Path | None = None) -> subprocess.Popen[str]:
     env = dict(os.environ, PYTHONPATH=str(ROOT), HOME=tempfile.gettempdir())
-    err: object = subprocess.PIPE
+    err: int | IO[str] = subprocess.PIPE
     if stderr is not None:
         _STDERR_FILES.append(stderr)
         err = stderr.open("w")
     return subprocess.Popen([sys.executable, "-m", "vmemlab", "run", *args], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=err, text=True,  # type: ignore[arg-type]
+                            stdout=subprocess.PIPE, stderr=err, text=True,
                             cwd=ROOT, env=env)
 
 
@@ -144,15 +146,15 @@ def test_rfc_command_line_runs(tmp_path: Path) -> None:
     assert all(n.startswith("vmemlab: note: ") for n in notes)
 
 
-def _line(f: object) -> object:
-    raw = f.readline()  # type: ignore[attr-defined]
+def _line(f: io.BufferedIOBase) -> Any:
+    raw = f.readline()
     if not raw:
         logs = "".join(f"--- {p.name}\n{p.read_text()}" for p in _STDERR_FILES if p.exists())
         raise AssertionError(f"vmemlab closed the QMP connection\n{logs}")
     return json.loads(raw)
 
 
-def _qmp(path: str) -> tuple[socket.socket, object]:
+def _qmp(path: str) -> tuple[socket.socket, io.BufferedIOBase]:
     sock = _connect(path)
     f = sock.makefile("rwb")
     _line(f)
@@ -162,15 +164,18 @@ def _qmp(path: str) -> tuple[socket.socket, object]:
     return sock, f
 
 
-def _qmp_call(f: object, cmd: str, args: dict | None = None) -> object:
-    msg = {"execute": cmd, "id": "x"}
+def _qmp_call(f: io.BufferedIOBase, cmd: str, args: dict[str, object] | None = None
+              ) -> dict[str, Any]:
+    """The reply to ``cmd`` (QMP's JSON object), skipping the events that come before it."""
+    msg: dict[str, object] = {"execute": cmd, "id": "x"}
     if args:
         msg["arguments"] = args
-    f.write(json.dumps(msg).encode() + b"\n")  # type: ignore[attr-defined]
-    f.flush()  # type: ignore[attr-defined]
+    f.write(json.dumps(msg).encode() + b"\n")
+    f.flush()
     while True:
         reply = _line(f)
-        if "event" not in reply:  # type: ignore[operator]
+        assert isinstance(reply, dict)
+        if "event" not in reply:
             return reply
 
 
@@ -189,15 +194,15 @@ def test_migrate_and_incoming(tmp_path: Path) -> None:
                                         "value": 805306368}) == {"return": {}, "id": "x"}
         deadline = time.monotonic() + 20
         while _qmp_call(f, "qom-get", {"path": "vm0", "property": "size"})["return"] != \
-                805306368:  # type: ignore[index]
+                805306368:
             assert time.monotonic() < deadline
             time.sleep(0.05)
         out = _qmp_call(f, "human-monitor-command",
                         {"command-line": f'migrate "exec:cat > {img}"'})
         assert out == {"return": "", "id": "x"}
-        status = _qmp_call(f, "query-migrate")["return"]  # type: ignore[index]
+        status = _qmp_call(f, "query-migrate")["return"]
         assert status["status"] == "completed"
-        assert _qmp_call(f, "query-status")["return"]["status"] == "postmigrate"  # type: ignore[index]
+        assert _qmp_call(f, "query-status")["return"]["status"] == "postmigrate"
         assert _qmp_call(f, "quit") == {"return": {}, "id": "x"}
         assert src.wait(20) == 0
     finally:
@@ -215,12 +220,12 @@ def test_migrate_and_incoming(tmp_path: Path) -> None:
     try:
         # QMP answers while the stream loads (QEMU's "inmigrate"), as QEMU's does: wait
         deadline = time.monotonic() + 20
-        while _qmp_call(f, "query-status")["return"]["status"] == "inmigrate":  # type: ignore[index]
+        while _qmp_call(f, "query-status")["return"]["status"] == "inmigrate":
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        devs = _qmp_call(f, "query-memory-devices")["return"]  # type: ignore[index]
+        devs = _qmp_call(f, "query-memory-devices")["return"]
         assert devs[0]["data"]["requested-size"] == devs[0]["data"]["size"] == 805306368
-        assert _qmp_call(f, "query-status")["return"]["status"] == "running"  # type: ignore[index]
+        assert _qmp_call(f, "query-status")["return"]["status"] == "running"
         _qmp_call(f, "quit")
         assert dst.wait(20) == 0
     finally:

@@ -20,6 +20,7 @@ from control import (
 from control.boot_options import ADOPT, NO_DRIVER, driver_cmdline, with_option
 from control.settle import device_settled
 from emulator.config import MiB
+from emulator.events import Reset
 from tests.conftest import MachineFactory, small_config
 
 
@@ -128,8 +129,8 @@ def test_guest_reboot_waits_for_the_reset(make_machine: MachineFactory) -> None:
     assert ctl.wait_settled(30)
     seq = machine.bus.last_seq
     ctl.reboot(by_guest=True)
-    resets = [r.event for r in machine.bus.since(seq) if r.event.kind == "reset"]
-    assert resets and resets[0].guest is True  # type: ignore[attr-defined]
+    resets = [r.event for r in machine.bus.since(seq) if isinstance(r.event, Reset)]
+    assert resets and resets[0].guest is True
 
 
 def test_resume_refusals_are_qemus(make_machine: MachineFactory) -> None:

@@ -4,6 +4,7 @@ events, UNPLUG_ALL details, the RFC reboot option, protocol violations and speed
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 from vmem_fakes import ADDR, BS, REGION, RecordingBackend, make_device
@@ -21,7 +22,7 @@ from device.virtio_mem import GiB, MiB, VirtioMemDevice, VirtioMemOptions
 
 
 def _make(**kw: object) -> VirtioMemDevice:
-    args: dict[str, object] = {
+    args: dict[str, Any] = {
         "addr": ADDR,
         "region_size": REGION,
         "block_size": BS,
@@ -29,7 +30,7 @@ def _make(**kw: object) -> VirtioMemDevice:
         "emit": lambda e: None,
     }
     args.update(kw)
-    return VirtioMemDevice("v", **args)  # type: ignore[arg-type]
+    return VirtioMemDevice("v", **args)
 
 
 # ---------------------------------------------------------------------------- realize

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from vmem_fakes import ADDR, BS, REGION, MiniDriver, RecordingBackend, make_device, make_transport
@@ -39,7 +41,7 @@ def test_roundtrip_restores_everything_without_backend_calls() -> None:
     assert dest.is_plugged(17) and not dest.is_plugged(3)
     assert dest.driver_features == dest.device_features
     assert dest.save() == state
-    assert backend.calls == []  # type: ignore[attr-defined]
+    assert isinstance(backend, RecordingBackend) and backend.calls == []
 
 
 @pytest.mark.parametrize(
@@ -75,7 +77,8 @@ def test_sanity_checks_use_qemu_text(kw: dict[str, int], msg: str) -> None:
         lambda s: s.update(addr="0x1"),
     ],
 )
-def test_corrupt_state_is_rejected_atomically(mutate) -> None:  # type: ignore[no-untyped-def]
+def test_corrupt_state_is_rejected_atomically(
+        mutate: Callable[[dict[str, Any]], None]) -> None:
     state = _source_state()
     mutate(state)
     dest = _dest()

@@ -6,7 +6,7 @@ import struct
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from vmem_fakes import ADDR, BS, REGION, make_device
+from vmem_fakes import ADDR, BS, REGION, Harness, make_device
 
 from device import virtio_mem_protocol as p
 from device.errors import ConfigError, ProtocolViolation
@@ -33,8 +33,8 @@ host_op = st.one_of(
 op = st.one_of(request.map(lambda r: ("req", r)), host_op)
 
 
-def check_invariants(h: object) -> None:
-    dev = h.dev  # type: ignore[attr-defined]
+def check_invariants(h: Harness) -> None:
+    dev = h.dev
     assert dev.plugged_size == dev.bitmap.count(1) * BS
     assert set(dev.bitmap) <= {0, 1}
     usable_blocks = dev.usable_region_size // BS

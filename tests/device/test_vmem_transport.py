@@ -11,7 +11,7 @@ import struct
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from vmem_fakes import ADDR, BS, FakeGuestMemory, MiniDriver, make_transport
+from vmem_fakes import ADDR, BS, FakeGuestMemory, Harness, MiniDriver, make_transport
 
 from device import virtio_mem_protocol as p
 from device.errors import VirtqueueError
@@ -46,24 +46,24 @@ from device.virtqueue import SplitVirtqueue, check_queue_layout
 PLUG = p.VIRTIO_MEM_REQ_PLUG
 
 
-def ready() -> tuple:
+def ready() -> tuple[Harness, VirtioMmioTransport, FakeGuestMemory, list[int], MiniDriver]:
     h, t, mem, irqs = make_transport()
     drv = MiniDriver(t, mem)
     assert drv.init()
     return h, t, mem, irqs, drv
 
 
-def broken_reason(h: object) -> str:
-    ev = [e for e in h.events if isinstance(e, DeviceBroken)]  # type: ignore[attr-defined]
+def broken_reason(h: Harness) -> str:
+    ev = [e for e in h.events if isinstance(e, DeviceBroken)]
     assert len(ev) == 1
     return ev[0].reason
 
 
-def assert_broken(h: object, t: VirtioMmioTransport, irqs: list[int]) -> str:
+def assert_broken(h: Harness, t: VirtioMmioTransport, irqs: list[int]) -> str:
     assert t.read(STATUS, 4) & DEVICE_NEEDS_RESET
     assert t.read(INTERRUPT_STATUS, 4) & 2
     assert irqs
-    assert h.dev.broken  # type: ignore[attr-defined]
+    assert h.dev.broken
     return broken_reason(h)
 
 

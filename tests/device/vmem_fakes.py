@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from typing import Any
 
 from device import virtio_mem_protocol as p
 from device.errors import BackendError, GuestMemoryError
@@ -211,8 +212,9 @@ class MiniDriver:
         return p.unpack_response(self.mem.read(resp_at, p.RESPONSE_SIZE))
 
 
-def make_transport(**kw: object) -> tuple[Harness, VirtioMmioTransport, FakeGuestMemory, list[int]]:
-    h = make_device(**kw)  # type: ignore[arg-type]
+def make_transport(**kw: Any) -> tuple[Harness, VirtioMmioTransport, FakeGuestMemory, list[int]]:
+    """A device (``kw`` as for :func:`make_device`) behind a virtio-mmio transport."""
+    h = make_device(**kw)
     mem = FakeGuestMemory()
     irqs: list[int] = []
     t = VirtioMmioTransport(h.dev, mem, lambda: irqs.append(1), h.events.append)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from device.events import VirtioRequest
 from emulator import MachineConfig, MemoryDeviceConfig
 from emulator.config import MiB
 from emulator.events import ConsoleOutput, GuestStatus
@@ -43,7 +44,7 @@ def test_plug_requests_are_coalesced_per_memory_block(make_machine: MachineFacto
     machine = make_machine(cfg)
     wait_settled(machine)
     plugs = [r.event for r in machine.bus.since(0)
-             if r.event.kind == "request" and r.event.type == "PLUG"]
+             if isinstance(r.event, VirtioRequest) and r.event.type == "PLUG"]
     base = machine.devices["vm0"].addr
     assert [(p.addr - base, p.nb_blocks) for p in plugs] == [
         (i * 128 * MiB, 64) for i in range(4)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import time
 
+from device.events import VirtioResponse
 from emulator.config import MiB
 from emulator.events import GuestStatus
 from tests.conftest import MachineFactory, small_config, wait_settled
@@ -21,12 +22,12 @@ def test_busy_during_migration_is_retried_with_backoff(make_machine: MachineFact
     assert machine.wait_until(lambda m: m.guest_states["vm0"] == "retrying", 10)
     time.sleep(0.3)  # several retry periods
     busy = [r.event for r in machine.bus.since(seq)
-            if r.event.kind == "response" and r.event.response == "BUSY"]
+            if isinstance(r.event, VirtioResponse) and r.event.response == "BUSY"]
     assert len(busy) >= 2
     assert dev.plugged_size == 128 * MiB  # nothing changed while the device was busy
     # backoff: the gaps between BUSY answers grow
     stamps = [r.time_ns for r in machine.bus.since(seq)
-              if r.event.kind == "response" and r.event.response == "BUSY"]
+              if isinstance(r.event, VirtioResponse) and r.event.response == "BUSY"]
     gaps = [b - a for a, b in itertools.pairwise(stamps)]
     assert gaps[-1] >= gaps[0]
     machine.call(lambda: setattr(dev, "migration_running", False))

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import itertools
 
+from device.events import VirtioRequest, VirtioResponse
 from emulator import Machine, MachineConfig, MemoryDeviceConfig
 from emulator.config import GiB, MiB
 from emulator.events import GuestStatus
+from emulator.guest_view import GuestDeviceView
 from emulator.workload import GuestError, Workload
 from tests.conftest import MachineFactory, wait_settled
 from webapp import view_model
@@ -45,17 +47,20 @@ def requests(machine: Machine, since: int = 0, kinds: tuple[str, ...] = ("PLUG",
     base = machine.devices["vm0"].addr
     return [(r.event.type, r.event.addr - base, r.event.nb_blocks)
             for r in machine.bus.since(since)
-            if r.event.kind == "request" and r.event.type in kinds]
+            if isinstance(r.event, VirtioRequest) and r.event.type in kinds]
 
 
 def responses(machine: Machine, since: int = 0) -> list[str]:
-    return [r.event.response for r in machine.bus.since(since) if r.event.kind == "response"]
+    return [r.event.response for r in machine.bus.since(since)
+            if isinstance(r.event, VirtioResponse)]
 
 
-def guest_device(machine: Machine, index: int = 0):  # type: ignore[no-untyped-def]
+def guest_device(machine: Machine, index: int = 0) -> GuestDeviceView:
     snap = machine.snapshot()
-    assert snap.guest is not None and snap.guest.devices[index] is not None
-    return snap.guest.devices[index]
+    assert snap.guest is not None
+    dev = snap.guest.devices[index]
+    assert dev is not None
+    return dev
 
 
 # ------------------------------------------------------------------------------ zones
@@ -479,7 +484,7 @@ def test_nack_is_retried_at_once_and_without_limit(make_machine: MachineFactory)
     assert machine.wait_until(lambda m: responses(m, seq).count("NACK") >= 20, 10)
     events = [r.event for r in machine.bus.since(seq)]
     first_nack = next(i for i, e in enumerate(events)
-                      if e.kind == "response" and e.response == "NACK")
+                      if isinstance(e, VirtioResponse) and e.response == "NACK")
     states = {e.status for e in events[first_nack:] if isinstance(e, GuestStatus)}
     assert "retrying" not in states  # no timer between the NACKs
     assert dev.plugged_size == 256 * MiB
@@ -540,7 +545,7 @@ def test_busy_and_enomem_use_the_timer_enospc_does_not(make_machine: MachineFact
     assert machine.wait_until(lambda m: m.guest_states["vm0"] == "no-memory", 10)
     assert machine.wait_until(lambda m: len(requests(m, seq)) >= 8, 10)
     stamps = [r.time_ns for r in machine.bus.since(seq)
-              if r.event.kind == "request" and r.event.type == "PLUG"]
+              if isinstance(r.event, VirtioRequest) and r.event.type == "PLUG"]
     gaps = [b - a for a, b in itertools.pairwise(stamps)]
     assert gaps[-1] > gaps[0]  # backoff
     work.free(hog)  # the next retry finds room for the memory map

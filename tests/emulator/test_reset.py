@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from device.events import BlockStateChange, VirtioRequest
 from emulator.config import DEFAULT_GUEST_CMDLINE, MiB
 from emulator.events import GuestStatus, Reset
 from emulator.workload import Workload
@@ -21,7 +22,7 @@ def test_system_reset_unplugs_all_then_guest_replugs(make_machine: MachineFactor
     kinds = [r.event.kind for r in events]
     # the size drops to zero before the RESET event (QEMU's order)
     reset_at = kinds.index("reset")
-    unplug = [r.event for r in events[:reset_at] if r.event.kind == "block_state"]
+    unplug = [r.event for r in events[:reset_at] if isinstance(r.event, BlockStateChange)]
     assert unplug and not any(e.plugged for e in unplug)
     reset = events[reset_at].event
     assert isinstance(reset, Reset) and (reset.guest, reset.reason) == (
@@ -107,7 +108,8 @@ def test_rfc_shrink_on_reboot_with_a_guest_that_adopts_its_memory(
     assert dev.plugged_size == plugged
     assert dev.usable_region_size >= plugged
     assert dev.bitmap[: plugged // dev.block_size] == b"\x01" * (plugged // dev.block_size)
-    requests = {r.event.type for r in machine.bus.since(seq) if r.event.kind == "request"}
+    requests = {r.event.type for r in machine.bus.since(seq)
+                if isinstance(r.event, VirtioRequest)}
     assert requests == {"STATE"}  # no UNPLUG_ALL, no PLUG: the guest adopted what it found
     assert any("adopted 0x4000000" in line for line in machine.console)
 
@@ -121,6 +123,6 @@ def test_rfc_device_with_a_linux_like_guest_unplugs_all_at_probe(
     seq = machine.bus.last_seq
     machine.system_reset()
     wait_settled(machine)
-    types = [r.event.type for r in machine.bus.since(seq) if r.event.kind == "request"]
+    types = [r.event.type for r in machine.bus.since(seq) if isinstance(r.event, VirtioRequest)]
     assert types[0] == "UNPLUG_ALL" and "PLUG" in types
     assert machine.devices["vm0"].plugged_size == 128 * MiB

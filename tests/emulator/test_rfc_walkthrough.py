@@ -13,7 +13,7 @@ Linux would have moved the pinned pages out of ZONE_MOVABLE first and the unplug
 
 from __future__ import annotations
 
-from emulator import MachineConfig, MemoryDeviceConfig, NumaNodeConfig
+from emulator import Machine, MachineConfig, MemoryDeviceConfig, NumaNodeConfig
 from emulator.config import GiB, MiB
 from emulator.workload import Workload
 from tests.conftest import MachineFactory, wait_settled
@@ -32,7 +32,7 @@ def rfc_config() -> MachineConfig:
     )
 
 
-def node_sizes_mb(machine) -> list[int]:  # type: ignore[no-untyped-def]
+def node_sizes_mb(machine: Machine) -> list[int]:
     """``info numa``'s "node N size" (boot RAM + plugged), in MB."""
     return [(n.boot_ram + n.plugged) // MiB for n in machine.snapshot().nodes]
 

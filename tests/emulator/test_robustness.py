@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from emulator import Machine
 from emulator.config import MiB
-from emulator.events import Violation
+from emulator.events import RunStateChange, Violation
 from tests.conftest import MachineFactory, small_config, wait_settled
 
 QUEUE_NOTIFY = 0x050
@@ -25,7 +25,7 @@ def machine() -> Iterator[Machine]:
         yield m
 
 
-def _queue_addresses(machine) -> tuple[int, int, int]:  # type: ignore[no-untyped-def]
+def _queue_addresses(machine: Machine) -> tuple[int, int, int]:
     state = machine.call(lambda: machine.transports[0].save())
     return state["queue_desc"], state["queue_driver"], state["queue_device"]
 
@@ -83,7 +83,7 @@ def test_random_ring_contents_never_crash_the_host(machine: Machine, junk: bytes
                        and m.devices["vm0"].plugged_size in (64 * MiB, 128 * MiB))
                        or m.devices["vm0"].broken, 10)
     assert machine.runstate == "running"
-    assert not [r for r in machine.bus.since(0) if r.event.kind == "runstate"
+    assert not [r for r in machine.bus.since(0) if isinstance(r.event, RunStateChange)
                 and r.event.state == "internal-error"]
 
 

@@ -18,12 +18,14 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import cast
 
 import pytest
 import unicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from unicorn import UC_ARCH_ARM64, UC_MODE_ARM, UC_TLB_VIRTUAL, Uc, UcError
+from unicorn.unicorn_py3.arch.arm64 import UcAArch64
 
 from device import virtio_mem_protocol as proto
 from device.virtio_mem import VirtioMemDevice
@@ -328,7 +330,7 @@ def test_the_page_size_must_be_set_before_the_engine_initialises() -> None:
     """What docs/engine-notes.md says: 4 KiB is accepted first thing, refused afterwards."""
     uc = new_engine()
     assert uc.ctl_get_page_size() == PAGE
-    late = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
+    late = cast(UcAArch64, Uc(UC_ARCH_ARM64, UC_MODE_ARM))  # what new_engine() does
     late.ctl_set_tlb_mode(UC_TLB_VIRTUAL)  # runs UC_INIT
     assert late.ctl_get_page_size() == 1024  # Unicorn's AArch64 default
     with pytest.raises(UcError):

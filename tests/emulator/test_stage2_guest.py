@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from device.events import VirtioRequest
 from emulator import Machine, MachineConfig, MemoryDeviceConfig, abi, native_stage2, stage2
 from emulator.config import MiB
 from emulator.events import Violation, ZeroPageRead
@@ -55,7 +56,9 @@ def _story(machine: Machine) -> dict[str, Any]:
         (z.device, b) for z in events if isinstance(z, ZeroPageRead)
         for b in range(z.first_block, z.first_block + z.count)})
     seen["runstate"] = machine.runstate
-    seen["faults"] = machine.snapshot().guest.faults  # type: ignore[union-attr]
+    guest = machine.snapshot().guest
+    assert guest is not None
+    seen["faults"] = guest.faults
     return seen
 
 
@@ -117,7 +120,7 @@ def test_eight_virtio_slots_in_one_tlb_page(
         assert dev.plugged_size == (i + 1) * 8 * MiB, dev_id
         assert dev.driver_features  # each driver negotiated through its own slot
     plugs = [r.event for r in machine.bus.since(0)
-             if r.event.kind == "request" and r.event.type == "PLUG"]
+             if isinstance(r.event, VirtioRequest) and r.event.type == "PLUG"]
     for p in plugs:
         dev = machine.devices[p.device]
         assert dev.addr <= p.addr < dev.addr + dev.region_size

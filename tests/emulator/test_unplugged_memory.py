@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from device.events import VirtioRequest
 from emulator import MachineConfig, MemoryDeviceConfig
 from emulator.abi import EFAULT
 from emulator.config import MiB
@@ -109,7 +110,8 @@ def test_dump_with_unplugged_inaccessible_uses_state_requests(
     read, _nonzero = Workload(machine).dump("vm0")
     assert read == 128 * MiB  # only plugged blocks are read
     events = machine.bus.since(seq)
-    states = [r.event for r in events if r.event.kind == "request" and r.event.type == "STATE"]
+    states = [r.event for r in events
+              if isinstance(r.event, VirtioRequest) and r.event.type == "STATE"]
     assert len(states) >= 1
     assert not [r for r in events if isinstance(r.event, Violation)]
 

@@ -61,7 +61,7 @@ def test_hmp_any_text(paused: Machine, line: str) -> None:
                 max_size=12))
 def test_qmp_reader_answers_everything(chunks: list[str]) -> None:
     splitter = JsonSplitter(max_size=4096, max_depth=32)
-    session = QmpSession(None)  # type: ignore[arg-type]
+    session = QmpSession(None)  # type: ignore[arg-type]  # prepare() needs no machine
     for chunk in chunks:
         for kind, text in splitter.feed(chunk):
             if kind == "error":

@@ -319,13 +319,15 @@ def test_x_and_xp(machine: Machine) -> None:
 
 
 def test_help_and_info_listing() -> None:
+    from monitor.commands import MonitorContext
     from monitor.hmp import execute
 
-    out = execute(None, "help")  # type: ignore[arg-type]
+    no_machine: MonitorContext = None  # type: ignore[assignment]  # help must need no machine
+    out = execute(no_machine, "help")
     for cmd in COMMANDS:
         assert f"\n{cmd.name} " in "\n" + out
-    assert execute(None, "help qom-get") == "qom-get path property -- print QOM property\n"  # type: ignore[arg-type]
-    listing = execute(None, "info")  # type: ignore[arg-type]
+    assert execute(no_machine, "help qom-get") == "qom-get path property -- print QOM property\n"
+    listing = execute(no_machine, "info")
     assert "info status  -- show the current VM status (running|paused)\n" in listing
     assert len(listing.splitlines()) == len(INFO_COMMANDS)
 

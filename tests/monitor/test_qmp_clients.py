@@ -43,13 +43,13 @@ def test_qmp_client_resize_events_reset(qmp_path: str, machine: Machine) -> None
         assert qmp.greeting is not None
         assert qmp.greeting.QMP.capabilities == ["oob"]
         devices = await qmp.execute("query-memory-devices")
-        assert devices[0]["data"]["size"] == 536870912
+        assert isinstance(devices, list) and devices[0]["data"]["size"] == 536870912
         with qmp.listener() as listener:
             await asyncio.sleep(1.1)  # let any throttled boot-time events pass
             t0 = time.time()
             await qmp.execute("qom-set", {"path": "/machine/peripheral/vm0",
                                           "property": "requested-size", "value": 1 << 30})
-            sizes = []
+            sizes: list[int] = []
             while not sizes or sizes[-1] != 1 << 30:
                 ev = await _next(listener, "MEMORY_DEVICE_SIZE_CHANGE")
                 assert ev["data"]["qom-path"] == "/machine/peripheral/vm0"
@@ -62,15 +62,17 @@ def test_qmp_client_resize_events_reset(qmp_path: str, machine: Machine) -> None
             await qmp.execute("system_reset")
             first = await asyncio.wait_for(listener.get(), 5)
             second = await asyncio.wait_for(listener.get(), 5)
-            assert first["event"] == "MEMORY_DEVICE_SIZE_CHANGE" and first["data"]["size"] == 0
+            assert first["event"] == "MEMORY_DEVICE_SIZE_CHANGE"
+            assert isinstance(first["data"], dict) and first["data"]["size"] == 0
             assert second["event"] == "RESET"
-            assert dict(second["data"]) == {"guest": False, "reason": "host-qmp-system-reset"}
+            assert second["data"] == {"guest": False, "reason": "host-qmp-system-reset"}
             # the rebooted guest plugs back to requested-size
             while True:
                 ev = await _next(listener, "MEMORY_DEVICE_SIZE_CHANGE", 5)
                 if ev["data"]["size"] == 1 << 30:
                     break
         devices = await qmp.execute("query-memory-devices")
+        assert isinstance(devices, list)
         assert devices[0]["data"]["size"] == devices[0]["data"]["requested-size"] == 1 << 30
         with pytest.raises(ExecuteError) as err:
             await qmp.execute("qom-set", {"path": "vm9", "property": "requested-size",
@@ -96,7 +98,8 @@ def test_two_clients_get_events(qmp_path: str, machine: Machine) -> None:
             eb = await asyncio.wait_for(lb.get(), 5)
             assert ea["timestamp"] == eb["timestamp"]
         await b.disconnect()
-        assert (await a.execute("query-status"))["status"] == "running"
+        status = await a.execute("query-status")
+        assert isinstance(status, dict) and status["status"] == "running"
         await a.disconnect()
 
     asyncio.run(scenario())

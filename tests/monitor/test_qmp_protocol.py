@@ -276,7 +276,7 @@ def _try_send(sock: socket.socket, data: bytes) -> None:
 
 
 def test_session_unit() -> None:
-    session = QmpSession(None)  # type: ignore[arg-type]
+    session = QmpSession(None)  # type: ignore[arg-type]  # prepare() needs no machine
     _, work, resp = session.prepare({"execute": "qmp_capabilities", "id": 1})
     assert work is None and resp == {"return": {}, "id": 1}
     _, work, resp = session.prepare({"exec-oob": "query-status", "id": 2})

@@ -124,7 +124,12 @@ def test_interactive_pause_waits_for_the_presenter() -> None:
     asked: list[str] = []
     scenario = parse_scenario(f"title: p\nmachine: {MACHINE}\nsteps:\n  - pause: look\n"
                               "  - pause:\n")
-    player = Player(scenario, interactive=True, prompt=lambda text: asked.append(text) or "")
+
+    def prompt(text: str) -> str:
+        asked.append(text)
+        return ""
+
+    player = Player(scenario, interactive=True, prompt=prompt)
     assert player.run()
     assert asked == ["look -- press Enter to continue ", "paused -- press Enter to continue "]
     assert [r.summary for r in player.reports] == ["continued", "continued"]

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -61,7 +62,7 @@ def test_read_line_from_a_text_stream() -> None:
 
 
 @pytest.fixture
-def machine():  # type: ignore[no-untyped-def]
+def machine() -> Iterator[Machine]:
     with Machine(small_config()) as m:
         m.start()
         yield m

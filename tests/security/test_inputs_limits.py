@@ -145,7 +145,8 @@ NUMBERS = st.sampled_from(["0", "1", "2", "-1", "9" * 25, "9" * 5000, "0x10", "1
                        st.one_of(NUMBERS, st.text(max_size=8))), max_size=4),
     st.sampled_from(["", "node,", "memory-backend-ram,", "virtio-mem-pci,", "socket,"])),
     max_size=5))
-def test_fuzz_command_lines_only_raise_cmdline_errors(options: list) -> None:  # type: ignore[type-arg]
+def test_fuzz_command_lines_only_raise_cmdline_errors(
+        options: list[tuple[str, list[tuple[str, str]], str]]) -> None:
     argv: list[str] = []
     for name, props, prefix in options:
         argv += [name, prefix + ",".join(f"{k}={v}" for k, v in props)]

@@ -270,13 +270,13 @@ def test_fuzz_migration_loader(stream: bytes, data: st.DataObject) -> None:
                 st.lists(st.integers(), max_size=2), st.just({})))
         blob = build(header, rest)
     else:
-        blob = bytearray(stream)
+        mutated = bytearray(stream)
         for _ in range(data.draw(st.integers(1, 4))):
-            at = data.draw(st.integers(0, len(blob) - 1))
-            blob[at] = data.draw(st.integers(0, 255))
+            at = data.draw(st.integers(0, len(mutated) - 1))
+            mutated[at] = data.draw(st.integers(0, 255))
         if data.draw(st.booleans()):
-            blob = blob[: data.draw(st.integers(0, len(blob)))]
-        blob = bytes(blob)
+            mutated = mutated[: data.draw(st.integers(0, len(mutated)))]
+        blob = bytes(mutated)
     try:
         dest = load(blob)
     except MigrationError:

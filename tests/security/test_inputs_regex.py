@@ -12,11 +12,13 @@ import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from emulator import Machine
+from emulator.snapshot import MachineSnapshot
 from scenarios import ScenarioError, parse_scenario
 from scenarios.loader import bundled, lessons, load_scenario
 from scenarios.patterns import MAX_PROGRAM_SIZE, compile_pattern
@@ -35,7 +37,7 @@ def lesson(goal_regex: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def snapshot():  # type: ignore[no-untyped-def]
+def snapshot() -> Iterator[MachineSnapshot]:
     with Machine(small_config()) as machine:
         yield machine.snapshot()
 
@@ -44,7 +46,8 @@ def _no_settle(dev: object) -> bool:
     raise AssertionError("these goals ask nothing about settling")
 
 
-def test_catastrophic_goal_on_a_full_console_is_fast_and_leaves_the_gil(snapshot) -> None:  # type: ignore[no-untyped-def]
+def test_catastrophic_goal_on_a_full_console_is_fast_and_leaves_the_gil(
+        snapshot: MachineSnapshot) -> None:
     goal = parse_scenario(lesson("^(?:.|.)*@@@")).goals[0]
     ticks = 0
     stop = threading.Event()
@@ -70,7 +73,8 @@ def test_catastrophic_goal_on_a_full_console_is_fast_and_leaves_the_gil(snapshot
     assert ticks > 0
 
 
-def test_worst_pattern_within_the_limits_stays_bounded(snapshot) -> None:  # type: ignore[no-untyped-def]
+def test_worst_pattern_within_the_limits_stays_bounded(
+        snapshot: MachineSnapshot) -> None:
     """DFA blow-up ([ab]*a[ab]{45} has 2^45 states) falls back to RE2's NFA: still bounded."""
     pattern = "(?:[ab]*a[ab]{45}){6}x"
     compiled = compile_pattern(pattern)

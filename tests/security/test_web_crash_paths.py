@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,12 @@ HEAD = json.dumps({"format": "vmemlab-recording", "version": 1, "title": "t",
 DEEP = "[" * 100_000 + "]" * 100_000
 KEYFRAME = {"t": 0, "type": "keyframe", "machine": "main", "state": {"devices": {}}}
 
-RECORDINGS: list[bytes] = [s.encode() if isinstance(s, str) else s for s in [
+
+def _as_bytes(files: list[str | bytes]) -> list[bytes]:
+    return [f.encode() if isinstance(f, str) else f for f in files]
+
+
+RECORDINGS = _as_bytes([
     "", "\n\n", "   ", "null", "[]", "1", '"text"', "true", "{", "}", "{}",
     '{"format": "vmemlab-recording"}', '{"format": "vmemlab-recording", "version": 2}',
     '{"format": "vmemlab-recording", "version": "1"}',
@@ -49,9 +54,9 @@ RECORDINGS: list[bytes] = [s.encode() if isinstance(s, str) else s for s in [
     "\ufeff" + HEAD, f"{HEAD}\n" + "{" * 5000, f"{HEAD}\n" + '{"a":' * 3000 + "1" + "}" * 3000,
     '{"format": "vmemlab-recording", "version": 1, "machines": {"' + "m" * 100_000 + '": {}}}',
     f"{HEAD}\n" + '{"t": 0, "type": "say", "text": "' + "\\ud800" * 10 + '"}',
-]]
+])
 
-SCENARIOS: list[bytes] = [s.encode() if isinstance(s, str) else s for s in [
+SCENARIOS = _as_bytes([
     "a: [", "{{{", "- - - -", "!!python/object/apply:os.system ['true']",
     "title: t\nsteps: 1", "title: [1, 2]\nmachines: {}", "\t- tab",
     "machines:\n  main:\n    memory: " + "9" * 5000,
@@ -59,11 +64,11 @@ SCENARIOS: list[bytes] = [s.encode() if isinstance(s, str) else s for s in [
     "title: t\nmachines: {main: {devices: [{id: 1}]}}\nsteps: []",
     "title: " + "[" * 2000, "key: value\nkey: value", "%YAML 9.9\n---\na: 1",
     "--- !<tag:yaml.org,2002:python/none> ''", b"\xff\xfe\x00",
-]]
+])
 
 
 @pytest.fixture(scope="module")
-def app() -> Flask:
+def app() -> Iterator[Flask]:
     app = create_app({"TESTING": True, "VMEMLAB_DEFAULT_MACHINE": web_config,
                       "VMEMLAB_RATELIMIT_SHARES": "1000 per minute",
                       "VMEMLAB_RATELIMIT_MACHINES": "1000 per minute"})

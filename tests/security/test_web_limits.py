@@ -277,7 +277,12 @@ def test_nothing_grows_once_the_budget_is_used_up(serve: Callable[..., LiveServe
     errors: list[str] = []
     got = threading.Event()
     client = socketio.Client(reconnection=False)
-    client.on("server_error", lambda data: (errors.append(data["error"]), got.set()))
+
+    def on_server_error(data: dict[str, str]) -> None:
+        errors.append(data["error"])
+        got.set()
+
+    client.on("server_error", on_server_error)
     client.connect(server.url, headers={"Cookie": other.cookie}, transports=["websocket"],
                    wait_timeout=10)
     try:

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import socketio
 
+from monitor.commands import MonitorContext
 from monitor.hmp import COMMANDS, FULL, INFO_COMMANDS, VISITOR, execute
 from tests.security.conftest import Visitor
 from webapp.live import LiveServer
@@ -98,10 +99,11 @@ def test_policy_table_marks_host_touching_commands_unsafe() -> None:
     assert unsafe == {"migrate", "quit|q"}
     assert all(cmd.visitor_safe for cmd in INFO_COMMANDS)
     # the operator's monitors keep every command
-    assert "migrate" in execute(None, "help", FULL)  # type: ignore[arg-type]
-    assert "migrate" not in execute(None, "help", VISITOR)  # type: ignore[arg-type]
-    assert execute(None, "quit", VISITOR) == f"{REFUSED}: 'quit'\n"  # type: ignore[arg-type]
-    assert execute(None, "nope", VISITOR) == "unknown command: 'nope'\n"  # type: ignore[arg-type]
+    no_machine: MonitorContext = None  # type: ignore[assignment]  # help/refusals need none
+    assert "migrate" in execute(no_machine, "help", FULL)
+    assert "migrate" not in execute(no_machine, "help", VISITOR)
+    assert execute(no_machine, "quit", VISITOR) == f"{REFUSED}: 'quit'\n"
+    assert execute(no_machine, "nope", VISITOR) == "unknown command: 'nope'\n"
 
 
 class _Records(logging.Handler):

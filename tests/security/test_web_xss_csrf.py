@@ -127,9 +127,11 @@ def test_socketio_refuses_other_origins(server: LiveServer,
     assert len(server.manager) == 0
     ws = websocket.create_connection(url, origin=server.url, cookie=v.cookie, timeout=5)
     try:
-        assert ws.recv().startswith("0{")  # engine.io "open"
+        opened = ws.recv()
+        assert isinstance(opened, str) and opened.startswith("0{")  # engine.io "open"
         ws.send("40")  # socket.io connect: the session's machine starts
-        assert ws.recv().startswith("40")
+        connected = ws.recv()
+        assert isinstance(connected, str) and connected.startswith("40")
     finally:
         ws.close()
     assert len(server.manager) == 1

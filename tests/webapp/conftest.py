@@ -142,7 +142,7 @@ class Browser:
 
     def keyframe(self, timeout: float = 10.0) -> dict[str, Any]:
         msg = self.wait_for(lambda m: m["name"] == "keyframe", timeout, "keyframe")
-        return msg["args"][0]  # type: ignore[no-any-return]
+        return msg["args"][0]
 
     def ready(self) -> dict[str, Any]:
         """The keyframe, once the guest driver has settled on both devices."""

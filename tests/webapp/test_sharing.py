@@ -13,6 +13,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from emulator import Machine
 from emulator.config import MiB
 from scenarios.loader import load_scenario
 from scenarios.recording import Recording
@@ -34,6 +35,13 @@ def share_dir(app: Flask, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pa
 def _token(client: FlaskClient) -> str:
     with client.session_transaction() as s:
         return str(s[TOKEN])
+
+
+def _machine(app: Flask, client: FlaskClient) -> Machine:
+    """The running machine of the client's session."""
+    session = ext.sessions(app).get(_token(client))
+    assert session is not None and session.machine is not None
+    return session.machine
 
 
 def _wait_plugged(client: FlaskClient, dev: str, size: int, timeout: float = 10.0) -> None:
@@ -65,7 +73,7 @@ def test_export_replays_to_the_current_state(app: Flask, http: FlaskClient) -> N
     assert rec.header["machines"]["main"]["config"]["boot_ram"] == 64 * MiB
     keyframes = [e for e in rec.entries if e["type"] == "keyframe"]
     assert len(keyframes) >= 2  # at attach and the forced one at export
-    machine = ext.sessions(app).get(_token(http)).machine
+    machine = _machine(app, http)
     snap = machine.snapshot()
     last = keyframes[-1]["state"]
     for d in snap.devices:
@@ -154,7 +162,7 @@ def test_share_a_scenario_and_start_it(app: Flask, http: FlaskClient, share_dir:
     started = http.post(f"/s/{share_id}/start")
     assert started.status_code == 302
     cfg = scenario.machines[scenario.default_machine].config
-    machine = ext.sessions(app).get(_token(http)).machine
+    machine = _machine(app, http)
     assert machine.config.boot_ram == cfg.boot_ram
     assert [(d.id, d.size) for d in machine.config.devices] == \
         [(d.id, d.size) for d in cfg.devices]

@@ -135,7 +135,9 @@ def test_full_server_reclaims_an_idle_machine_before_refusing():
         with pytest.raises(InputError, match="limit"):
             manager.session("b")  # "a" has a browser connected
         manager.disconnect("a", "s1")
-        manager.get("a").last_seen -= 10  # idle for a while
+        idle = manager.get("a")
+        assert idle is not None
+        idle.last_seen -= 10  # idle for a while
         assert manager.session("b") is not None
         assert manager.get("a") is None
     finally:
