@@ -27,9 +27,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from monitor import commands as c
+from monitor import info as mem_info
+from monitor import virtio_status as vs
 from monitor.commands import MonitorContext, MonitorError
 from monitor.hmp_line import Overlong, line_error, too_long
 from monitor.hmp_readline import ReadLine
+from monitor.qobject_order import qobject
 
 QEMU_VERSION = {"micro": 22, "minor": 2, "major": 7}
 PACKAGE = "vmemlab 0.1.0"
@@ -258,6 +261,13 @@ QMP_COMMANDS: dict[str, tuple[ArgSpec, Callable[[MonitorContext, dict[str, Any]]
     "human-monitor-command": ({"command-line": ("str", True), "cpu-index": ("int", False)},
                               _hmc),
     "device_del": ({"id": ("str", True)}, _device_del),
+    # the machine's memory and its virtio devices (monitor.info, monitor.virtio_status)
+    "query-memory-size-summary": ({}, _no_args(mem_info.query_memory_size_summary)),
+    "query-memdev": ({}, lambda ctx, a: qobject(mem_info.query_memdev(ctx))),
+    "query-events": ({}, _no_args(mem_info.query_events)),
+    "x-query-virtio": ({}, lambda ctx, a: qobject(vs.query_virtio(ctx))),
+    "x-query-virtio-status": ({"path": ("str", True)},
+                              lambda ctx, a: qobject(vs.query_virtio_status(ctx, a["path"]))),
 }
 _TYPE_NAMES = {"str": "string", "bool": "boolean", "int": "integer", "array": "array"}
 
