@@ -15,7 +15,9 @@ Where vmemlab differs, on purpose:
   here such a line is refused whole (:class:`~monitor.hmp_line.Overlong`).
 * QEMU redraws the whole line for every typed byte, which costs O(n²) bytes for an n-byte line
   (33 MB for 4095 bytes). Past :data:`EXACT_ECHO_BYTES` bytes of line, a byte appended at the
-  end is echoed by itself: the terminal shows the same line, the bytes differ.
+  end is echoed by itself: the terminal shows the same line, the bytes differ. And a line's
+  echo stops at :data:`ECHO_BUDGET` bytes (cursor keys on a long line cost 12 KiB each);
+  its ``\r\n`` and its output still come.
 * History is kept per connection (QEMU keeps one per monitor, across reconnects).
 
 The stdio console and QMP's ``human-monitor-command`` never echo (a terminal echoes for
@@ -24,13 +26,15 @@ itself; QMP returns only the output), as in QEMU.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from monitor.hmp_line import MAX_LINE_BYTES, Overlong
 
 READLINE_MAX_CMDS = 64
 READLINE_MAX_COMPLETIONS = 256
 EXACT_ECHO_BYTES = 256  # QEMU's full redraw below this line length (<= 128 KiB of echo)
+ECHO_BUDGET = 256 * 1024  # echo bytes one line may cause
+FLUSH_BYTES = 64 * 1024  # echo handed out in pieces of about this size
 _MAX_ESC_PARAM = 1 << 31
 _SPACE = frozenset(b" \t\n\v\f\r")  # qemu_isspace() in the C locale
 
@@ -59,22 +63,24 @@ class ReadLine:
         self.typed = 0  # bytes typed into this line, dropped ones included
         self.dropped = False  # a byte was dropped: the line is over-long
         self._dirty = False  # cmd or last changed since the last redraw
+        self._echoed = 0  # echo bytes this line has caused
         self._out = bytearray()
 
     # ------------------------------------------------------------------ input
 
-    def feed(self, data: bytes) -> list[Item]:
-        """Handle received bytes: the echo to send and the lines to run, in order."""
-        items: list[Item] = []
+    def feed(self, data: bytes) -> Iterator[Item]:
+        """Handle received bytes: the echo to send (in pieces) and the lines to run, in
+        order. A generator, so the caller can send each piece before the rest is made."""
         for ch in data:
             line = self._handle_byte(ch)
             if line is not None:
                 if self._out:
-                    items.append(self._take())
-                items.append(line)
+                    yield self._take()
+                yield line
+            elif len(self._out) >= FLUSH_BYTES:
+                yield self._take()
         if self._out:
-            items.append(self._take())
-        return items
+            yield self._take()
 
     def _take(self) -> bytes:
         out = bytes(self._out).replace(b"\n", b"\r\n")  # monitor_puts: every \n is \r\n
@@ -82,7 +88,9 @@ class ReadLine:
         return out
 
     def _printf(self, data: bytes) -> None:
-        self._out += data
+        if self._echoed + len(data) <= ECHO_BUDGET:
+            self._out += data
+        self._echoed = min(self._echoed + len(data), ECHO_BUDGET + 1)  # once over: silent
 
     def _handle_byte(self, ch: int) -> str | Overlong | None:  # readline_handle_byte
         line: str | Overlong | None = None
@@ -153,7 +161,8 @@ class ReadLine:
     def _enter(self) -> str | Overlong:
         text = bytes(self.cmd)
         self._hist_add(text)
-        self._printf(b"\n")
+        self._out += b"\n"  # always, even past the echo budget
+        self._echoed = 0
         typed, dropped = self.typed, self.dropped
         self.cmd.clear()
         self.index = self.last_index = 0

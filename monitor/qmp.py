@@ -541,9 +541,10 @@ class MonitorServer:
                 if not chunk:
                     break
                 for item in rl.feed(chunk):
-                    if isinstance(item, bytes):  # the echo
+                    if isinstance(item, bytes):  # the echo, in pieces: wait for the reader
                         if not self._write(writer, item):
                             break
+                        await writer.drain()
                         continue
                     if isinstance(item, Overlong):  # dropped whole: no fragment runs
                         out = f"Error: {too_long(item.size)}\n"

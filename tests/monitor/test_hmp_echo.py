@@ -15,12 +15,14 @@ import socket
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from qemu.qmp import QMPClient
 
 from emulator import Machine
 from monitor.commands import MonitorContext
-from monitor.hmp_line import MAX_LINE_BYTES
-from monitor.hmp_readline import EXACT_ECHO_BYTES
+from monitor.hmp_line import MAX_LINE_BYTES, Overlong
+from monitor.hmp_readline import ECHO_BUDGET, EXACT_ECHO_BYTES, ReadLine
 from monitor.qmp import MonitorServer
 from monitor.readline_console import run_console
 
@@ -149,9 +151,15 @@ def test_long_line_echo_is_bounded_and_shows_the_same_line(hmp_path: str) -> Non
     exact = readline_echo(line[:EXACT_ECHO_BYTES])[:-2]
     assert echo.startswith(exact)
     assert echo[len(exact):] == line[EXACT_ECHO_BYTES:MAX_LINE_BYTES]
-    assert _screen(echo) == _screen(readline_echo(line[:MAX_LINE_BYTES])[:-2]) == \
-        line[:MAX_LINE_BYTES]
+    assert _screen(echo) == line[:MAX_LINE_BYTES]
     assert hmp.send(b"info status\n").endswith(b"VM status: running\r\n(qemu) ")
+    # what QEMU's full redraws show, for a line past the limit (600 bytes: 0.7 MB of echo)
+    typed = bytes(range(97, 123)) * 23
+    items = list(ReadLine().feed(typed + b"\n"))
+    assert items[-1] == typed.decode()
+    ours = b"".join(item for item in items if isinstance(item, bytes))
+    assert len(ours) < len(readline_echo(typed)) // 2
+    assert _screen(ours[:-2]) == _screen(readline_echo(typed)[:-2]) == typed
 
 
 def test_no_echo_on_stdio(ctx: MonitorContext) -> None:
@@ -175,3 +183,39 @@ def test_no_echo_in_human_monitor_command(server: MonitorServer, tmp_path: Path)
             await qmp.disconnect()
 
     assert asyncio.run(run()) == "VM status: running\r\n"
+
+
+def test_cursor_key_storm_is_bounded(hmp_path: str, machine: Machine) -> None:
+    """^A/^E on a 4000-byte line: QEMU would send 24 KB of cursor moves per key pair (2.9 GB
+    here); a line's echo stops at ECHO_BUDGET, its CRLF and output still come."""
+    hmp = Raw(hmp_path)
+    storm = b"info status" + b" " * 3989 + b"\x01\x05" * 60_000 + b"\n"
+    out = hmp.send(storm)
+    assert out.endswith(b"\r\nVM status: running\r\n(qemu) ")
+    assert len(out) <= ECHO_BUDGET + 100
+    assert hmp.send(b"stop\n").endswith(b"stop" + K + b"\r\n(qemu) ")  # echo is back
+    assert machine.runstate == "paused"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=3000))
+def test_any_bytes_are_handled(data: bytes) -> None:
+    readline = ReadLine(completer=lambda before: (["status", "stop"], 0))
+    lines = 0
+    echoed = 0
+    for item in readline.feed(data):
+        if isinstance(item, bytes):
+            echoed += len(item)
+        else:
+            lines += 1
+            assert isinstance(item, str | Overlong)
+        assert len(readline.cmd) <= MAX_LINE_BYTES
+    assert echoed <= (lines + 1) * (ECHO_BUDGET + 2)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), min_size=1,
+               max_size=EXACT_ECHO_BYTES))
+def test_typed_lines_echo_exactly_as_qemu(line: str) -> None:
+    items = list(ReadLine().feed(line.encode() + b"\n"))
+    assert items == [readline_echo(line.encode()), line]
