@@ -422,3 +422,17 @@ def test_raw_json_key_order(qmp_path: str) -> None:
     assert reader.readline() == (b'{"return": {"base-memory": 1073741824, '
                                  b'"plugged-memory": 536870912}, "id": 7}\r\n')
     sock.close()
+
+
+def test_a_machine_without_devices(build: Builder) -> None:
+    machine = build(["-m", "1G,maxmem=2G"], settle=False)
+    assert run_hmp(machine, "info virtio") == "No VirtIO devices\n"
+    assert run_hmp(machine, "info ramblock").splitlines()[1:] == [
+        "           mach-virt.ram    4 KiB  0x0000000000000000 0x0000000040000000 "
+        "0x0000000040000000"]
+    lines = run_hmp(machine, "info mtree").splitlines()
+    assert lines[3:7] == [  # maxmem > RAM: an empty device-memory region, as in QEMU
+        "    0000000009000000-0000000009000fff (prio 0, i/o): pl011",
+        "    0000000040000000-000000007fffffff (prio 0, ram): mach-virt.ram",
+        "    0000000080000000-00000000bfffffff (prio 0, i/o): device-memory",
+        ""]
