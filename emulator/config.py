@@ -55,6 +55,7 @@ class NumaNodeConfig:
     node_id: int
     cpus: list[int] = field(default_factory=list)
     mem: int | None = None  # None: an even share of boot RAM
+    memdev: str = ""  # the id of its -numa node,memdev= backend ("": none), for the monitor
 
 
 @dataclass

@@ -497,7 +497,7 @@ def _build_numa(cfg: MachineConfig, numa: list, objects: dict[str, _Object], ram
                 raise CmdlineError(f"Device '{memdev}' not found", option)
             obj.used_by = option
             size = obj.size
-        nodes.append(NumaNodeConfig(nodeid, cpus, size))
+        nodes.append(NumaNodeConfig(nodeid, cpus, size, memdev or ""))
     if all(n.mem is None for n in nodes):
         opts.notes.append(
             f"{numa[0][0]}: no memdev: boot RAM split evenly between the nodes, as QEMU 2.x did "

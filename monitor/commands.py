@@ -299,7 +299,7 @@ def qom_get(ctx: MonitorContext, path: str, prop: str) -> Any:
         dev = machine.devices[obj.dev_id]
         return {"size": dev.region_size, "merge": True, "dump": True, "prealloc": False,
                 "prealloc-threads": 1, "share": False, "reserve": True, "policy": "default",
-                "host-nodes": [], "x-use-canonical-path-for-ramblock-id": True}[prop]
+                "host-nodes": [], "x-use-canonical-path-for-ramblock-id": False}[prop]
     dev = machine.devices[obj.dev_id]
     pci = f"{PERIPHERAL}/{obj.dev_id}"
     if ptype.startswith("child<"):

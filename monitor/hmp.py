@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from control.sizes import format_mib
 from monitor import commands as c
+from monitor import info as mem_info
+from monitor import virtio_status as vs
 from monitor.commands import MonitorContext, MonitorError, context_for
 from monitor.hmp_line import line_error
 
@@ -401,6 +403,13 @@ def _h_guest(ctx: MonitorContext, a: dict[str, Any]) -> str:
     return message + "\n" if message else ""
 
 
+def _h_mtree(ctx: MonitorContext, a: dict[str, Any]) -> str:
+    if a.get("flatview") or a.get("dispatch_tree") or a.get("owner"):
+        raise MonitorError("vmemlab models the memory tree only: -f, -d and -o are not "
+                           "supported")
+    return mem_info.fmt_mtree(ctx)  # -D too: vmemlab has no disabled region
+
+
 def _h_virtio_mem(ctx: MonitorContext, a: dict[str, Any]) -> str:
     c.virtio_mem_resize(ctx, a["id"], a["size"])
     return ""
@@ -461,6 +470,9 @@ COMMANDS: list[HmpCommand] = [
 INFO_COMMANDS: list[HmpCommand] = [
     HmpCommand("guest", "", "", "show what the guest reports about its memory (vmemlab)",
                lambda ctx, a: fmt_guest(c.guest_info(ctx)), visitor_safe=True),
+    HmpCommand("memdev", "", "", "show memory backends",
+               lambda ctx, a: mem_info.fmt_memdev(mem_info.query_memdev(ctx)),
+               visitor_safe=True),
     HmpCommand("memory-devices", "", "", "show memory devices",
                lambda ctx, a: fmt_memory_devices(c.query_memory_devices(ctx)),
                visitor_safe=True),
@@ -471,18 +483,30 @@ INFO_COMMANDS: list[HmpCommand] = [
                .format_map(c.memory_size_summary(ctx)), visitor_safe=True),
     HmpCommand("migrate", "", "", "show migration status",
                lambda ctx, a: fmt_migrate(c.query_migrate(ctx)), visitor_safe=True),
+    HmpCommand("mtree", "flatview:-f,dispatch_tree:-d,owner:-o,disabled:-D",
+               "[-f][-d][-o][-D]",
+               "show memory tree (-f: dump flat view for address spaces;-d: dump dispatch "
+               "tree, valid with -f only);-o: dump region owners/parents;-D: dump disabled "
+               "regions (vmemlab: the tree only; no region is disabled)",
+               _h_mtree, visitor_safe=True),
     HmpCommand("numa", "", "", "show NUMA information",
                lambda ctx, a: fmt_numa(c.numa_info(ctx)), visitor_safe=True),
+    HmpCommand("ramblock", "", "", "Display system RAMBlock information",
+               lambda ctx, a: mem_info.fmt_ramblock(mem_info.ram_blocks(ctx)),
+               visitor_safe=True),
     HmpCommand("status", "", "", "show the current VM status (running|paused)",
                lambda ctx, a: fmt_status(c.query_status(ctx)), visitor_safe=True),
     HmpCommand("virtio", "", "", "List all available virtio devices",
-               lambda ctx, a: "".join(f"/machine/peripheral/{d}/virtio-backend [virtio-mem]\n"
-                                      for d in reversed(list(ctx.machine.devices))),
-               visitor_safe=True),
+               lambda ctx, a: vs.fmt_virtio(vs.query_virtio(ctx)), visitor_safe=True),
+    HmpCommand("virtio-status", "path:s", "path", "Display status of a given virtio device",
+               lambda ctx, a: vs.fmt_virtio_status(
+                   a["path"], vs.query_virtio_status(ctx, a["path"])), visitor_safe=True),
     HmpCommand("version", "", "", "show the version of QEMU",
                lambda ctx, a: "7.2.22 (vmemlab)\n", visitor_safe=True),
     HmpCommand("virtio-mem", "id:s", "id",
-               "show the state of a virtio-mem device (the 2017 RFC's command)",
+               "show the state of a virtio-mem device (the 2017 RFC's command; its 'Request "
+               "status' is the guest's own report, over a vmemlab paravirtual call: shipped "
+               "virtio-mem has no channel for it)",
                lambda ctx, a: fmt_virtio_mem(c.virtio_mem_info(ctx, a["id"])), visitor_safe=True),
     HmpCommand("virtio-mem-blocks", "id:s", "id",
                "show the block map of a virtio-mem device (vmemlab)",
@@ -714,6 +738,8 @@ def complete(ctx: MonitorContext | None, before: str, policy: Policy = FULL) -> 
                           if policy.offers(cmd) and n.startswith(current))
         if done[1] in ("virtio-mem", "virtio-mem-blocks") and len(done) == 2:
             return [i for i in ids if i.startswith(current)]
+        if done[1] == "virtio-status" and len(done) == 2:
+            return [p for p in map(vs.backend_path, ids) if p.startswith(current)]
         return []
     args = [w for w in done[1:] if not w.startswith("-")]
     if first in ("qom-get", "qom-set", "qom-list", "virtio-mem", "device_del") and not args:

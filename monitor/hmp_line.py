@@ -6,9 +6,9 @@ silently drops every character past that, and Enter runs what is left -- a trunc
 command. vmemlab keeps QEMU's limit but refuses an over-long line *as a whole*, in every HMP
 path (stdio, ``-monitor`` sockets, QMP's ``human-monitor-command``, a scenario's ``monitor:``
 step, the web console): it answers :func:`too_long` and runs nothing. The old socket reader
-split a long line into pieces and ran the tail as a command; :class:`LineSplitter` throws
-away the rest of an over-long line up to its newline instead, holding at most
-``MAX_LINE_BYTES + 1`` bytes of it.
+split a long line into pieces and ran the tail as a command; the socket's readline
+(``monitor.hmp_readline``) holds at most ``MAX_LINE_BYTES`` bytes of a line, counts the rest
+and answers :class:`Overlong` at its end.
 """
 
 from __future__ import annotations
@@ -38,38 +38,6 @@ class Overlong:
     """An input line that was too long and was dropped; ``size`` counts its bytes."""
 
     size: int
-
-
-class LineSplitter:
-    """Bytes in, whole lines out (decoded, without ``\\r\\n``) or :class:`Overlong`."""
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-        self._dropping = 0  # bytes of an over-long line dropped so far (0: not dropping)
-
-    def feed(self, data: bytes) -> list[str | Overlong]:
-        out: list[str | Overlong] = []
-        start = 0
-        while start < len(data):
-            end = data.find(b"\n", start)
-            piece = data[start:] if end < 0 else data[start:end]
-            if self._dropping:
-                self._dropping += len(piece)
-            else:
-                self._buf += piece
-                if len(self._buf.rstrip(b"\r")) > MAX_LINE_BYTES:
-                    self._dropping = len(self._buf)
-                    self._buf.clear()
-            if end < 0:
-                break
-            if self._dropping:
-                out.append(Overlong(self._dropping))
-                self._dropping = 0
-            else:
-                out.append(self._buf.rstrip(b"\r").decode("utf-8", "replace"))
-                self._buf.clear()
-            start = end + 1
-        return out
 
 
 def read_line(stream: TextIO) -> str | Overlong | None:

@@ -27,14 +27,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from monitor import commands as c
+from monitor import info as mem_info
+from monitor import virtio_status as vs
 from monitor.commands import MonitorContext, MonitorError
-from monitor.hmp_line import LineSplitter, Overlong, line_error, too_long
+from monitor.hmp_line import Overlong, line_error, too_long
+from monitor.hmp_readline import ReadLine
+from monitor.qobject_order import qobject
 
 QEMU_VERSION = {"micro": 22, "minor": 2, "major": 7}
 PACKAGE = "vmemlab 0.1.0"
 GREETING = {"QMP": {"version": {"qemu": QEMU_VERSION, "package": PACKAGE},
                     "capabilities": ["oob"]}}
 HMP_BANNER = "QEMU 7.2.22 monitor - type 'help' for more information\r\n"
+PROMPT = "(qemu) "
 MAX_MESSAGE = 1 << 20  # bytes of one JSON value before the client is answered and reset
 MAX_DEPTH = 1024  # QEMU's MAX_NESTING
 MAX_OUTPUT = 8 << 20  # unread output before a client is dropped
@@ -256,6 +261,13 @@ QMP_COMMANDS: dict[str, tuple[ArgSpec, Callable[[MonitorContext, dict[str, Any]]
     "human-monitor-command": ({"command-line": ("str", True), "cpu-index": ("int", False)},
                               _hmc),
     "device_del": ({"id": ("str", True)}, _device_del),
+    # the machine's memory and its virtio devices (monitor.info, monitor.virtio_status)
+    "query-memory-size-summary": ({}, _no_args(mem_info.query_memory_size_summary)),
+    "query-memdev": ({}, lambda ctx, a: qobject(mem_info.query_memdev(ctx))),
+    "query-events": ({}, _no_args(mem_info.query_events)),
+    "x-query-virtio": ({}, lambda ctx, a: qobject(vs.query_virtio(ctx))),
+    "x-query-virtio-status": ({"path": ("str", True)},
+                              lambda ctx, a: qobject(vs.query_virtio_status(ctx, a["path"]))),
 }
 _TYPE_NAMES = {"str": "string", "bool": "boolean", "int": "integer", "array": "array"}
 
@@ -515,18 +527,25 @@ class MonitorServer:
     # ---- HMP over a socket
     async def _hmp_client(self, reader: asyncio.StreamReader,
                           writer: asyncio.StreamWriter) -> None:
+        """QEMU's readline monitor: every typed byte is echoed as QEMU redraws the line
+        (``monitor.hmp_readline``); a finished line runs, then its output and the prompt."""
         from monitor.hmp import execute
 
         if not self._admit(writer):
             return
-        splitter = LineSplitter()
+        rl = ReadLine(PROMPT, completer=self._hmp_completer)
         try:
-            self._write(writer, (HMP_BANNER + "(qemu) ").encode())
+            self._write(writer, (HMP_BANNER + PROMPT).encode())
             while not writer.is_closing() and not self.ctx.quitting:
                 chunk = await reader.read(65536)
                 if not chunk:
                     break
-                for item in splitter.feed(chunk):
+                for item in rl.feed(chunk):
+                    if isinstance(item, bytes):  # the echo, in pieces: wait for the reader
+                        if not self._write(writer, item):
+                            break
+                        await writer.drain()
+                        continue
                     if isinstance(item, Overlong):  # dropped whole: no fragment runs
                         out = f"Error: {too_long(item.size)}\n"
                     else:
@@ -534,7 +553,8 @@ class MonitorServer:
                     self._write(writer, out.replace("\n", "\r\n").encode())
                     if self.ctx.quitting:
                         break
-                    self._write(writer, b"(qemu) ")
+                    # the state after Enter is what readline_show_prompt() leaves
+                    self._write(writer, PROMPT.encode())
                 await writer.drain()
         except (ConnectionError, OSError):
             pass
@@ -542,3 +562,11 @@ class MonitorServer:
             self._clients.discard(writer)
             with contextlib.suppress(Exception):
                 writer.close()
+
+    def _hmp_completer(self, before: str) -> tuple[list[str], int]:
+        """Tab in the socket monitor: ``monitor.hmp.complete``'s words for the last word."""
+        from monitor.hmp import complete
+
+        typing_new = not before or before[-1] in " \t\n\r\v\f"
+        current = "" if typing_new else before.split()[-1]
+        return complete(self.ctx, before), len(current.encode())

@@ -21,6 +21,13 @@ if TYPE_CHECKING:
 
 Sink = Callable[[dict[str, Any]], None]
 THROTTLED = {"MEMORY_DEVICE_SIZE_CHANGE": 1.0}
+#: every event vmemlab emits, in the order of QEMU 7.2's schema (qapi/run-state.json, then
+#: qapi/machine.json); ``query-events`` lists exactly these. :func:`make_event` refuses any
+#: other name, so an event added without being declared here fails its first test.
+EVENTS: tuple[str, ...] = (
+    "SHUTDOWN", "RESET", "STOP", "RESUME", "GUEST_PANICKED",  # run-state.json
+    "MEMORY_DEVICE_SIZE_CHANGE",  # machine.json
+)
 
 
 def timestamp(wall: float | None = None) -> dict[str, int]:
@@ -32,6 +39,8 @@ def timestamp(wall: float | None = None) -> dict[str, int]:
 
 def make_event(name: str, data: dict[str, Any] | None, wall: float | None = None
                ) -> dict[str, Any]:
+    if name not in EVENTS:
+        raise ValueError(f"QMP event {name} is not declared in monitor.qmp_events.EVENTS")
     msg: dict[str, Any] = {"timestamp": timestamp(wall), "event": name}
     if data is not None:
         msg["data"] = data

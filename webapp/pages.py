@@ -1,17 +1,28 @@
-"""HTML pages: the sandbox itself and a health check."""
+"""HTML pages: the sandbox itself, what the model leaves out (``/about/model``), a health
+check."""
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, render_template, session
+import os
+
+from flask import Blueprint, abort, current_app, jsonify, render_template, session
+from flask.blueprints import BlueprintSetupState
 from flask.typing import ResponseReturnValue
 
-from webapp import ext
+from webapp import ROOT, docs_pages, ext
 from webapp.sessions import new_token
 from webapp.view_model import STATE_NAMES
 
 bp = Blueprint("pages", __name__)
 
 TOKEN = "vmemlab"  #: key of the session token in the signed Flask session cookie
+DOCS = "vmemlab.docs"  #: app.extensions key of the rendered doc pages
+
+
+@bp.record_once
+def _render_docs(state: BlueprintSetupState) -> None:
+    """Render docs/*.md once, when the app starts (webapp.docs_pages)."""
+    state.app.extensions[DOCS] = docs_pages.load_all(os.path.join(ROOT, "docs"))
 
 
 def session_token(create: bool = True) -> str | None:
@@ -28,6 +39,16 @@ def session_token(create: bool = True) -> str | None:
 def index() -> str:
     session_token()
     return render_template("index.html", states=STATE_NAMES)
+
+
+@bp.get("/about/<name>")
+def about(name: str) -> str:
+    """``/about/model``: docs/model.md, what vmemlab simplifies and which versions it
+    follows; ``/about/personalities`` likewise."""
+    page = current_app.extensions[DOCS].get(name)
+    if page is None:
+        abort(404)
+    return render_template("about_model.html", page=page)
 
 
 @bp.get("/healthz")

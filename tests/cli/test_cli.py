@@ -89,6 +89,8 @@ def test_startup_error_exit_code() -> None:
 
 
 def _hmp(sock: socket.socket, line: str) -> str:
+    """Run a line; its output without QEMU's readline echo (up to the first CRLF, as the
+    transcripts' tools/qg.py strips it) and without the prompt."""
     sock.sendall(line.encode() + b"\n")
     buf = b""
     while not buf.endswith(b"(qemu) "):
@@ -96,7 +98,8 @@ def _hmp(sock: socket.socket, line: str) -> str:
         if not chunk:
             break
         buf += chunk
-    return buf.decode().replace("\r\n", "\n").removesuffix("(qemu) ")
+    out = buf.decode().partition("\r\n")[2]
+    return out.replace("\r\n", "\n").removesuffix("(qemu) ")
 
 
 def _connect(path: str, timeout: float = 20) -> socket.socket:

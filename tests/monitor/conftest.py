@@ -77,3 +77,16 @@ def server(ctx: MonitorContext) -> Iterator[MonitorServer]:
     srv = MonitorServer(ctx)
     yield srv
     srv.close()
+
+
+def readline_echo(typed: bytes) -> bytes:
+    """What QEMU's monitor sends back while ``typed`` + Enter arrive on a ``-monitor`` socket.
+
+    ``util/readline.c``: each byte goes through ``readline_handle_byte``, which ends in
+    ``readline_update``; for a byte appended at the end that prints ``\\033[D`` once per byte
+    shown so far, the whole line, ``\\033[K``. Enter prints ``\\n``, which the monitor sends as
+    ``\\r\\n``.
+    """
+    out = b"".join(b"\033[D" * (k - 1) + typed[:k] + b"\033[K"
+                   for k in range(1, len(typed) + 1))
+    return out + b"\r\n"

@@ -12,8 +12,9 @@ from monitor.readline_console import Completer, run_console
 
 def test_completion(ctx: MonitorContext) -> None:
     assert complete(ctx, "qom-") == ["qom-get", "qom-list", "qom-set"]
-    assert complete(ctx, "info virtio-") == ["virtio-mem", "virtio-mem-blocks"]
+    assert complete(ctx, "info virtio-") == ["virtio-mem", "virtio-mem-blocks", "virtio-status"]
     assert complete(ctx, "info virtio-mem ") == ["vm0"]
+    assert complete(ctx, "info virtio-status /m") == ["/machine/peripheral/vm0/virtio-backend"]
     assert complete(ctx, "qom-set v") == ["vm0"]
     assert complete(ctx, "qom-set /machine/peripheral/vm0/") == [
         "/machine/peripheral/vm0/virtio-backend"]

@@ -15,7 +15,7 @@ import pytest
 from emulator import Machine
 from monitor.qmp import GREETING, JsonSplitter, MonitorServer, QmpSession, parse_address
 
-from .conftest import wait_settled
+from .conftest import readline_echo, wait_settled
 
 
 class Client:
@@ -320,7 +320,7 @@ def test_hmp_socket(server: MonitorServer, tmp_path: Path) -> None:
     buf = b""
     while not buf.endswith(b"(qemu) "):
         buf += sock.recv(4096)
-    assert buf == b"VM status: running\r\n(qemu) "
+    assert buf == readline_echo(b"info status") + b"VM status: running\r\n(qemu) "
     sock.close()
 
 

@@ -23,7 +23,8 @@ import pytest
 from emulator import Machine
 from monitor.commands import context_for
 from monitor.hmp import execute
-from monitor.hmp_line import MAX_LINE_BYTES, LineSplitter, Overlong, read_line
+from monitor.hmp_line import MAX_LINE_BYTES, Overlong, read_line
+from monitor.hmp_readline import ReadLine
 from monitor.qmp import MonitorServer
 from scenarios import ScenarioError, parse_scenario
 from tests.conftest import small_config
@@ -39,17 +40,24 @@ def padded(command: str, size: int) -> str:
     return command + " " * (size - len(command))
 
 
-def test_splitter_keeps_whole_lines_and_drops_long_ones() -> None:
-    splitter = LineSplitter()
-    out = []
-    data = (b"info status\r\n" + padded("help", MAX_LINE_BYTES).encode() + b"\n"
+def test_socket_readline_keeps_whole_lines_and_drops_long_ones() -> None:
+    readline = ReadLine()
+    out: list[str | Overlong] = []
+    echoed = 0
+    data = (b"info status\n" + padded("help", MAX_LINE_BYTES).encode() + b"\n"
             + ATTACK.encode() + b"\nquit\n")
     for at in range(0, len(data), 7000):  # any chunking
-        out += splitter.feed(data[at:at + 7000])
+        for item in readline.feed(data[at:at + 7000]):
+            if isinstance(item, bytes):
+                echoed += len(item)
+            else:
+                out.append(item)
+        assert len(readline.cmd) <= MAX_LINE_BYTES  # never holds more of a line
     assert out[0] == "info status"
     assert out[1] == padded("help", MAX_LINE_BYTES)
     assert out[2] == Overlong(len(ATTACK))
     assert out[3:] == ["quit"]
+    assert echoed < 1 << 20  # QEMU's redraw-per-byte echo would be 33 MB for one long line
 
 
 def test_read_line_from_a_text_stream() -> None:
