@@ -55,6 +55,16 @@ def test_requested_size_change_is_drawn_and_matches_qmp(new_page):
     page = new_page()
     wait_plugged(page, "vm0", 32)
     wait_plugged(page, "vm1", 16)
+    # the register map highlights a changed field for 2.5 s: record that it happened, so a
+    # slow (loaded) test run cannot miss it between two polls
+    page.evaluate("""() => {
+        window.__sawChanged = false;
+        new MutationObserver(() => {
+            if (document.querySelector('#config-table tr[data-field="plugged_size"].changed'))
+                window.__sawChanged = true;
+        }).observe(document.getElementById('config-table'),
+                   {subtree: true, attributes: true, childList: true});
+    }""")
     set_requested(page, "vm0", 128)
     wait_plugged(page, "vm0", 64)
     page.wait_for_timeout(600)  # let the "just changed" rings fade
@@ -68,7 +78,7 @@ def test_requested_size_change_is_drawn_and_matches_qmp(new_page):
         "() => document.querySelector('.device[data-device=\"vm0\"]').dataset.plugged == 134217728")
     assert card.get_attribute("data-requested") == str(qmp["vm0"]["requested-size"])
     assert "plugged 128 MiB" in card.inner_text().replace("\n", " ")
-    page.wait_for_selector('#config-table tr[data-field="plugged_size"].changed')
+    page.wait_for_function("() => window.__sawChanged === true")
     page.wait_for_function(
         "() => /PLUG .* → ACK/.test(document.getElementById('vq-log').textContent)")
     # host view: what the host backs; unplugged blocks have no host memory at all
