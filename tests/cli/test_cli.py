@@ -241,16 +241,22 @@ def test_migrate_and_incoming(tmp_path: Path) -> None:
     assert bad.stderr.endswith("vmemlab: load of migration failed: Invalid argument\n")
 
 
-def test_guest_poweroff_ends_the_process() -> None:
+def test_guest_poweroff_ends_the_process(tmp_path: Path) -> None:
     proc = vmemlab(shlex.split(REFERENCE), "guest poweroff\n", timeout=20)
     assert proc.returncode == 0
-    kept = spawn([*shlex.split(REFERENCE), "-no-shutdown"])
+    qmp = str(tmp_path / "qmp.sock")
+    kept = spawn([*shlex.split(REFERENCE), "-no-shutdown", "-qmp", f"unix:{qmp},server,nowait"])
     try:
         assert kept.stdin is not None
+        sock, f = _qmp(qmp)
         kept.stdin.write("guest poweroff\n")
         kept.stdin.flush()
-        time.sleep(1.0)
-        assert kept.poll() is None
+        deadline = time.monotonic() + 20  # the guest powers off once it takes the command
+        while _qmp_call(f, "query-status")["return"]["status"] != "shutdown":
+            assert time.monotonic() < deadline, "the guest did not power off"
+            time.sleep(0.05)
+        sock.close()
+        assert kept.poll() is None  # -no-shutdown: the process stays
         kept.stdin.write("info status\nquit\n")
         kept.stdin.flush()
         out, _ = kept.communicate(timeout=20)
