@@ -5,9 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, render_template, session
 from flask.typing import ResponseReturnValue
 
-from webapp import ext
+from webapp import block_states, ext
 from webapp.sessions import new_token
-from webapp.view_model import STATE_NAMES
 
 bp = Blueprint("pages", __name__)
 
@@ -24,10 +23,16 @@ def session_token(create: bool = True) -> str | None:
     return token if isinstance(token, str) else None
 
 
+@bp.app_context_processor
+def _page_data() -> dict[str, object]:
+    """Every template can render the block-state table (``templates/block_states.html``)."""
+    return {"block_states": block_states.page_data()}
+
+
 @bp.get("/")
 def index() -> str:
     session_token()
-    return render_template("index.html", states=STATE_NAMES)
+    return render_template("index.html")
 
 
 @bp.get("/healthz")
