@@ -20,10 +20,3 @@ for (const s of STATES.values()) PLUGGED[s.code] = s.plugged ? 1 : 0;
 const unknown = STATES.get(CODE.UNPLUGGED);
 /** A state by code; an unknown code draws and reads as unplugged. */
 export const state = (code) => STATES.get(code) || unknown;
-
-/* A block as the device's bitmap alone tells it: plugged, unplugged, or unplugged beyond
- * the usable region (the server's view_model does the same when the guest says nothing). */
-export function bitmapCode(plugged, outsideUsable, pluggedCode) {
-  if (plugged) return pluggedCode;
-  return outsideUsable ? CODE.OUTSIDE_USABLE : CODE.UNPLUGGED;
-}
