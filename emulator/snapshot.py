@@ -4,13 +4,16 @@ Taken without stopping the guest: device state is copied under the machine's dev
 sizes, bitmap and the event number agree), the guest's exported counters and host residency
 are read around it. The monitor, the web page and scenario checks read only this (and
 the event stream), never the machine's internals.
+
+:func:`machine_state` is the one JSON form of a snapshot: a recording's keyframes are it, and
+the web page's view (``webapp/view_model.py``) is it plus what only a live machine measures.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Generic, TypedDict, TypeVar
 
 from emulator.guest_view import GuestView, read_guest_view
 
@@ -71,11 +74,69 @@ class MachineSnapshot:
                 return dev
         raise KeyError(dev_id)
 
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        for dev in data["devices"]:
-            dev["bitmap"] = dev["bitmap"].hex()
-        return data
+
+# ------------------------------------------------------------------------------ JSON form
+
+class NodeState(TypedDict):
+    node_id: int
+    boot_ram: int
+    plugged: int  # bytes plugged by the node's devices
+
+
+class DeviceState(TypedDict):
+    node: int
+    addr: int
+    region_size: int
+    block_size: int
+    nb_blocks: int
+    usable_region_size: int
+    plugged_size: int
+    requested_size: int
+    driver_state: str
+    unplugged_inaccessible: bool
+    bitmap: str  # hex, one byte per block, 01 = plugged
+
+
+D = TypeVar("D", bound=DeviceState)
+
+
+class MachineState(TypedDict, Generic[D]):
+    """What a replay can keep true from the event stream alone (``apply_event`` in
+    ``scenarios/recording.py`` and ``static/recording.js`` move it forward)."""
+
+    seq: int
+    runstate: str
+    cmdline: str
+    guest_booted: bool
+    guest_faults: int
+    boot_ram_size: int
+    nodes: list[NodeState]
+    devices: dict[str, D]  # by device id, in the machine's order
+
+
+def device_state(dev: DeviceSnapshot) -> DeviceState:
+    return {
+        "node": dev.node, "addr": dev.addr, "region_size": dev.region_size,
+        "block_size": dev.block_size, "nb_blocks": dev.nb_blocks,
+        "usable_region_size": dev.usable_region_size, "plugged_size": dev.plugged_size,
+        "requested_size": dev.requested_size, "driver_state": dev.driver_state,
+        "unplugged_inaccessible": dev.unplugged_inaccessible, "bitmap": dev.bitmap.hex(),
+    }
+
+
+def machine_state(snap: MachineSnapshot) -> MachineState[DeviceState]:
+    """The snapshot as JSON-ready data: sizes, bitmaps, driver states, nodes."""
+    return {
+        "seq": snap.seq,
+        "runstate": snap.runstate,
+        "cmdline": snap.cmdline,
+        "guest_booted": snap.guest_booted,
+        "guest_faults": snap.guest_faults,
+        "boot_ram_size": snap.boot_ram_size,
+        "nodes": [{"node_id": n.node_id, "boot_ram": n.boot_ram, "plugged": n.plugged}
+                  for n in snap.nodes],
+        "devices": {d.id: device_state(d) for d in snap.devices},
+    }
 
 
 def host_rss() -> int:

@@ -16,9 +16,9 @@ then one JSON object per line, each with ``t`` (seconds since the recording star
 * ``say``: narration (``text``, ``index``) -- a marker a player shows on its timeline;
 * ``marker``: ``{"marker": "violation", "machine", "addr", "access", "device"}`` for every
   refused guest access, and ``attach``/``detach`` when a machine appears or goes (migration);
-* ``keyframe``: ``{"machine": NAME, "state": STATE}`` -- the full visible state (see
-  :func:`keyframe_state`), written when a machine is attached, every ``keyframe_events``
-  events or ``keyframe_seconds`` seconds, and at the end;
+* ``keyframe``: ``{"machine": NAME, "state": STATE}`` -- the machine's state (the JSON form
+  of its snapshot, :func:`emulator.snapshot.machine_state`), written when a machine is
+  attached, every ``keyframe_events`` events or ``keyframe_seconds`` seconds, and at the end;
 * ``end``: ``{"ok": bool}``.
 
 A *live* recording (:meth:`Recorder.start_live`: the browser sandbox records every session's
@@ -42,42 +42,19 @@ from dataclasses import asdict
 from typing import IO, TYPE_CHECKING, Any
 
 from emulator.events import Record
+from emulator.snapshot import machine_state
 from scenarios.recording_format import FormatError, check_entry, check_header, decode_line
 from scenarios.textfile import TextFileError, read_text
 
 if TYPE_CHECKING:
     from emulator.config import MachineConfig
     from emulator.machine import Machine
-    from emulator.snapshot import MachineSnapshot
     from scenarios.loader import Scenario, Step
     from scenarios.runner import StepReport
 
 FORMAT = "vmemlab-recording"
 VERSION = 1
 MAX_FILE_BYTES = 64 << 20  # Recording.load: twice the web's live-recording cap
-
-
-def keyframe_state(snap: MachineSnapshot) -> dict[str, Any]:
-    """The part of a snapshot a replay needs: sizes, bitmaps, driver states, nodes."""
-    return {
-        "seq": snap.seq,
-        "runstate": snap.runstate,
-        "cmdline": snap.cmdline,
-        "guest_booted": snap.guest_booted,
-        "guest_faults": snap.guest_faults,
-        "boot_ram_size": snap.boot_ram_size,
-        "nodes": [{"node_id": n.node_id, "boot_ram": n.boot_ram, "plugged": n.plugged}
-                  for n in snap.nodes],
-        "devices": {
-            d.id: {"node": d.node, "addr": d.addr, "region_size": d.region_size,
-                   "block_size": d.block_size, "nb_blocks": d.nb_blocks,
-                   "usable_region_size": d.usable_region_size, "plugged_size": d.plugged_size,
-                   "requested_size": d.requested_size, "driver_state": d.driver_state,
-                   "unplugged_inaccessible": d.unplugged_inaccessible,
-                   "bitmap": d.bitmap.hex()}
-            for d in snap.devices
-        },
-    }
 
 
 class Recorder:
@@ -227,7 +204,7 @@ class Recorder:
             return
         self._flush(upto=(name, snap.seq))  # exactly the events the snapshot includes
         self._write({"t": self._stamp(t), "type": "keyframe", "machine": name,
-                     "state": keyframe_state(snap)})
+                     "state": machine_state(snap)})
         self._since_keyframe[name] = 0
         self._last_keyframe[name] = time.monotonic()
 

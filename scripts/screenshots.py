@@ -33,7 +33,7 @@ def main() -> int:
         page.goto(server.url)
         page.wait_for_function("() => document.body.dataset.ready === '1'", timeout=30_000)
         plugged(page, "vm0", 128)
-        send = "([e, d]) => window.vmemSend(e, d)"
+        send = "async ([e, d]) => (await import('/static/transport.js')).send(e, d)"
         page.evaluate(send, ["set_requested_size", {"device": "vm0", "size": 640 << 20}])
         plugged(page, "vm0", 320)
         page.evaluate(send, ["guest", {"action": "alloc", "size": 192, "target": "vm0"}])

@@ -1,262 +1,256 @@
-/* vmemlab block grid: one <canvas> per device, fed by a Uint8Array of state codes.
+/* vmemlab block grid: one <canvas> per device, fed by a Uint8Array of state codes per view.
  *
- * Codes are the server's (webapp/view_model.py). Deltas only mark cells dirty; all grids are
- * drawn together once per animation frame, so thousands of changes per second cost one draw.
- * Each state has a colour from the Okabe–Ito palette (colour-blind safe) *and* a pattern.
+ * Codes, colours and patterns are the server's block-state table (block-states.js): each
+ * state has a colour from the Okabe–Ito palette (colour-blind safe) *and* a pattern. Deltas
+ * only mark cells dirty; all grids are drawn together once per animation frame, so thousands
+ * of changes per second cost one draw. The live page and the replay share it.
  * After each draw the canvas carries data-plugged / data-blocks / data-seq describing exactly
  * what was drawn (tests and benchmarks read those, not the network).
  */
-(function () {
-  "use strict";
+import { CODE, PLUGGED, STATES, state } from "./block-states.js";
 
-  const STYLE = {
-    0: { fill: "#e4e4e4", label: "unplugged" },
-    1: { fill: "#56B4E9", label: "plugged, free" },
-    2: { fill: "#0072B2", label: "plugged, movable data" },
-    3: { fill: "#D55E00", label: "plugged, unmovable data", dot: "#ffffff" },
-    4: { fill: "#F0E442", label: "in flight (requested, not yet answered)", ring: "#000000" },
-    5: { fill: "#ffffff", label: "outside the usable region", hatch: "#9a9a9a" },
-    6: { fill: "#d5ebf7", label: "plugged, no host memory yet", outline: "#0072B2" },
-    7: { fill: "#56B4E9", label: "plugged, partly resident", half: "#0072B2" },
-    8: { fill: "#0072B2", label: "plugged, resident in host RAM" },
-    9: { fill: "#000000", label: "unplugged but resident (a leak!)", cross: "#D55E00" },
-  };
-  const FLASH = {
-    zero: { color: "#009E73", label: "read of the zero page", ms: 900 },
-    violation: { color: "#CC79A7", label: "blocked write (violation)", ms: 2500 },
-    pulse: { color: "#000000", label: "just changed", ms: 450 },
-  };
-  const VIEW_CODES = { guest: [0, 1, 2, 3, 4, 5], host: [0, 6, 7, 8, 5, 9] };
-  const PLUGGED = new Uint8Array(16);
-  [1, 2, 3, 6, 7, 8].forEach((c) => (PLUGGED[c] = 1));
+/* Flashes drawn over a block for a moment (events, not states: they are not in the table). */
+export const FLASH = {
+  zero: { color: "#009E73", label: "read of the zero page", ms: 900 },
+  violation: { color: "#CC79A7", label: "blocked write (violation)", ms: 2500 },
+  pulse: { color: "#000000", label: "just changed", ms: 450 },
+};
 
-  const stats = (window.vmemStats = window.vmemStats || {
-    latencies: [], frames: 0, drawMs: [], lastFrame: 0,
-  });
+/** Frame statistics (the render benchmark reads them: benchmarks/web_render.py). */
+export const stats = { latencies: [], frames: 0, drawMs: [], lastFrame: 0 };
 
-  function makeTile(code, cell, dpr) {
-    const px = Math.max(1, Math.round(cell * dpr));
-    const c = document.createElement("canvas");
-    c.width = c.height = px;
-    const g = c.getContext("2d");
-    const s = STYLE[code] || STYLE[0];
-    const gap = cell >= 6 ? Math.max(1, Math.round(dpr)) : 0;
-    const w = px - gap;
-    g.fillStyle = s.fill;
-    g.fillRect(0, 0, w, w);
-    if (s.outline) { g.strokeStyle = s.outline; g.lineWidth = Math.max(1, dpr); g.strokeRect(0.5 * dpr, 0.5 * dpr, w - dpr, w - dpr); }
-    if (s.half) { g.fillStyle = s.half; g.fillRect(0, w / 2, w, w / 2); }
-    if (s.dot && w >= 6) { g.fillStyle = s.dot; g.beginPath(); g.arc(w / 2, w / 2, w / 6, 0, 2 * Math.PI); g.fill(); }
-    if (s.ring && w >= 6) { g.strokeStyle = s.ring; g.lineWidth = Math.max(1, dpr); g.strokeRect(w / 4, w / 4, w / 2, w / 2); }
-    if (s.hatch) {
-      g.strokeStyle = s.hatch; g.lineWidth = Math.max(1, dpr);
-      g.strokeRect(0.5, 0.5, w - 1, w - 1);
-      g.beginPath(); g.moveTo(0, w); g.lineTo(w, 0); g.stroke();
-    }
-    if (s.cross) { g.strokeStyle = s.cross; g.lineWidth = Math.max(1, dpr); g.beginPath(); g.moveTo(0, 0); g.lineTo(w, w); g.moveTo(w, 0); g.lineTo(0, w); g.stroke(); }
-    return c;
+function makeTile(code, cell, dpr) {
+  const px = Math.max(1, Math.round(cell * dpr));
+  const c = document.createElement("canvas");
+  c.width = c.height = px;
+  const g = c.getContext("2d");
+  const s = state(code).style;
+  const gap = cell >= 6 ? Math.max(1, Math.round(dpr)) : 0;
+  const w = px - gap;
+  g.fillStyle = s.fill;
+  g.fillRect(0, 0, w, w);
+  if (s.outline) { g.strokeStyle = s.outline; g.lineWidth = Math.max(1, dpr); g.strokeRect(0.5 * dpr, 0.5 * dpr, w - dpr, w - dpr); }
+  if (s.half) { g.fillStyle = s.half; g.fillRect(0, w / 2, w, w / 2); }
+  if (s.dot && w >= 6) { g.fillStyle = s.dot; g.beginPath(); g.arc(w / 2, w / 2, w / 6, 0, 2 * Math.PI); g.fill(); }
+  if (s.ring && w >= 6) { g.strokeStyle = s.ring; g.lineWidth = Math.max(1, dpr); g.strokeRect(w / 4, w / 4, w / 2, w / 2); }
+  if (s.hatch) {
+    g.strokeStyle = s.hatch; g.lineWidth = Math.max(1, dpr);
+    g.strokeRect(0.5, 0.5, w - 1, w - 1);
+    g.beginPath(); g.moveTo(0, w); g.lineTo(w, 0); g.stroke();
+  }
+  if (s.cross) { g.strokeStyle = s.cross; g.lineWidth = Math.max(1, dpr); g.beginPath(); g.moveTo(0, 0); g.lineTo(w, w); g.moveTo(w, 0); g.lineTo(0, w); g.stroke(); }
+  return c;
+}
+
+const FLASH_KINDS = ["", "zero", "violation", "pulse"]; // index 0: no flash
+const FLASH_ZERO = FLASH_KINDS.indexOf("zero");
+const FLASH_VIOLATION = FLASH_KINDS.indexOf("violation");
+const FLASH_PULSE = FLASH_KINDS.indexOf("pulse");
+const LEVELS = 8;
+
+function tilePixels(tile) {
+  const g = tile.getContext("2d");
+  return new Uint32Array(g.getImageData(0, 0, tile.width, tile.height).data.buffer.slice(0));
+}
+
+function flashTile(base, kind, level, px, dpr) {
+  const c = document.createElement("canvas");
+  c.width = c.height = px;
+  const g = c.getContext("2d");
+  g.drawImage(base, 0, 0);
+  const spec = FLASH[kind];
+  g.globalAlpha = (level + 1) / LEVELS;
+  if (kind === "pulse") {
+    g.strokeStyle = spec.color; g.lineWidth = Math.max(1, dpr * 1.5);
+    g.strokeRect(1, 1, px - 3, px - 3);
+  } else {
+    g.fillStyle = spec.color; g.fillRect(0, 0, px, px);
+    if (kind === "violation") { g.globalAlpha = 1; g.strokeStyle = "#000"; g.lineWidth = 2 * dpr; g.strokeRect(1, 1, px - 2, px - 2); }
+  }
+  return c;
+}
+
+export class BlockGrid {
+  /* views: the views this grid keeps codes for (block-states.js VIEWS), the first shown.
+   * fitWidth: at most 128 columns stretched to the width (the replay), instead of a cell
+   * size chosen by the block count (the live page). */
+  constructor(canvas, nbBlocks, { views = ["guest", "host"], fitWidth = false } = {}) {
+    this.canvas = canvas;
+    this.ctx = canvas.getContext("2d");
+    this.nb = nbBlocks;
+    this.codes = Object.fromEntries(views.map((v) => [v, new Uint8Array(nbBlocks)]));
+    this.mode = views[0];
+    this.fitWidth = fitWidth;
+    // flashes as typed arrays: kind (index in FLASH_KINDS), start time; a list of active cells
+    this.flashKind = new Uint8Array(nbBlocks);
+    this.flashStart = new Float64Array(nbBlocks);
+    this.flashList = [];
+    this.dirtyAll = true;
+    this.dirtyFlag = new Uint8Array(nbBlocks);
+    this.dirtyList = new Int32Array(nbBlocks);
+    this.dirtyCount = 0;
+    this.pendingWall = 0;
+    this.seq = 0;
+    this.layout();
   }
 
-  const FLASH_KINDS = ["", "zero", "violation", "pulse"];
-  const LEVELS = 8;
-
-  function tilePixels(tile) {
-    const g = tile.getContext("2d");
-    return new Uint32Array(g.getImageData(0, 0, tile.width, tile.height).data.buffer.slice(0));
-  }
-
-  function flashTile(base, kind, level, px, dpr) {
-    const c = document.createElement("canvas");
-    c.width = c.height = px;
-    const g = c.getContext("2d");
-    g.drawImage(base, 0, 0);
-    const spec = FLASH[kind];
-    g.globalAlpha = (level + 1) / LEVELS;
-    if (kind === "pulse") {
-      g.strokeStyle = spec.color; g.lineWidth = Math.max(1, dpr * 1.5);
-      g.strokeRect(1, 1, px - 3, px - 3);
+  layout() {
+    const width = Math.max(200, (this.canvas.parentElement || this.canvas).clientWidth || 600);
+    const n = this.nb;
+    let cell, cols;
+    if (this.fitWidth) {
+      cols = Math.max(1, Math.min(n, 128));
+      cell = Math.max(2, Math.floor(width / cols));
     } else {
-      g.fillStyle = spec.color; g.fillRect(0, 0, px, px);
-      if (kind === "violation") { g.globalAlpha = 1; g.strokeStyle = "#000"; g.lineWidth = 2 * dpr; g.strokeRect(1, 1, px - 2, px - 2); }
+      cell = n <= 1024 ? 16 : n <= 4096 ? 9 : n <= 8192 ? 7 : 5;
+      cols = Math.min(n, Math.max(8, Math.floor(width / cell)));
     }
-    return c;
+    this.cell = cell;
+    this.cols = cols;
+    this.rows = Math.ceil(n / cols);
+    this.dpr = window.devicePixelRatio || 1;
+    const px = Math.max(1, Math.round(cell * this.dpr));
+    this.px = px;
+    const w = cols * cell, h = this.rows * cell;
+    this.canvas.width = cols * px;
+    this.canvas.height = this.rows * px;
+    this.canvas.style.width = w + "px";
+    this.canvas.style.height = h + "px";
+    this.image = this.ctx.createImageData(this.canvas.width, this.canvas.height);
+    this.buf = new Uint32Array(this.image.data.buffer);
+    this.buf.fill(0xffffffff);
+    this.tiles = [];
+    this.flashTiles = [];
+    for (const code of STATES.keys()) {
+      const base = makeTile(code, cell, this.dpr);
+      this.tiles[code] = tilePixels(base);
+      const perKind = [null];
+      for (let k = 1; k < FLASH_KINDS.length; k++) {
+        const levels = [];
+        for (let l = 0; l < LEVELS; l++) levels.push(tilePixels(flashTile(base, FLASH_KINDS[k], l, px, this.dpr)));
+        perKind.push(levels);
+      }
+      this.flashTiles[code] = perKind;
+    }
+    this.dirtyAll = true;
+    BlockGrid.schedule();
   }
 
-  class BlockGrid {
-    constructor(canvas, nbBlocks) {
-      this.canvas = canvas;
-      this.ctx = canvas.getContext("2d");
-      this.nb = nbBlocks;
-      this.codes = { guest: new Uint8Array(nbBlocks), host: new Uint8Array(nbBlocks) };
-      this.mode = "guest";
-      // flashes as typed arrays: kind (index in FLASH_KINDS), start time; a list of active cells
-      this.flashKind = new Uint8Array(nbBlocks);
-      this.flashStart = new Float64Array(nbBlocks);
-      this.flashList = [];
-      this.dirtyAll = true;
-      this.dirtyFlag = new Uint8Array(nbBlocks);
-      this.dirtyList = new Int32Array(nbBlocks);
-      this.dirtyCount = 0;
-      this.pendingWall = 0;
-      this.seq = 0;
-      this.layout();
-    }
+  setMode(mode) { if (mode !== this.mode) { this.mode = mode; this.dirtyAll = true; BlockGrid.schedule(); } }
 
-    layout() {
-      const width = Math.max(200, (this.canvas.parentElement || this.canvas).clientWidth || 600);
-      const n = this.nb;
-      const cell = n <= 1024 ? 16 : n <= 4096 ? 9 : n <= 8192 ? 7 : 5;
-      let cols = Math.max(8, Math.floor(width / cell));
-      if (cols > n) cols = n;
-      this.cell = cell;
-      this.cols = cols;
-      this.rows = Math.ceil(n / cols);
-      this.dpr = window.devicePixelRatio || 1;
-      const px = Math.max(1, Math.round(cell * this.dpr));
-      this.px = px;
-      const w = cols * cell, h = this.rows * cell;
-      this.canvas.width = cols * px;
-      this.canvas.height = this.rows * px;
-      this.canvas.style.width = w + "px";
-      this.canvas.style.height = h + "px";
-      this.image = this.ctx.createImageData(this.canvas.width, this.canvas.height);
-      this.buf = new Uint32Array(this.image.data.buffer);
-      this.buf.fill(0xffffffff);
-      this.tiles = [];
-      this.flashTiles = [];
-      for (let code = 0; code < 10; code++) {
-        const base = makeTile(code, cell, this.dpr);
-        this.tiles[code] = tilePixels(base);
-        const perKind = [null];
-        for (let k = 1; k < FLASH_KINDS.length; k++) {
-          const levels = [];
-          for (let l = 0; l < LEVELS; l++) levels.push(tilePixels(flashTile(base, FLASH_KINDS[k], l, px, this.dpr)));
-          perKind.push(levels);
-        }
-        this.flashTiles[code] = perKind;
-      }
-      this.dirtyAll = true;
-      BlockGrid.schedule();
-    }
-
-    setMode(mode) { if (mode !== this.mode) { this.mode = mode; this.dirtyAll = true; BlockGrid.schedule(); } }
-
-    setCodes(view, codes) {
-      if (codes.length !== this.nb) return;
-      this.codes[view].set(codes);
-      if (view === this.mode) { this.dirtyAll = true; BlockGrid.schedule(); }
-    }
-
-    _dirty(i) {
-      if (!this.dirtyFlag[i]) { this.dirtyFlag[i] = 1; this.dirtyList[this.dirtyCount++] = i; }
-    }
-
-    setRange(view, first, count, code, wall) {
-      const arr = this.codes[view];
-      const end = Math.min(this.nb, first + count);
-      const shown = view === this.mode;
-      for (let i = Math.max(0, first); i < end; i++) {
-        if (arr[i] !== code) { arr[i] = code; if (shown) this._dirty(i); }
-      }
-      if (wall && shown) this.pendingWall = Math.max(this.pendingWall, wall);
-      BlockGrid.schedule();
-    }
-
-    flash(first, count, kind, now) {
-      const k = FLASH_KINDS.indexOf(kind); if (k <= 0) return;
-      if (now === undefined) now = performance.now();
-      const end = Math.min(this.nb, first + Math.min(count, this.nb));
-      for (let i = Math.max(0, first); i < end; i++) {
-        // a violation or zero-page flash is not hidden by a mere "changed" pulse
-        if (this.flashKind[i] && this.flashKind[i] !== 3 && k === 3) continue;
-        if (!this.flashKind[i]) this.flashList.push(i);
-        this.flashKind[i] = k; this.flashStart[i] = now;
-      }
-      BlockGrid.schedule();
-    }
-
-    cellAt(clientX, clientY) {
-      const r = this.canvas.getBoundingClientRect();
-      const col = Math.floor((clientX - r.left) / this.cell);
-      const row = Math.floor((clientY - r.top) / this.cell);
-      if (col < 0 || row < 0 || col >= this.cols) return -1;
-      const i = row * this.cols + col;
-      return i < this.nb ? i : -1;
-    }
-
-    _blit(i, tile) {
-      const px = this.px, W = this.canvas.width, buf = this.buf;
-      let o = Math.floor(i / this.cols) * px * W + (i % this.cols) * px, k = 0;
-      for (let y = 0; y < px; y++, o += W) for (let x = 0; x < px; x++) buf[o + x] = tile[k++];
-    }
-
-    draw(now) {
-      const codes = this.codes[this.mode];
-      let drew = false;
-      if (this.dirtyAll) {
-        for (let i = 0; i < this.nb; i++) this._blit(i, this.tiles[codes[i]] || this.tiles[0]);
-        for (let j = 0; j < this.dirtyCount; j++) this.dirtyFlag[this.dirtyList[j]] = 0;
-        this.dirtyAll = false; this.dirtyCount = 0; drew = true;
-      } else if (this.dirtyCount) {
-        for (let j = 0; j < this.dirtyCount; j++) {
-          const i = this.dirtyList[j]; this.dirtyFlag[i] = 0;
-          this._blit(i, this.tiles[codes[i]] || this.tiles[0]);
-        }
-        this.dirtyCount = 0; drew = true;
-      }
-      let violations = 0, zeros = 0, keep = 0;
-      const list = this.flashList;
-      for (let j = 0; j < list.length; j++) {
-        const i = list[j], k = this.flashKind[i];
-        if (!k) continue;
-        const spec = FLASH[FLASH_KINDS[k]];
-        const age = now - this.flashStart[i];
-        drew = true;
-        if (age >= spec.ms) { this.flashKind[i] = 0; this._blit(i, this.tiles[codes[i]] || this.tiles[0]); continue; }
-        const level = Math.min(LEVELS - 1, Math.floor((1 - age / spec.ms) * LEVELS));
-        this._blit(i, this.flashTiles[codes[i]][k][level]);
-        if (k === 2) violations++; else if (k === 1) zeros++;
-        list[keep++] = i;
-      }
-      list.length = keep;
-      if (drew) {
-        this.ctx.putImageData(this.image, 0, 0);
-        let plugged = 0;
-        for (let i = 0; i < this.nb; i++) plugged += PLUGGED[codes[i]];
-        const ds = this.canvas.dataset;
-        ds.plugged = plugged; ds.blocks = this.nb; ds.mode = this.mode; ds.seq = this.seq;
-        ds.frames = (+ds.frames || 0) + 1;
-        ds.flashViolation = violations; ds.flashZero = zeros;
-        if (this.pendingWall) {
-          stats.latencies.push(Date.now() - this.pendingWall * 1000);
-          if (stats.latencies.length > 20000) stats.latencies.splice(0, 10000);
-          this.pendingWall = 0;
-        }
-      }
-      return this.flashList.length > 0;
-    }
-
-    static schedule() {
-      if (BlockGrid._raf) return;
-      BlockGrid._raf = requestAnimationFrame(BlockGrid._frame);
-    }
-
-    static _frame(now) {
-      BlockGrid._raf = 0;
-      const t0 = performance.now();
-      let again = false;
-      for (const g of BlockGrid.all) if (g.canvas.isConnected && g.draw(now)) again = true;
-      const dt = performance.now() - t0;
-      stats.frames++; stats.lastFrame = now;
-      stats.drawMs.push(dt); if (stats.drawMs.length > 5000) stats.drawMs.splice(0, 2500);
-      if (again) BlockGrid.schedule();
-    }
+  setCodes(view, codes) {
+    if (codes.length !== this.nb) return;
+    this.codes[view].set(codes);
+    if (view === this.mode) { this.dirtyAll = true; BlockGrid.schedule(); }
   }
-  BlockGrid.all = new Set();
-  BlockGrid._raf = 0;
-  BlockGrid.STYLE = STYLE;
-  BlockGrid.FLASH = FLASH;
-  BlockGrid.VIEW_CODES = VIEW_CODES;
-  BlockGrid.PLUGGED = PLUGGED;
-  window.BlockGrid = BlockGrid;
-})();
+
+  _dirty(i) {
+    if (!this.dirtyFlag[i]) { this.dirtyFlag[i] = 1; this.dirtyList[this.dirtyCount++] = i; }
+  }
+
+  setRange(view, first, count, code, wall) {
+    const arr = this.codes[view];
+    const end = Math.min(this.nb, first + count);
+    const shown = view === this.mode;
+    for (let i = Math.max(0, first); i < end; i++) {
+      if (arr[i] !== code) { arr[i] = code; if (shown) this._dirty(i); }
+    }
+    if (wall && shown) this.pendingWall = Math.max(this.pendingWall, wall);
+    BlockGrid.schedule();
+  }
+
+  flash(first, count, kind, now) {
+    const k = FLASH_KINDS.indexOf(kind); if (k <= 0) return;
+    if (now === undefined) now = performance.now();
+    const end = Math.min(this.nb, first + Math.min(count, this.nb));
+    for (let i = Math.max(0, first); i < end; i++) {
+      // a violation or zero-page flash is not hidden by a mere "changed" pulse
+      if (this.flashKind[i] && this.flashKind[i] !== FLASH_PULSE && k === FLASH_PULSE) continue;
+      if (!this.flashKind[i]) this.flashList.push(i);
+      this.flashKind[i] = k; this.flashStart[i] = now;
+    }
+    BlockGrid.schedule();
+  }
+
+  cellAt(clientX, clientY) {
+    const r = this.canvas.getBoundingClientRect();
+    const col = Math.floor((clientX - r.left) / this.cell);
+    const row = Math.floor((clientY - r.top) / this.cell);
+    if (col < 0 || row < 0 || col >= this.cols) return -1;
+    const i = row * this.cols + col;
+    return i < this.nb ? i : -1;
+  }
+
+  _blit(i, tile) {
+    const px = this.px, W = this.canvas.width, buf = this.buf;
+    let o = Math.floor(i / this.cols) * px * W + (i % this.cols) * px, k = 0;
+    for (let y = 0; y < px; y++, o += W) for (let x = 0; x < px; x++) buf[o + x] = tile[k++];
+  }
+
+  draw(now) {
+    const codes = this.codes[this.mode];
+    let drew = false;
+    if (this.dirtyAll) {
+      for (let i = 0; i < this.nb; i++) this._blit(i, this.tiles[codes[i]] || this.tiles[CODE.UNPLUGGED]);
+      for (let j = 0; j < this.dirtyCount; j++) this.dirtyFlag[this.dirtyList[j]] = 0;
+      this.dirtyAll = false; this.dirtyCount = 0; drew = true;
+    } else if (this.dirtyCount) {
+      for (let j = 0; j < this.dirtyCount; j++) {
+        const i = this.dirtyList[j]; this.dirtyFlag[i] = 0;
+        this._blit(i, this.tiles[codes[i]] || this.tiles[CODE.UNPLUGGED]);
+      }
+      this.dirtyCount = 0; drew = true;
+    }
+    let violations = 0, zeros = 0, keep = 0;
+    const list = this.flashList;
+    for (let j = 0; j < list.length; j++) {
+      const i = list[j], k = this.flashKind[i];
+      if (!k) continue;
+      const spec = FLASH[FLASH_KINDS[k]];
+      const age = now - this.flashStart[i];
+      drew = true;
+      if (age >= spec.ms) { this.flashKind[i] = 0; this._blit(i, this.tiles[codes[i]] || this.tiles[CODE.UNPLUGGED]); continue; }
+      const level = Math.min(LEVELS - 1, Math.floor((1 - age / spec.ms) * LEVELS));
+      this._blit(i, (this.flashTiles[codes[i]] || this.flashTiles[CODE.UNPLUGGED])[k][level]);
+      if (k === FLASH_VIOLATION) violations++; else if (k === FLASH_ZERO) zeros++;
+      list[keep++] = i;
+    }
+    list.length = keep;
+    if (drew) {
+      this.ctx.putImageData(this.image, 0, 0);
+      let plugged = 0;
+      for (let i = 0; i < this.nb; i++) plugged += PLUGGED[codes[i]];
+      const ds = this.canvas.dataset;
+      ds.plugged = plugged; ds.blocks = this.nb; ds.mode = this.mode; ds.seq = this.seq;
+      ds.frames = (+ds.frames || 0) + 1;
+      ds.flashViolation = violations; ds.flashZero = zeros;
+      if (this.pendingWall) {
+        stats.latencies.push(Date.now() - this.pendingWall * 1000);
+        if (stats.latencies.length > 20000) stats.latencies.splice(0, 10000);
+        this.pendingWall = 0;
+      }
+    }
+    return this.flashList.length > 0;
+  }
+
+  /** Draw now, not at the next animation frame (the replay draws as it seeks). */
+  drawNow() { this.draw(performance.now()); }
+
+  static schedule() {
+    if (BlockGrid._raf) return;
+    BlockGrid._raf = requestAnimationFrame(BlockGrid._frame);
+  }
+
+  static _frame(now) {
+    BlockGrid._raf = 0;
+    const t0 = performance.now();
+    let again = false;
+    for (const g of BlockGrid.all) if (g.canvas.isConnected && g.draw(now)) again = true;
+    const dt = performance.now() - t0;
+    stats.frames++; stats.lastFrame = now;
+    stats.drawMs.push(dt); if (stats.drawMs.length > 5000) stats.drawMs.splice(0, 2500);
+    if (again) BlockGrid.schedule();
+  }
+}
+BlockGrid.all = new Set(); // the grids the animation frame draws
+BlockGrid._raf = 0;

@@ -1,177 +1,37 @@
-/* vmemlab recording player: replays a `vmemlab play --record` file without an emulator.
+/* vmemlab recording player: replays a recording without an emulator (templates/replay.html).
  *
- * The format is described in docs/scenarios.md. Seeking mirrors scenarios/recording.py:
- * the nearest keyframe at or before t (per machine), then the events after it replayed onto
- * it. The pure functions (parseRecording, applyEvent, stateAt, markers) are exported for
- * tests; initReplay(root) wires the page (templates/replay.html).
+ * Parsing and seeking are recording.js's; the grids and the legend are the live page's
+ * (grid.js, legend.js), in the "device" view: a recording keeps each device's plugged bitmap,
+ * not what the guest or the host did with a block.
  */
 
-export const FORMAT = "vmemlab-recording";
-export const VERSION = 1;
+import { CODE } from "./block-states.js";
+import { sizeText } from "./format.js";
+import { BlockGrid } from "./grid.js";
+import { renderLegend } from "./legend.js";
+import { markers, parseRecording, stateAt, stepsUntil } from "./recording.js";
+
 /* The only recordings loaded by link: this server's shared ones (webapp/replay.py checks the
  * same pattern; "/\\host/x" or "//host/x" would be another origin to the browser). */
 export const SHARED_SRC = /^\/shared\/[A-Za-z0-9_-]{8}\.ndjson$/;
 
-export function parseRecording(text) {
-  let header = null;
-  const entries = [];
-  const lines = text.split("\n");
-  for (let i = 0; i < lines.length; i++) {
-    const line = lines[i].trim();
-    if (!line) continue;
-    let obj;
-    try {
-      obj = JSON.parse(line);
-    } catch (err) {
-      throw new Error(`line ${i + 1}: not JSON`);
-    }
-    if (obj === null || typeof obj !== "object" || Array.isArray(obj)) {
-      throw new Error(`line ${i + 1}: not a JSON object`);
-    }
-    if (header === null) {
-      if (obj.format !== FORMAT) throw new Error(`line ${i + 1}: not a ${FORMAT} file`);
-      if (obj.version !== VERSION) throw new Error(`line ${i + 1}: version ${obj.version} (this player knows ${VERSION})`);
-      header = obj;
-      continue;
-    }
-    entries.push(obj);
+const VIEW = "device";
+const grids = new WeakMap(); // canvas -> its BlockGrid
+
+/* One device's blocks from its bitmap, drawn at once (the player draws as it seeks). */
+function drawDevice(canvas, dev) {
+  let grid = grids.get(canvas);
+  if (!grid || grid.nb !== dev.nb_blocks) {
+    grid = new BlockGrid(canvas, dev.nb_blocks, { views: [VIEW], fitWidth: true });
+    grids.set(canvas, grid);
   }
-  if (header === null) throw new Error("empty recording");
-  const times = [];
-  let last = 0;
-  for (const e of entries) { last = Math.max(last, Number(e.t || 0)); times.push(last); }
-  return { header, entries, times, duration: times.length ? times[times.length - 1] : 0 };
-}
-
-function hexToBytes(hex) {
-  const out = new Uint8Array(hex.length / 2);
-  for (let i = 0; i < out.length; i++) out[i] = parseInt(hex.substr(i * 2, 2), 16);
-  return out;
-}
-
-function cloneState(state) {
-  const s = JSON.parse(JSON.stringify(state));
-  for (const dev of Object.values(s.devices || {})) dev.bits = hexToBytes(dev.bitmap);
-  return s;
-}
-
-/* One recorded bus event onto a state (in place); bitmaps are kept as Uint8Array `bits`. */
-export function applyEvent(state, ev) {
-  if (ev.seq !== undefined) state.seq = ev.seq;
-  const devices = state.devices || {};
-  const dev = typeof ev.device === "string" ? devices[ev.device] : undefined;
-  switch (ev.kind) {
-    case "block_state":
-      if (dev) dev.bits.fill(ev.plugged ? 1 : 0, ev.first_block, ev.first_block + ev.count);
-      break;
-    case "config_change":
-      if (dev) {
-        for (const key of ["plugged_size", "requested_size", "usable_region_size"]) {
-          if (ev.fields && key in ev.fields) dev[key] = ev.fields[key];
-        }
-        if (ev.fields && "plugged_size" in ev.fields) {
-          for (const node of state.nodes || []) {
-            if (node.node_id === dev.node) {
-              node.plugged = Object.values(devices).filter((d) => d.node === dev.node)
-                .reduce((a, d) => a + d.plugged_size, 0);
-            }
-          }
-        }
-      }
-      break;
-    case "guest_status":
-      if (dev) dev.driver_state = ev.status;
-      else if (ev.status === "booted") state.guest_booted = true;
-      else if (ev.status === "fault") state.guest_faults = (state.guest_faults || 0) + 1;
-      break;
-    case "runstate":
-      state.runstate = ev.state;
-      break;
-    case "reset":
-      state.cmdline = ev.cmdline ?? state.cmdline;
-      state.guest_booted = false;
-      for (const d of Object.values(devices)) d.driver_state = "absent";
-      break;
-    default:
-      break;
-  }
-}
-
-function upperBound(times, t) {
-  let lo = 0, hi = times.length;
-  while (lo < hi) { const mid = (lo + hi) >> 1; if (times[mid] <= t) lo = mid + 1; else hi = mid; }
-  return lo;
-}
-
-/* Every machine's state at time t: nearest keyframe, then the events after it. */
-export function stateAt(rec, t) {
-  const end = upperBound(rec.times, t);
-  const start = {};
-  for (let i = end - 1; i >= 0; i--) {
-    const e = rec.entries[i];
-    if (e.type === "keyframe" && !(e.machine in start)) start[e.machine] = i;
-  }
-  const states = {};
-  for (const [name, i] of Object.entries(start)) {
-    let state = cloneState(rec.entries[i].state);
-    for (let k = i + 1; k < end; k++) {
-      const e = rec.entries[k];
-      if (e.machine !== name) continue;
-      if (e.type === "event") applyEvent(state, e.event);
-      else if (e.type === "keyframe") state = cloneState(e.state);
-    }
-    states[name] = state;
-  }
-  return states;
-}
-
-export function markers(rec) {
-  return rec.entries.filter((e) => e.type === "say" || (e.type === "marker" && e.marker === "violation"));
-}
-
-/* The narration and finished steps up to t (for the side panel). */
-export function stepsUntil(rec, t) {
-  const end = upperBound(rec.times, t);
-  return rec.entries.slice(0, end).filter((e) => e.type === "step");
-}
-
-function fmtSize(n) {
-  const units = [[2 ** 40, "TiB"], [2 ** 30, "GiB"], [2 ** 20, "MiB"], [2 ** 10, "KiB"]];
-  for (const [u, name] of units) {
-    if (n >= u) { const v = n / u; return (Number.isInteger(v) ? v : v.toFixed(1)) + " " + name; }
-  }
-  return n + " B";
-}
-
-/* ------------------------------------------------------------------------------ page */
-
-const COLORS = { plugged: "#0072B2", unplugged: "#e4e4e4", outside: "#ffffff", hatch: "#9a9a9a" };
-
-function drawGrid(canvas, dev) {
-  const n = dev.nb_blocks;
-  const width = canvas.clientWidth || 640;
-  const cols = Math.min(n, 128);
-  const cell = Math.max(2, Math.floor(width / cols));
-  const rows = Math.ceil(n / cols);
-  const dpr = window.devicePixelRatio || 1;
-  canvas.width = cols * cell * dpr;
-  canvas.height = rows * cell * dpr;
-  canvas.style.height = rows * cell + "px";
-  const g = canvas.getContext("2d");
-  g.scale(dpr, dpr);
   const usable = Math.floor(dev.usable_region_size / dev.block_size);
-  const gap = cell >= 6 ? 1 : 0;
-  let plugged = 0;
-  for (let i = 0; i < n; i++) {
-    const x = (i % cols) * cell, y = Math.floor(i / cols) * cell;
-    if (dev.bits[i]) { plugged++; g.fillStyle = COLORS.plugged; } else if (i >= usable) { g.fillStyle = COLORS.outside; } else { g.fillStyle = COLORS.unplugged; }
-    g.fillRect(x, y, cell - gap, cell - gap);
-    if (!dev.bits[i] && i >= usable && cell >= 4) {
-      g.strokeStyle = COLORS.hatch; g.beginPath(); g.moveTo(x, y + cell - gap); g.lineTo(x + cell - gap, y); g.stroke();
-    }
+  const codes = new Uint8Array(dev.nb_blocks);
+  for (let i = 0; i < codes.length; i++) {
+    codes[i] = dev.bits[i] ? CODE.PLUGGED : i >= usable ? CODE.OUTSIDE_USABLE : CODE.UNPLUGGED;
   }
-  canvas.dataset.plugged = String(plugged);
-  canvas.dataset.blocks = String(n);
+  grid.setCodes(VIEW, codes);
+  grid.drawNow();
 }
 
 export function initReplay(root) {
@@ -180,8 +40,9 @@ export function initReplay(root) {
     file: $("#rec-file"), title: $("#rec-title"), play: $("#rec-play"), step: $("#rec-step"),
     speed: $("#rec-speed"), timeline: $("#rec-timeline"), marks: $("#rec-marks"),
     time: $("#rec-time"), say: $("#rec-say"), steps: $("#rec-steps"), machines: $("#rec-machines"),
-    error: $("#rec-error"),
+    error: $("#rec-error"), legend: $("#rec-legend"),
   };
+  renderLegend(ui.legend, VIEW, []);
   let rec = null, t = 0, playing = false, lastFrame = 0;
 
   function render() {
@@ -220,8 +81,8 @@ export function initReplay(root) {
       box.querySelector(".badge").textContent = state.runstate;
       for (const [id, dev] of devs) {
         box.querySelector(`.rec-dev-label[data-dev="${CSS.escape(id)}"]`).textContent =
-          `${id} · node ${dev.node} · requested ${fmtSize(dev.requested_size)} · plugged ${fmtSize(dev.plugged_size)} · usable ${fmtSize(dev.usable_region_size)} · driver ${dev.driver_state}`;
-        drawGrid(box.querySelector(`canvas[data-dev="${CSS.escape(id)}"]`), dev);
+          `${id} · node ${dev.node} · requested ${sizeText(dev.requested_size)} · plugged ${sizeText(dev.plugged_size)} · usable ${sizeText(dev.usable_region_size)} · driver ${dev.driver_state}`;
+        drawDevice(box.querySelector(`canvas[data-dev="${CSS.escape(id)}"]`), dev);
       }
     }
     const done = stepsUntil(rec, t);
@@ -297,6 +158,12 @@ export function initReplay(root) {
     t = (Number(ui.timeline.value) / 1000) * rec.duration;
     render();
   });
+  window.addEventListener("resize", () => {
+    for (const canvas of ui.machines.querySelectorAll("canvas")) {
+      const grid = grids.get(canvas);
+      if (grid) { grid.layout(); grid.drawNow(); }
+    }
+  });
   const src = root.dataset.src;
   if (src && !SHARED_SRC.test(src)) {
     ui.error.textContent = `${src}: only a shared recording of this server (/shared/ID.ndjson) can be loaded by link`;
@@ -309,6 +176,5 @@ export function initReplay(root) {
   return { load, seek: (x) => { t = x; render(); }, get time() { return t; } };
 }
 
-if (typeof document !== "undefined" && document.getElementById("replay")) {
-  window.vmemReplay = initReplay(document.getElementById("replay"));
-}
+const root = document.getElementById("replay");
+if (root) initReplay(root);

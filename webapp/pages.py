@@ -9,9 +9,8 @@ from flask import Blueprint, abort, current_app, jsonify, render_template, sessi
 from flask.blueprints import BlueprintSetupState
 from flask.typing import ResponseReturnValue
 
-from webapp import ROOT, docs_pages, ext
+from webapp import ROOT, block_states, docs_pages, ext
 from webapp.sessions import new_token
-from webapp.view_model import STATE_NAMES
 
 bp = Blueprint("pages", __name__)
 
@@ -35,10 +34,16 @@ def session_token(create: bool = True) -> str | None:
     return token if isinstance(token, str) else None
 
 
+@bp.app_context_processor
+def _page_data() -> dict[str, object]:
+    """Every template can render the block-state table (``templates/block_states.html``)."""
+    return {"block_states": block_states.page_data()}
+
+
 @bp.get("/")
 def index() -> str:
     session_token()
-    return render_template("index.html", states=STATE_NAMES)
+    return render_template("index.html")
 
 
 @bp.get("/about/<name>")

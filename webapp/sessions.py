@@ -118,7 +118,7 @@ class MachineSession:
         self.series: deque[dict[str, Any]] = deque(maxlen=900)
         self.drained_seq = 0
         self.snapshot: MachineSnapshot | None = None
-        self._sent_view: dict[str, Any] | None = None
+        self._sent_view: view_model.MachineView | None = None
         self._last_view_t = 0.0
         self._events_since_view = False
         self._last_sample_t = 0.0
@@ -275,7 +275,7 @@ class MachineSession:
                 self.note_residency(snap)
         return self.resident_bytes()
 
-    def view(self, snap: MachineSnapshot) -> dict[str, Any]:
+    def view(self, snap: MachineSnapshot) -> view_model.MachineView:
         return view_model.machine_view(snap, self.residency, self.boot_resident)
 
     def memdevs(self) -> dict[str, str]:
@@ -304,7 +304,7 @@ class MachineSession:
             },
         }
 
-    def _sample(self, snap: MachineSnapshot, view: dict[str, Any], now: float,
+    def _sample(self, snap: MachineSnapshot, view: view_model.MachineView, now: float,
                 force: bool) -> dict[str, Any] | None:
         key = (tuple((d.requested_size, d.plugged_size) for d in snap.devices),
                view["resident"])

@@ -1,49 +1,50 @@
 """What the page draws, computed from one ``MachineSnapshot``.
 
-The page never interprets the machine itself: the server turns a snapshot into per-block state
-codes (one byte per device block, for the guest view and for the host view), the config space
-as a register map and a few numbers for the charts. Live events then move single blocks between
-states until the next snapshot replaces the picture wholesale; the codes below are shared with
-``static/grid.js`` (``STATES``), which draws each code with its own colour *and* pattern.
+The page never interprets the machine itself. Its view is the snapshot's JSON form
+(:func:`emulator.snapshot.machine_state`, the same a recording's keyframes hold) plus what only
+a live machine measures: per-block state codes (one byte per block, for the guest view and for
+the host view; the codes are ``webapp/block_states.py``'s), host residency, the guest's
+allocations. Live events then move single blocks between states until the next snapshot
+replaces the picture wholesale.
 """
 
 from __future__ import annotations
 
 import base64
-from typing import Any
+from typing import Any, TypedDict
 
 from emulator import abi
-from emulator.snapshot import DeviceSnapshot, MachineSnapshot
+from emulator.snapshot import (
+    DeviceSnapshot,
+    DeviceState,
+    MachineSnapshot,
+    MachineState,
+    machine_state,
+)
+from webapp import block_states
+from webapp.block_states import BlockState
 
-# ---- block state codes (shared with static/grid.js) -------------------------------------
-UNPLUGGED = 0  # unplugged (reads give the zero page, or nothing)
-PLUGGED_FREE = 1  # plugged, the guest holds nothing in it
-PLUGGED_MOVABLE = 2  # plugged, holds movable data (can be migrated away, so unpluggable)
-PLUGGED_UNMOVABLE = 3  # plugged, holds unmovable (pinned) data
-IN_FLIGHT = 4  # requested but not yet answered / being emptied by the guest
-OUTSIDE_USABLE = 5  # beyond usable_region_size: the guest may not plug it
-HOST_PLUGGED_EMPTY = 6  # host view: plugged, no host memory behind it yet
-HOST_PARTLY_RESIDENT = 7  # host view: plugged, some pages resident
-HOST_RESIDENT = 8  # host view: plugged, every page resident
-HOST_LEAK = 9  # host view: unplugged but host memory resident (must never be seen)
 
-STATE_NAMES = {
-    UNPLUGGED: "unplugged",
-    PLUGGED_FREE: "plugged, free",
-    PLUGGED_MOVABLE: "plugged, movable data",
-    PLUGGED_UNMOVABLE: "plugged, unmovable data",
-    IN_FLIGHT: "in flight",
-    OUTSIDE_USABLE: "outside the usable region",
-    HOST_PLUGGED_EMPTY: "plugged, no host memory yet",
-    HOST_PARTLY_RESIDENT: "plugged, partly resident",
-    HOST_RESIDENT: "plugged, resident",
-    HOST_LEAK: "unplugged but resident (leak!)",
-}
-PLUGGED_CODES = frozenset({PLUGGED_FREE, PLUGGED_MOVABLE, PLUGGED_UNMOVABLE,
-                           HOST_PLUGGED_EMPTY, HOST_PARTLY_RESIDENT, HOST_RESIDENT})
+class DeviceView(DeviceState):
+    broken: bool
+    guest: bytes  # codes: what the guest's allocator thinks, per block
+    host: bytes  # codes: what the host backs, per block
+    resident: int  # host bytes resident behind the device
+    plugged_blocks: int
 
-CONFIG_FIELDS = ("block_size", "node_id", "addr", "region_size", "usable_region_size",
-                 "plugged_size", "requested_size")
+
+class Allocation(TypedDict):
+    id: int
+    unmovable: bool
+    pages: int
+    target: int
+
+
+class MachineView(MachineState[DeviceView]):
+    uptime_ns: int
+    host_rss: int  # the server process's RSS
+    resident: int  # host bytes resident behind the machine (boot RAM + devices)
+    allocations: list[Allocation]
 
 
 def guest_codes(dev: DeviceSnapshot, usage: tuple[tuple[int, int, int, int], ...]) -> bytes:
@@ -54,18 +55,18 @@ def guest_codes(dev: DeviceSnapshot, usage: tuple[tuple[int, int, int, int], ...
     have_usage = len(usage) == dev.nb_blocks
     for i, plugged in enumerate(dev.bitmap):
         if plugged:
-            code = PLUGGED_FREE
+            code = BlockState.PLUGGED_FREE
             if have_usage:
                 movable, unmovable, _free, state = usage[i]
                 if state == abi.BLOCK_OFFLINING:
-                    code = IN_FLIGHT
+                    code = BlockState.IN_FLIGHT
                 elif unmovable:
-                    code = PLUGGED_UNMOVABLE
+                    code = BlockState.PLUGGED_UNMOVABLE
                 elif movable:
-                    code = PLUGGED_MOVABLE
+                    code = BlockState.PLUGGED_MOVABLE
             codes[i] = code
         elif i >= usable_blocks:
-            codes[i] = OUTSIDE_USABLE
+            codes[i] = BlockState.OUTSIDE_USABLE
     return bytes(codes)
 
 
@@ -87,25 +88,18 @@ def host_codes(dev: DeviceSnapshot, resident: tuple[int, ...] | None = None,
     for i, plugged in enumerate(dev.bitmap):
         res = resident[i]
         if plugged:
-            codes[i] = (HOST_PLUGGED_EMPTY if res == 0
-                        else HOST_RESIDENT if res >= bs else HOST_PARTLY_RESIDENT)
+            codes[i] = (BlockState.HOST_PLUGGED_EMPTY if res == 0
+                        else BlockState.HOST_RESIDENT if res >= bs
+                        else BlockState.HOST_PARTLY_RESIDENT)
         elif res and not stale:
-            codes[i] = HOST_LEAK
+            codes[i] = BlockState.HOST_UNPLUGGED_RESIDENT
         elif i >= usable_blocks:
-            codes[i] = OUTSIDE_USABLE
+            codes[i] = BlockState.OUTSIDE_USABLE
     return bytes(codes)
 
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
-
-
-def config_fields(dev: DeviceSnapshot) -> dict[str, int]:
-    return {
-        "block_size": dev.block_size, "node_id": dev.node, "addr": dev.addr,
-        "region_size": dev.region_size, "usable_region_size": dev.usable_region_size,
-        "plugged_size": dev.plugged_size, "requested_size": dev.requested_size,
-    }
 
 
 def device_usage(snap: MachineSnapshot, index: int) -> tuple[tuple[int, int, int, int], ...]:
@@ -116,62 +110,45 @@ def device_usage(snap: MachineSnapshot, index: int) -> tuple[tuple[int, int, int
     return view.usage if view is not None else ()
 
 
-def device_view(snap: MachineSnapshot, index: int,
-                residency: dict[str, tuple[int, ...]] | None = None) -> dict[str, Any]:
-    """One device as the page draws it (codes as raw bytes; see ``encode_view``).
+def device_view(snap: MachineSnapshot, index: int, state: DeviceState,
+                residency: dict[str, tuple[int, ...]] | None = None) -> DeviceView:
+    """One device as the page draws it: its ``state`` (from ``machine_state``) and the codes
+    (raw bytes; see ``encode_view``).
 
-    ``residency`` (device id → bytes resident per block) stands in for a snapshot taken
+    ``residency`` (device id -> bytes resident per block) stands in for a snapshot taken
     without residency; see ``host_codes``.
     """
     dev = snap.devices[index]
-    usage = device_usage(snap, index)
     resident = dev.resident
     stale = resident is None
     if stale and residency is not None:
         resident = residency.get(dev.id)
-    host = host_codes(dev, resident, stale=stale)
     plugged_resident = sum(r for r, p in zip(resident or (), dev.bitmap, strict=False) if p)
     return {
-        "id": dev.id,
-        "node": dev.node,
-        "nb_blocks": dev.nb_blocks,
-        "block_size": dev.block_size,
-        "addr": dev.addr,
-        "config": config_fields(dev),
-        "driver_state": dev.driver_state,
+        **state,
         "broken": dev.broken,
-        "unplugged_inaccessible": dev.unplugged_inaccessible,
-        "guest": guest_codes(dev, usage),
-        "host": host,
+        "guest": guest_codes(dev, device_usage(snap, index)),
+        "host": host_codes(dev, resident, stale=stale),
         "resident": plugged_resident if stale else sum(resident or ()),
         "plugged_blocks": dev.plugged_blocks,
     }
 
 
 def machine_view(snap: MachineSnapshot, residency: dict[str, tuple[int, ...]] | None = None,
-                 boot_resident: int | None = None) -> dict[str, Any]:
+                 boot_resident: int | None = None) -> MachineView:
     """Everything the page shows about the machine at ``snap.seq`` (codes still bytes)."""
-    devices = [device_view(snap, i, residency) for i in range(len(snap.devices))]
+    state = machine_state(snap)
+    devices = {dev.id: device_view(snap, i, state["devices"][dev.id], residency)
+               for i, dev in enumerate(snap.devices)}
     if snap.boot_resident is not None:
         boot_resident = snap.boot_resident
-    boot_share = {n.node_id: n.boot_ram for n in snap.nodes}
     guest = snap.guest
     return {
-        "seq": snap.seq,
-        "runstate": snap.runstate,
-        "cmdline": snap.cmdline,
-        "guest_booted": snap.guest_booted,
-        "guest_faults": snap.guest_faults,
-        "uptime_ns": snap.uptime_ns,
-        "boot_ram_size": snap.boot_ram_size,
-        "nodes": [
-            {"node_id": n.node_id, "cpus": list(n.cpus), "boot_ram": boot_share[n.node_id],
-             "plugged": n.plugged}
-            for n in snap.nodes
-        ],
+        **state,
         "devices": devices,
+        "uptime_ns": snap.uptime_ns,
         "host_rss": snap.host_rss,
-        "resident": (boot_resident or 0) + sum(d["resident"] for d in devices),
+        "resident": (boot_resident or 0) + sum(d["resident"] for d in devices.values()),
         "allocations": [
             {"id": a.id, "unmovable": a.unmovable, "pages": a.pages, "target": a.target}
             for a in (guest.allocations if guest else ())
@@ -179,21 +156,21 @@ def machine_view(snap: MachineSnapshot, residency: dict[str, tuple[int, ...]] | 
     }
 
 
-def encode_view(view: dict[str, Any], previous: dict[str, Any] | None = None) -> dict[str, Any]:
-    """JSON form of ``machine_view``; block codes are sent only when they changed."""
-    out = dict(view)
-    devices = []
-    for i, dev in enumerate(view["devices"]):
-        prev = None
-        if previous is not None and i < len(previous["devices"]):
-            prev = previous["devices"][i]
-            if prev["id"] != dev["id"]:
-                prev = None
-        enc = {k: v for k, v in dev.items() if k not in ("guest", "host")}
-        for key in ("guest", "host"):
-            if prev is None or prev[key] != dev[key]:
-                enc[key] = b64(dev[key])
-        devices.append(enc)
+def encode_view(view: MachineView, previous: MachineView | None = None) -> dict[str, Any]:
+    """JSON form of ``machine_view``: block codes in base64, sent only when they changed
+    since ``previous``; no bitmap (the page draws the codes, and the bitmap is in them)."""
+    out: dict[str, Any] = dict(view)
+    before = previous["devices"] if previous is not None else {}
+    devices: dict[str, dict[str, Any]] = {}
+    for dev_id, dev in view["devices"].items():
+        prev = before.get(dev_id)
+        enc: dict[str, Any] = {k: v for k, v in dev.items()
+                               if k not in ("bitmap", "guest", "host")}
+        if prev is None or prev["guest"] != dev["guest"]:
+            enc["guest"] = b64(dev["guest"])
+        if prev is None or prev["host"] != dev["host"]:
+            enc["host"] = b64(dev["host"])
+        devices[dev_id] = enc
     out["devices"] = devices
     return out
 
@@ -230,8 +207,8 @@ def block_info(snap: MachineSnapshot, dev_id: str, block: int,
         "addr": dev.addr + block * dev.block_size,
         "size": dev.block_size,
         "plugged": bool(dev.bitmap[block]),
-        "guest_state": STATE_NAMES[guest_codes(dev, usage)[block]],
-        "host_state": STATE_NAMES[host_codes(dev, per_block, stale=stale)[block]],
+        "guest_state": block_states.name(guest_codes(dev, usage)[block]),
+        "host_state": block_states.name(host_codes(dev, per_block, stale=stale)[block]),
         "movable_pages": movable,
         "unmovable_pages": unmovable - kernel,
         "kernel_pages": kernel,

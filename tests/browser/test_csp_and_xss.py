@@ -68,7 +68,9 @@ def test_the_page_works_under_its_csp(chromium: Any, live_server: LiveServer) ->
         assert "quit the emulator" not in out and "migrate to URI" not in out
         assert "not available in the browser monitor: 'migrate'" in out
         assert not Path("/tmp/vmemlab-csp-test").exists()
-        page.evaluate("() => window.vmemSend('ping_vmem', {})")  # the socket works
+        pong = page.evaluate(  # the socket works
+            "async () => (await import('/static/transport.js')).send('ping_vmem', {})")
+        assert pong["ok"]
         assert page.evaluate("() => window.__csp") == []
         assert page.errors == []
     finally:

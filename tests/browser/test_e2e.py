@@ -3,11 +3,16 @@
 Assertions read what was drawn (the canvas's data attributes, set by the draw itself, and
 canvas pixels), never the network; numbers are checked against the JSON API's
 ``query-memory-devices`` from the same browser context (same cookie, same machine).
+
+The page's own state is read through its model module (``static/model.js``), imported in the
+page: the same instance the page uses (the page puts nothing on ``window``).
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from webapp.block_states import STATES, VIEWS, BlockState
 
 MiB = 1024 * 1024
 SKY_BLUE = (86, 180, 233)  # plugged, free
@@ -31,13 +36,23 @@ def plugged(page: Any, dev: str) -> int:
 def pixel(page: Any, dev: str, block: int) -> tuple[int, int, int]:
     """Colour drawn inside block ``block`` (away from patterns and pulse rings)."""
     return tuple(page.evaluate(
-        """([dev, i]) => {
-            const g = window.vmem.devices.get(dev).grid;
+        """async ([dev, i]) => {
+            const { model } = await import("/static/model.js");
+            const g = model.devices.get(dev).grid;
             const px = g.cell * g.dpr;
             const x = (i % g.cols) * px + Math.floor(px * 0.35);
             const y = Math.floor(i / g.cols) * px + Math.floor(px * 0.35);
             return Array.from(g.ctx.getImageData(x, y, 1, 1).data.slice(0, 3));
         }""", [dev, block]))
+
+
+def codes(page: Any, dev: str, view: str) -> list[int]:
+    """The block codes the page holds for ``dev`` in ``view`` (what its grid draws there)."""
+    return list(page.evaluate(
+        """async ([dev, view]) => {
+            const { model } = await import("/static/model.js");
+            return Array.from(model.devices.get(dev).grid.codes[view]);
+        }""", [dev, view]))
 
 
 def qmp_devices(page: Any) -> dict[str, dict[str, Any]]:
@@ -88,8 +103,9 @@ def test_requested_size_change_is_drawn_and_matches_qmp(new_page):
     assert plugged(page, "vm0") == 64
     assert "resident" in page.inner_text("#legend")
     assert pixel(page, "vm0", 100) == LIGHT_GREY
-    codes = page.evaluate("Array.from(window.vmem.devices.get('vm0').grid.codes.host)")
-    assert all(c in (0, 5) for c in codes[64:])  # unplugged or outside: never resident
+    host = codes(page, "vm0", "host")
+    # unplugged or outside: never resident
+    assert set(host[64:]) <= {BlockState.UNPLUGGED, BlockState.OUTSIDE_USABLE}
     page.wait_for_function("() => !!document.querySelector('#chart-sizes .main-svg')")  # charts
     assert page.errors == []
 
@@ -160,7 +176,7 @@ def test_save_and_load_bring_back_an_identical_grid(new_page, tmp_path):
     set_requested(page, "vm0", 100)
     wait_plugged(page, "vm0", 50)
     page.wait_for_timeout(400)
-    before = page.evaluate("Array.from(window.vmem.devices.get('vm0').grid.codes.guest)")
+    before = codes(page, "vm0", "guest")
     with page.expect_download() as info:
         page.click("#btn-save")
     path = tmp_path / "machine.vmstate"
@@ -170,7 +186,7 @@ def test_save_and_load_bring_back_an_identical_grid(new_page, tmp_path):
     page.set_input_files("#load-file", str(path))
     wait_plugged(page, "vm0", 50)
     page.wait_for_timeout(400)
-    after = page.evaluate("Array.from(window.vmem.devices.get('vm0').grid.codes.guest)")
+    after = codes(page, "vm0", "guest")
     assert after == before
 
 
@@ -196,3 +212,24 @@ def test_narrow_window_and_keyboard(new_page):
     slider.focus()
     page.keyboard.press("ArrowRight")  # one block more, from the keyboard alone
     wait_plugged(page, "vm0", 33)
+
+
+def test_the_legend_is_the_servers_table_and_the_page_adds_no_globals(new_page):
+    page = new_page()
+    flashes = ["flash: read of the zero page", "flash: blocked write (violation)"]
+    for view in ("guest", "host"):
+        page.check(f'input[name="view"][value="{view}"]')
+        page.wait_for_function(
+            f"() => document.querySelector('{canvas('vm0')}').dataset.mode === '{view}'")
+        shown = [li.inner_text().strip() for li in page.locator("#legend li").all()]
+        assert shown == [STATES[s].label for s in VIEWS[view]] + flashes
+    # every name on window comes from a vendor script (the page's modules share by import)
+    page.wait_for_function("() => document.querySelectorAll('.chart .main-svg').length >= 3",
+                           timeout=20_000)
+    names = set(page.evaluate("() => Object.keys(window)"))
+    vendor = page.context.new_page()
+    vendor.goto("/healthz")
+    for script in ("socket.io.min.js", "plotly.min.js"):
+        vendor.add_script_tag(url=f"/static/vendor/{script}")
+    assert names <= set(vendor.evaluate("() => Object.keys(window)"))
+    assert page.errors == []

@@ -62,13 +62,13 @@ def test_replay_page_is_served() -> None:
 def test_js_seek_matches_the_python_reader(recording_text: str, tmp_path: Path) -> None:
     rec_path = tmp_path / "rec.ndjson"
     rec_path.write_text(recording_text, encoding="utf-8")
-    shutil.copy(ROOT / "static" / "replay.js", tmp_path / "replay.mjs")
+    shutil.copy(ROOT / "static" / "recording.js", tmp_path / "recording.mjs")
     rec = Recording.load(str(rec_path))
     times = [0.0, *(e["t"] for e in rec.entries[::7]), rec.duration]
     script = tmp_path / "check.mjs"
     script.write_text(
         "import { readFileSync } from 'node:fs';\n"
-        "import { parseRecording, stateAt, markers } from './replay.mjs';\n"
+        "import { parseRecording, stateAt, markers } from './recording.mjs';\n"
         f"const rec = parseRecording(readFileSync({json.dumps(str(rec_path))}, 'utf8'));\n"
         f"const times = {json.dumps(times)};\n"
         "const out = times.map((t) => Object.fromEntries(Object.entries(stateAt(rec, t)).map(\n"

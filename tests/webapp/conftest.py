@@ -129,8 +129,9 @@ class Browser:
             if time.monotonic() > deadline:
                 names = [m["name"] for m in self.received[-20:]]
                 last = self.latest_view()
-                detail = last and [(d["id"], d["driver_state"], d["config"])
-                                   for d in last["devices"]]
+                detail = last and [(dev_id, d["driver_state"], d["plugged_size"],
+                                    d["requested_size"])
+                                   for dev_id, d in last["devices"].items()]
                 errors = [m["args"] for m in self.received if m["name"] == "server_error"]
                 raise AssertionError(f"no {what} within {timeout} s (last: {names}; {detail}; "
                                      f"server errors: {errors})")
@@ -149,8 +150,8 @@ class Browser:
         frame = self.keyframe()
         self.wait_view(lambda v: v["guest_booted"] and all(
             d["driver_state"] == "idle"
-            and d["config"]["plugged_size"] == d["config"]["requested_size"]
-            for d in v["devices"]))
+            and d["plugged_size"] == d["requested_size"]
+            for d in v["devices"].values()))
         return frame
 
     def latest_view(self) -> dict[str, Any] | None:
@@ -174,13 +175,13 @@ class Browser:
 
 
 def device(view: dict[str, Any], dev_id: str) -> dict[str, Any]:
-    return next(d for d in view["devices"] if d["id"] == dev_id)
+    return view["devices"][dev_id]  # type: ignore[no-any-return]
 
 
 def settled_view(dev_id: str, size: int) -> Callable[[dict[str, Any]], bool]:
     def check(view: dict[str, Any]) -> bool:
         d = device(view, dev_id)
-        return (d["config"]["plugged_size"] == size and d["config"]["requested_size"] == size
+        return (d["plugged_size"] == size and d["requested_size"] == size
                 and d["driver_state"] == "idle")
 
     return check
@@ -220,8 +221,8 @@ def fold(messages: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         view = msg["args"][0]["view"] if msg["name"] == "keyframe" else msg["args"][0]
         if msg["name"] == "keyframe":
             model = {}
-        for dev in view["devices"]:
-            entry = model.setdefault(dev["id"], {})
+        for dev_id, dev in view["devices"].items():
+            entry = model.setdefault(dev_id, {})
             entry.update({k: v for k, v in dev.items() if k not in ("guest", "host")})
             for key in ("guest", "host"):
                 if key in dev:

@@ -55,7 +55,7 @@ def test_machine_info_equals_query_memory_devices(http):
     assert vm0 == {"memaddr": vm0["memaddr"], "node": 0, "requested-size": 64 * MiB,
                    "size": 64 * MiB, "max-size": 256 * MiB, "block-size": 2 * MiB,
                    "memdev": "/objects/mem0", "id": "vm0"}
-    assert info["devices"][0]["config"]["plugged_size"] == vm0["size"]
+    assert info["devices"]["vm0"]["plugged_size"] == vm0["size"]
     assert [n["node_id"] for n in info["nodes"]] == [0, 1]
 
 
@@ -140,8 +140,12 @@ def test_save_and_load_bring_the_same_blocks_back(http):
                        content_type="multipart/form-data")
     assert loaded.status_code == 200, loaded.get_json()
     after = wait_plugged(http, "vm0", 100 * MiB)
-    for b, a in zip(before["devices"], after["devices"], strict=True):
-        assert a["guest"] == b["guest"] and a["config"] == b["config"]
+    config = ("block_size", "node", "addr", "region_size", "usable_region_size",
+              "plugged_size", "requested_size")
+    assert list(after["devices"]) == list(before["devices"])
+    for dev_id, b in before["devices"].items():
+        a = after["devices"][dev_id]
+        assert a["guest"] == b["guest"] and [a[k] for k in config] == [b[k] for k in config]
     verify = http.post("/api/machine/guest", json={"action": "verify"}).get_json()
     assert verify["ok"] and verify["bad"] == 0 and verify["checked"] > 0
 
@@ -162,7 +166,7 @@ def test_two_browsers_have_separate_machines(app):
     a.post("/api/machine/requested-size", json={"device": "vm0", "size": "128M"})
     wait_plugged(a, "vm0", 128 * MiB)
     other = b.get("/api/machine").get_json()
-    assert other["devices"][0]["config"]["requested_size"] == 64 * MiB
+    assert other["devices"]["vm0"]["requested_size"] == 64 * MiB
     assert len(ext.sessions(app)) == 2
 
 

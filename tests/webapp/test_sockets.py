@@ -8,8 +8,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from emulator.config import MiB
+from emulator.snapshot import DeviceState
 from tests.webapp.conftest import device, settled_view, wait_model
-from webapp import ext, view_model
+from webapp import ext
+from webapp.block_states import PLUGGED_CODES, BlockState
 
 EVENTS = ["ping_vmem", "resync", "set_requested_size", "guest", "reboot", "run", "speed",
           "hmp", "block_info", "machine_info", "new_machine", "rfc_shrink_on_reboot"]
@@ -24,11 +26,11 @@ def test_connect_sends_keyframe_with_the_machine(browser):
     b = browser()
     frame = b.keyframe()
     view = frame["view"]
-    assert [d["id"] for d in view["devices"]] == ["vm0", "vm1"]
+    assert list(view["devices"]) == ["vm0", "vm1"]
     vm0 = device(view, "vm0")
     assert vm0["nb_blocks"] == 128
     assert len(codes(vm0)) == 128 and len(codes(vm0, "host")) == 128
-    assert set(vm0["config"]) == set(view_model.CONFIG_FIELDS)
+    assert set(vm0) >= set(DeviceState.__annotations__) - {"bitmap"}  # the keyframe's shape
     assert frame["capabilities"] == {"step": True, "speed": True}
     assert frame["memory_devices"][0]["data"]["id"] == "vm0"
 
@@ -41,13 +43,13 @@ def test_set_requested_size_plugs_and_page_numbers_match_qmp(browser):
     view = b.wait_view(settled_view("vm0", 128 * MiB))
     vm0 = device(view, "vm0")
     model = wait_model(b, lambda m: m["vm0"]["seq"] >= view["seq"])
-    plugged_codes = sum(1 for c in model["vm0"]["guest"] if c in view_model.PLUGGED_CODES)
+    plugged_codes = sum(1 for c in model["vm0"]["guest"] if c in PLUGGED_CODES)
     assert plugged_codes == 64 == vm0["plugged_blocks"]
-    host_plugged = sum(1 for c in model["vm0"]["host"] if c in view_model.PLUGGED_CODES)
+    host_plugged = sum(1 for c in model["vm0"]["host"] if c in PLUGGED_CODES)
     assert host_plugged == 64
     # "the page never lies": the view's numbers equal query-memory-devices
     qmp = {d["data"]["id"]: d["data"] for d in view["memory_devices"]}
-    assert qmp["vm0"]["size"] == vm0["config"]["plugged_size"] == 128 * MiB
+    assert qmp["vm0"]["size"] == vm0["plugged_size"] == 128 * MiB
     assert qmp["vm0"]["requested-size"] == 128 * MiB
     # the events may trail the view that already includes them (the view's seq says so)
     b.wait_for(lambda m: m["name"] == "batch" and any(
@@ -79,7 +81,7 @@ def test_guest_actions_alloc_verify_free_dump_and_rogue_write(browser):
     b.ready()
     alloc = b.emit("guest", {"action": "alloc", "size": 4, "unmovable": True, "target": "vm0"})
     assert alloc["ok"] and alloc["unmovable"] and alloc["pages"] == 1024
-    wait_model(b, lambda m: view_model.PLUGGED_UNMOVABLE in m["vm0"]["guest"])
+    wait_model(b, lambda m: BlockState.PLUGGED_UNMOVABLE in m["vm0"]["guest"])
     assert b.emit("machine_info")["allocations"][0]["unmovable"] is True
     verify = b.emit("guest", {"action": "verify", "id": alloc["id"]})
     assert verify["ok"] and verify["bad"] == 0 and verify["checked"] == 1024
@@ -130,10 +132,10 @@ def test_reboot_without_driver_leaves_everything_unplugged(browser):
     # the driver goes; the machine's other boot options stay
     assert answer["cmdline"] == "memhp_default_state=online modprobe.blacklist=virtio_mem"
     view = b.wait_view(lambda v: v["cmdline"] == answer["cmdline"]
-                       and all(d["config"]["plugged_size"] == 0 for d in v["devices"]))
+                       and all(d["plugged_size"] == 0 for d in v["devices"].values()))
     model = wait_model(b, lambda m: m["vm0"]["seq"] >= view["seq"])
-    assert set(model["vm0"]["guest"]) <= {view_model.UNPLUGGED, view_model.OUTSIDE_USABLE}
-    assert set(model["vm0"]["host"]) <= {view_model.UNPLUGGED, view_model.OUTSIDE_USABLE}
+    assert set(model["vm0"]["guest"]) <= {BlockState.UNPLUGGED, BlockState.OUTSIDE_USABLE}
+    assert set(model["vm0"]["host"]) <= {BlockState.UNPLUGGED, BlockState.OUTSIDE_USABLE}
     # back to the driver: the machine's own command line again
     own = "memhp_default_state=online"
     assert b.emit("reboot", {"mode": "driver"})["cmdline"] == own
@@ -191,7 +193,8 @@ def test_new_machine_from_the_form_and_bad_forms(browser):
     frame = b.wait_for(lambda m: m["name"] == "keyframe"
                        and m["args"][0]["generation"] > first["generation"])["args"][0]
     devs = frame["view"]["devices"]
-    assert [(d["id"], d["nb_blocks"], d["block_size"]) for d in devs] == [("vm0", 32, 4 * MiB)]
+    assert [(dev_id, d["nb_blocks"], d["block_size"]) for dev_id, d in devs.items()] == [
+        ("vm0", 32, 4 * MiB)]
     huge = b.emit("new_machine", {"device_size": 1 << 20, "nodes": 8})
     assert huge["ok"] is False and "limit" in huge["error"]
     too_much = b.emit("new_machine", {"device_size": 4096, "nodes": 4, "block_size": 64})
@@ -240,7 +243,7 @@ def test_two_browsers_never_see_each_others_machines(browser, app):
             assert all(ev.get("kind") != "block_state" or ev["first_block"] < 32
                        for ev in payload["events"])
     view = c.emit("machine_info")
-    assert device(view, "vm0")["config"]["requested_size"] == 64 * MiB
+    assert device(view, "vm0")["requested_size"] == 64 * MiB
 
 
 @settings(max_examples=40, deadline=None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -10,17 +11,19 @@ from hypothesis import strategies as st
 
 from emulator import abi
 from emulator.config import GiB, MiB
-from emulator.snapshot import DeviceSnapshot
+from emulator.snapshot import DeviceSnapshot, MachineSnapshot, NodeSnapshot, machine_state
 from tests.webapp.conftest import web_config
 from webapp import inputs, view_model
+from webapp.block_states import BlockState
 from webapp.inputs import InputError
 from webapp.sessions import SessionManager, Settings
 
 
-def dev_snapshot(bitmap: bytes, usable_blocks: int, resident=None) -> DeviceSnapshot:
+def dev_snapshot(bitmap: bytes, usable_blocks: int, resident=None, dev_id: str = "vm0",
+                 node: int = 0) -> DeviceSnapshot:
     bs = 2 * MiB
     return DeviceSnapshot(
-        id="vm0", node=0, addr=0x1_0000_0000, region_size=len(bitmap) * bs, block_size=bs,
+        id=dev_id, node=node, addr=0x1_0000_0000, region_size=len(bitmap) * bs, block_size=bs,
         nb_blocks=len(bitmap), usable_region_size=usable_blocks * bs,
         plugged_size=bitmap.count(1) * bs, requested_size=bitmap.count(1) * bs,
         device_features=0, driver_features=0, unplugged_inaccessible=False, broken=False,
@@ -33,28 +36,68 @@ def test_guest_codes_follow_the_guests_usage():
              (10, 3, 499, abi.BLOCK_PLUGGED), (0, 0, 512, abi.BLOCK_OFFLINING),
              (0, 0, 0, 0), (0, 0, 0, 0), (0, 0, 0, 0), (0, 0, 0, 0))
     assert list(view_model.guest_codes(dev, usage)) == [
-        view_model.PLUGGED_FREE, view_model.PLUGGED_MOVABLE, view_model.PLUGGED_UNMOVABLE,
-        view_model.IN_FLIGHT, view_model.UNPLUGGED, view_model.UNPLUGGED,
-        view_model.OUTSIDE_USABLE, view_model.OUTSIDE_USABLE]
+        BlockState.PLUGGED_FREE, BlockState.PLUGGED_MOVABLE, BlockState.PLUGGED_UNMOVABLE,
+        BlockState.IN_FLIGHT, BlockState.UNPLUGGED, BlockState.UNPLUGGED,
+        BlockState.OUTSIDE_USABLE, BlockState.OUTSIDE_USABLE]
     # without a guest view (no driver yet) the bitmap alone decides
-    assert list(view_model.guest_codes(dev, ()))[:4] == [view_model.PLUGGED_FREE] * 4
+    assert list(view_model.guest_codes(dev, ()))[:4] == [BlockState.PLUGGED_FREE] * 4
 
 
-def test_host_codes_show_residency_and_flag_leaks():
+def test_host_codes_show_residency_even_behind_unplugged_blocks():
     bs = 2 * MiB
     dev = dev_snapshot(bytes([1, 1, 1, 0, 0]), usable_blocks=4,
                        resident=(0, 4096, bs, 0, 4096))
     assert list(view_model.host_codes(dev)) == [
-        view_model.HOST_PLUGGED_EMPTY, view_model.HOST_PARTLY_RESIDENT, view_model.HOST_RESIDENT,
-        view_model.UNPLUGGED, view_model.HOST_LEAK]
+        BlockState.HOST_PLUGGED_EMPTY, BlockState.HOST_PARTLY_RESIDENT, BlockState.HOST_RESIDENT,
+        BlockState.UNPLUGGED, BlockState.HOST_UNPLUGGED_RESIDENT]
 
 
 def test_encode_view_sends_codes_only_when_changed():
-    view = {"seq": 1, "devices": [{"id": "vm0", "guest": b"\x01", "host": b"\x06"}]}
+    view: Any = {"seq": 1, "devices": {"vm0": {"bitmap": "01", "guest": b"\x01",
+                                               "host": b"\x06", "plugged_size": 2}}}
     first = view_model.encode_view(view)
-    assert first["devices"][0]["guest"] == "AQ=="
+    assert first["devices"] == {"vm0": {"guest": "AQ==", "host": "Bg==", "plugged_size": 2}}
     again = view_model.encode_view(view, previous=view)
-    assert "guest" not in again["devices"][0] and "host" not in again["devices"][0]
+    assert again["devices"] == {"vm0": {"plugged_size": 2}}
+
+
+def machine_snapshot() -> MachineSnapshot:
+    devices = (dev_snapshot(bytes([1, 1, 0, 0]), 3, resident=(2 * MiB, 4096, 0, 0)),
+               dev_snapshot(bytes([0, 1]), 2, dev_id="vm1", node=1))
+    return MachineSnapshot(
+        seq=7, runstate="running", uptime_ns=5, boot_ram_size=64 * MiB, cmdline="x=1",
+        guest_booted=True, guest_faults=0,
+        nodes=(NodeSnapshot(0, (0,), 32 * MiB, 4 * MiB), NodeSnapshot(1, (1,), 32 * MiB, 2 * MiB)),
+        devices=devices, guest=None, host_rss=123, boot_resident=MiB)
+
+
+def test_the_view_is_the_keyframes_state_plus_live_measurements():
+    """One serialisation: a recording's keyframe (machine_state) is inside the page's view."""
+    snap = machine_snapshot()
+    state = machine_state(snap)
+    view = view_model.machine_view(snap)
+    assert list(view["devices"]) == list(state["devices"]) == ["vm0", "vm1"]
+    plain: dict[str, Any] = dict(view)
+    for key, value in state.items():
+        if key != "devices":
+            assert plain[key] == value, key
+    for dev_id, dev in state["devices"].items():
+        shown: dict[str, Any] = dict(view["devices"][dev_id])
+        assert {k: shown[k] for k in dev} == dev
+    vm0 = view["devices"]["vm0"]
+    assert vm0["guest"] == bytes([BlockState.PLUGGED_FREE] * 2 + [BlockState.UNPLUGGED,
+                                                                  BlockState.OUTSIDE_USABLE])
+    assert vm0["resident"] == 2 * MiB + 4096 and view["resident"] == MiB + vm0["resident"]
+    assert state["devices"]["vm1"]["bitmap"] == "0001"
+    sent = view_model.encode_view(view)
+    assert "bitmap" not in sent["devices"]["vm0"]  # the codes carry it
+    assert json_round_trip(sent) == sent
+
+
+def json_round_trip(value: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(value))
 
 
 @pytest.mark.parametrize(("text", "expected"), [

@@ -1,0 +1,115 @@
+/* Device cards: per device a header (requested-size slider, plugged, usable, driver) and its
+ * grid; the device pickers of the other panels; the tooltip of a hovered block. */
+
+import { state as blockState } from "./block-states.js";
+import { $, el } from "./dom.js";
+import { MiB, hex, mib } from "./format.js";
+import { BlockGrid } from "./grid.js";
+import { notice } from "./messages.js";
+import { model } from "./model.js";
+import { markChanged } from "./registers.js";
+import { send, socket } from "./transport.js";
+
+/** Cards and pickers for the devices of a keyframe's view (replacing the old ones). */
+export function buildDevices(view) {
+  const box = $("device-cards"); box.textContent = "";
+  BlockGrid.all.clear(); model.devices.clear(); model.order = [];
+  const cfgSel = $("cfg-device"), rogueSel = $("rogue-device"), target = $("alloc-target");
+  cfgSel.textContent = ""; rogueSel.textContent = "";
+  target.querySelectorAll("option.dev").forEach((o) => o.remove());
+  for (const [id, d] of Object.entries(view.devices)) {
+    const card = document.createElement("article");
+    card.className = "device"; card.dataset.device = id;
+    const bs = d.block_size / MiB, max = d.region_size / MiB;
+    const reqLabel = `requested size of ${id} in MiB`;
+    const range = { min: "0", max: String(max), step: String(bs), "aria-label": reqLabel };
+    const canvas = el("canvas", { class: "grid", dataset: { device: id }, tabIndex: 0,
+      "aria-label": `blocks of ${id}: ${d.nb_blocks} blocks of ${mib(d.block_size)}` });
+    card.append(
+      el("header", {},
+        el("h2", {}, `node ${d.node} · ${id}`),
+        el("label", { class: "req" }, "requested ",
+          el("input", Object.assign({ type: "range", class: "req-slider" }, range)), " ",
+          el("input", Object.assign({ type: "number", class: "req-number" }, range)), " MiB ",
+          el("button", { type: "button", class: "req-set" }, "set")),
+        " ", el("span", { class: "stat" }, "plugged ", el("b", { class: "plugged" })),
+        " ", el("span", { class: "stat" }, "usable ", el("b", { class: "usable" })),
+        " ", el("span", { class: "stat" }, "driver ", el("b", { class: "driver" })),
+        " ", el("span", { class: "stat inflight", hidden: true }, "· in flight ·")),
+      el("div", { class: "grid-wrap" }, canvas));
+    box.appendChild(card);
+    const grid = new BlockGrid(canvas, d.nb_blocks);
+    grid.setMode(model.mode);
+    BlockGrid.all.add(grid);
+    const els = {
+      card, slider: card.querySelector(".req-slider"), number: card.querySelector(".req-number"),
+      plugged: card.querySelector(".plugged"), usable: card.querySelector(".usable"),
+      driver: card.querySelector(".driver"), inflight: card.querySelector(".inflight"),
+    };
+    const state = Object.assign({}, d);
+    delete state.guest; delete state.host; // codes live in the grid
+    const dev = { id, state, grid, els, pendingReq: null, inflight: null, editing: false };
+    model.devices.set(id, dev); model.order.push(id);
+    const setReq = (valueMiB) => send("set_requested_size", { device: id, size: Math.round(valueMiB * MiB) },
+      () => notice(`${id}: requested-size ${valueMiB} MiB`));
+    els.slider.addEventListener("input", () => { dev.editing = true; els.number.value = els.slider.value; });
+    els.slider.addEventListener("change", () => { dev.editing = false; setReq(+els.slider.value); });
+    els.number.addEventListener("focus", () => (dev.editing = true));
+    els.number.addEventListener("blur", () => (dev.editing = false));
+    els.number.addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); setReq(+els.number.value); } });
+    card.querySelector(".req-set").addEventListener("click", () => setReq(+els.number.value));
+    canvas.addEventListener("mousemove", (e) => hover(dev, e));
+    canvas.addEventListener("mouseleave", () => ($("tooltip").hidden = true));
+    for (const sel of [cfgSel, rogueSel]) {
+      const o = document.createElement("option"); o.value = id; o.textContent = id; sel.appendChild(o);
+    }
+    const o = document.createElement("option"); o.value = id; o.className = "dev";
+    o.textContent = id + " (node " + d.node + ")"; target.appendChild(o);
+  }
+}
+
+function updateDeviceText(dev) {
+  const s = dev.state, els = dev.els;
+  els.plugged.textContent = mib(s.plugged_size);
+  els.usable.textContent = mib(s.usable_region_size);
+  els.driver.textContent = s.driver_state + (s.broken ? " (broken)" : "");
+  els.inflight.hidden = s.plugged_size === s.requested_size;
+  if (!dev.editing && document.activeElement !== els.slider && document.activeElement !== els.number) {
+    els.slider.value = s.requested_size / MiB; els.number.value = s.requested_size / MiB;
+  }
+  const card = els.card.dataset;
+  card.plugged = s.plugged_size; card.requested = s.requested_size; card.usable = s.usable_region_size;
+}
+
+/** New values of a device's fields (a view's, or a config_change event's); `mark`: show
+ * the changed registers as changed. Block codes go to the grid, not here. */
+export function setState(dev, fields, mark) {
+  for (const [k, v] of Object.entries(fields)) {
+    if (k === "guest" || k === "host") continue;
+    if (mark && dev.state[k] !== v) markChanged(dev.id, k);
+    dev.state[k] = v;
+  }
+  updateDeviceText(dev);
+}
+
+let hoverSeq = 0;
+function hover(dev, e) {
+  const i = dev.grid.cellAt(e.clientX, e.clientY); const tip = $("tooltip");
+  if (i < 0) { tip.hidden = true; return; }
+  const addr = dev.state.addr + i * dev.state.block_size;
+  const code = dev.grid.codes[model.mode][i];
+  tip.hidden = false;
+  tip.style.left = Math.min(window.innerWidth - 280, e.clientX + 14) + "px";
+  tip.style.top = (e.clientY + 14) + "px";
+  tip.textContent = `${dev.id} block ${i} @ ${hex(addr)}\n${blockState(code).label}`;
+  const my = ++hoverSeq;
+  clearTimeout(dev.hoverTimer);
+  dev.hoverTimer = setTimeout(() => socket.emit("block_info", { device: dev.id, block: i }, (r) => {
+    if (my !== hoverSeq || !r || !r.ok) return;
+    tip.textContent = `${r.device} block ${r.block} @ ${hex(r.addr)} (${mib(r.size)})\n` +
+      `guest: ${r.guest_state} — movable ${r.movable_pages} / unmovable ${r.unmovable_pages} / free ${r.free_pages} pages` +
+      (r.kernel_pages ? ` / kernel ${r.kernel_pages}` : "") + "\n" +
+      (r.memory_block ? `${r.memory_block}: ${r.zone === "none" ? "not added" : r.zone === "offline" ? "offline" : "ZONE_" + r.zone.toUpperCase()} (${r.memory_block_state})\n` : r.zone === null ? "" : "outside every memory block\n") +
+      `host: ${r.host_state} — ${r.resident === null ? "?" : mib(r.resident)} resident`;
+  }), 60);
+}
