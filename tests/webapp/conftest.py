@@ -175,7 +175,7 @@ class Browser:
 
 
 def device(view: dict[str, Any], dev_id: str) -> dict[str, Any]:
-    return view["devices"][dev_id]  # type: ignore[no-any-return]
+    return view["devices"][dev_id]
 
 
 def settled_view(dev_id: str, size: int) -> Callable[[dict[str, Any]], bool]:
