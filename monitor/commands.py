@@ -643,7 +643,10 @@ def parse_guest_op(ctx: MonitorContext, command: str, args: list[str]) -> GuestO
                 where = target(word[7:] if word.startswith("target=") else word)
         return Alloc(size, unmovable=unmovable, target=where)
     if command == "dump":
-        return Dump(resolve_device(ctx, args[0]) if args else None)
+        # "--legacy": the RFC's / a pre-5.16 kdump that also reads unplugged memory
+        legacy = "--legacy" in args
+        rest = [word for word in args if word != "--legacy"]
+        return Dump(resolve_device(ctx, rest[0]) if rest else None, legacy=legacy)
     if command == "online":
         # echo TYPE > /sys/devices/system/memory/memoryN/state, for each offline block
         device, kind = None, "online_movable"

@@ -141,7 +141,8 @@ def machine_config(form: dict[str, Any], *, max_memory: int, max_blocks: int) ->
             id=dev_id, memdev=f"mem{n}", size=dev_size,
             requested_size=size(raw.get("requested_size", 0), f"{dev_id} requested size"),
             node=integer(raw.get("node", 0), f"{dev_id} node", 0, 7),
-            block_size=block_size, unplugged_inaccessible=inaccessible,
+            # unchecked: the machine type's default (arm virt: always on; x86 7.2: auto)
+            block_size=block_size, unplugged_inaccessible=inaccessible or None,
         ))
     total = boot_ram + sum(d.size for d in devices)
     if total > max_memory:
