@@ -160,7 +160,9 @@ def _rogue_write(machine: Machine, work: Workload, op: RogueWrite) -> Outcome:
     """The store, then what it did: refused (and why, from the recorded violation), dropped
     (completed without effect: it reads back 0), or through -- and whether the host now
     backs that page (pagemap), which is what a rogue write costs the host."""
-    device = op.device or next(iter(machine.devices))
+    device = op.device or next(iter(machine.devices), None)
+    if device is None:
+        raise ControlError("this machine has no virtio-mem device", ErrorKind.NOT_FOUND)
     seq = machine.bus.last_seq
     res = work.rogue_write(op.addr, device)
     addr = res.values[0] or op.addr

@@ -16,7 +16,7 @@ from emulator import Machine, MachineConfig, MemoryDeviceConfig, abi, native_sta
 from emulator.config import MiB
 from emulator.events import UnpluggedWrite, Violation, ZeroPageRead
 from emulator.workload import Workload
-from tests.conftest import MachineFactory, small_config, wait_settled
+from tests.conftest import MachineFactory, wait_settled
 
 FILLS = ["native", "python"]
 
