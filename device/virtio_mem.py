@@ -29,6 +29,7 @@ from device.events import (
     VirtioRequest,
     VirtioResponse,
 )
+from device.memslots import Memslots
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -121,16 +122,9 @@ class VirtioMemDevice:
         if self.options.dynamic_memslots and not self.options.unplugged_inaccessible:
             raise ConfigError("'dynamic-memslots' property set to 'on' requires "
                               "'unplugged-inaccessible' to be 'on'")
-        nb_memslots = self.options.nb_memslots if self.options.dynamic_memslots else 1
-        memslot_size = self.options.memslot_size if nb_memslots > 1 else region_size
-        if nb_memslots < 1 or memslot_size % block_size or \
-                not (nb_memslots - 1) * memslot_size < region_size <= nb_memslots * memslot_size:
-            raise ConfigError(f"{nb_memslots} memslots of 0x{memslot_size:x} do not cover "
-                              f"the region (0x{region_size:x})")
-        self.memslot_size = memslot_size
-        self._memslots = bytearray(b"\x00" if self.options.dynamic_memslots else b"\x01") \
-            * nb_memslots
-        """One byte per memslot, 1 = mapped (with static memslots: the one, always)."""
+        self._memslots = Memslots(region_size, block_size,
+                                  dynamic=self.options.dynamic_memslots,
+                                  count=self.options.nb_memslots, size=self.options.memslot_size)
         self._plugged_blocks = 0
         self._usable_region_size = 0
         self._resize_usable_region(requested_size, can_shrink=True)
@@ -186,11 +180,16 @@ class VirtioMemDevice:
     @property
     def memslots(self) -> bytearray:
         """One byte per memslot, 1 = mapped. Read-only for callers: do not mutate."""
-        return self._memslots
+        return self._memslots.mapped
+
+    @property
+    def memslot_size(self) -> int:
+        """Bytes per memslot (the last may be smaller); the region without dynamic memslots."""
+        return self._memslots.size
 
     def memslot_mapped(self, block: int) -> bool:
         """Whether the memslot holding ``block`` is mapped (always, without dynamic memslots)."""
-        return self._memslots[block * self._block_size // self.memslot_size] == 1
+        return self._memslots.is_mapped(block)
 
     @property
     def device_features(self) -> int:
@@ -404,43 +403,13 @@ class VirtioMemDevice:
 
     def _set_range(self, first: int, end: int, plug: bool) -> None:
         count = end - first
-        if plug and self.options.dynamic_memslots:
-            self._activate_memslots(first, end)
+        if plug:
+            self._memslots.activate(first, end)
         self._bitmap[first:end] = (b"\x01" if plug else b"\x00") * count
         self._plugged_blocks += count if plug else -count
-        if not plug and self.options.dynamic_memslots:
-            self._deactivate_unplugged_memslots(first, end)
+        if not plug:
+            self._memslots.deactivate_unplugged(self._bitmap, first, end)
         self._emit(BlockStateChange(self._id, first, count, plug))
-
-    def _memslot_span(self, first: int, end: int) -> range:
-        bs, ms = self._block_size, self.memslot_size
-        return range(first * bs // ms, (end * bs + ms - 1) // ms)
-
-    def _activate_memslots(self, first: int, end: int) -> None:
-        """QEMU ``virtio_mem_activate_memslots_to_plug``: "Activate before notifying"."""
-        for idx in self._memslot_span(first, end):
-            self._memslots[idx] = 1
-
-    def _deactivate_unplugged_memslots(self, first: int, end: int) -> None:
-        """QEMU ``virtio_mem_deactivate_unplugged_memslots``, after the bitmap changed:
-        "Partially covered memslots might still have some blocks plugged and have to remain
-        active if that's the case"."""
-        per_slot = self.memslot_size // self._block_size
-        for idx in self._memslot_span(first, end):
-            lo = idx * per_slot
-            if self._bitmap.find(1, lo, min(lo + per_slot, self.nb_blocks)) == -1:
-                self._memslots[idx] = 0
-
-    def _sync_memslots(self) -> None:
-        """Every memslot with a plugged block mapped, the rest not (after a migration: QEMU's
-        ``virtio_mem_post_load_bitmap`` activates the memslots of every plugged range)."""
-        if not self.options.dynamic_memslots:
-            return
-        per_slot = self.memslot_size // self._block_size
-        for idx in range(len(self._memslots)):
-            lo = idx * per_slot
-            hit = self._bitmap.find(1, lo, min(lo + per_slot, self.nb_blocks)) != -1
-            self._memslots[idx] = 1 if hit else 0
 
     def _unplug_all(self) -> bool:
         """QEMU ``virtio_mem_unplug_all``; False means BUSY.
@@ -612,7 +581,7 @@ class VirtioMemDevice:
         self._requested_size, self._usable_region_size = requested, usable
         self._bitmap[:] = bitmap
         self._plugged_blocks = blocks
-        self._sync_memslots()
+        self._memslots.sync(self._bitmap)
         self.driver_features = features
         self.broken, self.broken_reason = broken, reason
         self.config_generation += 1
