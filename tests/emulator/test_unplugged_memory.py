@@ -339,3 +339,23 @@ def test_legacy_kdump_reads_every_page_of_the_added_memory(
     assert not _events(machine, seq, Violation)
     assert region.resident_bytes() == resident_before
     assert any("kdump (legacy" in line for line in machine.console)
+
+
+def test_migration_does_not_carry_what_a_rogue_write_left(make_machine: MachineFactory) -> None:
+    """QEMU's RAM migration skips discarded (unplugged) ranges, and the destination's
+    ``virtio_mem_post_load`` ends in ``virtio_mem_restore_unplugged``: "Make sure all memory is
+    really discarded after migration." The rogue page stays behind."""
+    from control import control_for
+
+    source = make_machine()
+    wait_settled(source)
+    target = source.devices["vm0"].addr + 300 * MiB
+    assert Workload(source).rogue_write(target).status == 0
+    dest = control_for(source).migrate()
+    try:
+        wait_settled(dest)
+        assert not _page_resident(dest, target)
+        assert dest.read_memory(target, 8) == bytes(8)
+        assert dest.snapshot(residency=True).device("vm0").unplugged_resident == 0
+    finally:
+        dest.close()
