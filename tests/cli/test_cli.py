@@ -241,7 +241,7 @@ def test_guest_poweroff_ends_the_process() -> None:
         assert kept.stdin is not None
         kept.stdin.write("guest poweroff\n")
         kept.stdin.flush()
-        time.sleep(1.0)
+        time.sleep(3.0)  # start-up, boot and the poweroff, with room for a loaded machine
         assert kept.poll() is None
         kept.stdin.write("info status\nquit\n")
         kept.stdin.flush()
