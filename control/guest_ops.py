@@ -13,6 +13,8 @@ from typing import Any
 
 from control.errors import ControlError, ErrorKind
 from control.sizes import format_mib
+from emulator.abi import PAGE_SIZE
+from emulator.events import Violation
 from emulator.machine import Machine
 from emulator.states import RunState
 from emulator.workload import GuestError, Workload, errno_name
@@ -50,9 +52,15 @@ class Verify:
 
 @dataclass(frozen=True)
 class Dump:
-    """A kdump-style read of device memory (``device`` None: every device)."""
+    """A kdump-style read of device memory (``device`` None: every device).
+
+    Default: Linux >= 5.16's kdump (``virtio_mem_vmcore_pfn_is_ram``: a STATE request per
+    device block, only plugged blocks are read), whatever the features. ``legacy``: the
+    RFC's / a pre-5.16 kdump that reads every page of the added memory, unplugged too.
+    """
 
     device: str | None = None
+    legacy: bool = False
     name = "dump"
 
 
@@ -63,6 +71,9 @@ class RogueWrite:
     addr: int = 0
     device: str | None = None
     name = "rogue-write"
+
+
+ROGUE_VALUE = 0xDEAD_BEEF_DEAD_BEEF  # what the guest stores (guest/main.c)
 
 
 @dataclass(frozen=True)
@@ -145,6 +156,45 @@ def run_guest_op(machine: Machine, op: GuestOp, timeout: float = 60.0) -> Outcom
         raise ControlError(f"guest {op.name}: {translated.message}", translated.kind) from None
 
 
+def _rogue_write(machine: Machine, work: Workload, op: RogueWrite) -> Outcome:
+    """The store, then what it did: refused (and why, from the recorded violation), dropped
+    (completed without effect: it reads back 0), or through -- and whether the host now
+    backs that page (pagemap), which is what a rogue write costs the host."""
+    device = op.device or next(iter(machine.devices), None)
+    if device is None:
+        raise ControlError("this machine has no virtio-mem device", ErrorKind.NOT_FOUND)
+    seq = machine.bus.last_seq
+    res = work.rogue_write(op.addr, device)
+    addr = res.values[0] or op.addr
+    reasons = [r.event.reason for r in machine.bus.since(seq)
+               if isinstance(r.event, Violation) and r.event.addr == addr]
+    region = machine.regions[device]
+    resident = False
+    if region.contains(addr, 8):
+        offset = (addr - region.gpa) & ~(PAGE_SIZE - 1)
+        resident = region.resident_bytes(offset, PAGE_SIZE) > 0
+    stored = res.status == 0
+    dropped = stored and res.values[1] != ROGUE_VALUE
+    where = f"0x{addr:x} ({device})"
+    if res.status == EFAULT:
+        text = f"write to {where} blocked by the host (EFAULT)"
+        if reasons:
+            text += f": {reasons[-1]}"
+    elif dropped:
+        text = (f"write to {where} was dropped: {reasons[-1] if reasons else 'no memory'}"
+                f"; it reads back 0x{res.values[1]:x}")
+    elif stored:
+        text = (f"write to {where} went through: nothing protects unplugged memory; the host "
+                f"backs that page again ({'resident' if resident else 'not resident'})")
+    else:
+        text = f"write to {where} failed: {errno_name(res.status)}"
+    return Outcome("rogue-write", text,
+                   {"device": device, "addr": addr, "status": res.status,
+                    "blocked": res.status == EFAULT, "errno": errno_name(res.status),
+                    "stored": stored and not dropped, "dropped": dropped,
+                    "read-back": res.values[1], "host-resident": resident})
+
+
 def _run(machine: Machine, work: Workload, op: GuestOp) -> Outcome:
     if isinstance(op, Alloc):
         a = work.alloc(op.size, unmovable=op.unmovable, target=op.target)
@@ -161,22 +211,14 @@ def _run(machine: Machine, work: Workload, op: GuestOp) -> Outcome:
         return Outcome("verify", f"verified {checked} pages: {bad} bad",
                        {"id": op.alloc, "bad": bad, "checked": checked})
     if isinstance(op, Dump):
-        nbytes, nonzero = work.dump(op.device)
-        return Outcome("dump", f"read {nbytes} bytes: {nonzero} non-zero pages",
-                       {"device": op.device, "bytes": nbytes, "nonzero-pages": nonzero})
+        nbytes, nonzero = work.dump(op.device, legacy=op.legacy)
+        how = ("legacy kdump: every page of the added memory, unplugged parts too"
+               if op.legacy else "Linux's kdump: STATE requests, plugged blocks only")
+        return Outcome("dump", f"read {nbytes} bytes: {nonzero} non-zero pages ({how})",
+                       {"device": op.device, "bytes": nbytes, "nonzero-pages": nonzero,
+                        "variant": "legacy" if op.legacy else "linux"})
     if isinstance(op, RogueWrite):
-        device = op.device or next(iter(machine.devices))
-        res = work.rogue_write(op.addr, device)
-        where = f"{device}+0x{op.addr:x}"
-        if res.status == EFAULT:
-            text = f"write to {where} blocked by the host (EFAULT)"
-        elif res.status == 0:
-            text = f"write to {where} went through"
-        else:
-            text = f"write to {where} failed: {errno_name(res.status)}"
-        return Outcome("rogue-write", text,
-                       {"device": device, "addr": op.addr, "status": res.status,
-                        "blocked": res.status == EFAULT, "errno": errno_name(res.status)})
+        return _rogue_write(machine, work, op)
     if isinstance(op, Read):
         res = work.read(op.addr)
         text = (f"read 0x{op.addr:x} failed: {errno_name(res.status)}" if res.status

@@ -29,6 +29,7 @@ from device.events import (
     VirtioRequest,
     VirtioResponse,
 )
+from device.memslots import Memslots
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -60,15 +61,27 @@ class VirtioMemOptions:
     """Device knobs that differ between QEMU versions/targets, plus the RFC option."""
 
     unplugged_inaccessible: bool = False
-    """Offer VIRTIO_MEM_F_UNPLUGGED_INACCESSIBLE (x86 memory-backend-ram 'auto' -> off)."""
+    """Offer VIRTIO_MEM_F_UNPLUGGED_INACCESSIBLE (always on arm; x86 7.2: 'auto' -> off for
+    memory-backend-ram). It forbids the *driver* to read unplugged memory; the device
+    enforces nothing (without dynamic memslots the whole region stays mapped)."""
     acpi_pxm: bool = True
     """Offer VIRTIO_MEM_F_ACPI_PXM (QEMU offers it with NUMA + ACPI)."""
     persistent_suspend: bool = False
     """Offer VIRTIO_MEM_F_PERSISTENT_SUSPEND (bit 2, virtio 1.4 drafts only)."""
     usable_extent: int = 256 * MiB
-    """VIRTIO_MEM_USABLE_EXTENT: 2*128 MiB on x86/s390x; ARM QEMU uses 1 GiB."""
+    """VIRTIO_MEM_USABLE_EXTENT: 2*128 MiB on x86/s390x; 2*512 MiB on ARM."""
     rfc_shrink_on_reboot: bool = False
     """The 2017 RFC's reboot behaviour instead of unplug-all (see ``system_reset``)."""
+    dynamic_memslots: bool = False
+    """QEMU 8.2's ``dynamic-memslots=on``: the region is split into ``nb_memslots`` memslots
+    of ``memslot_size`` (the last may be smaller), each mapped only while a block in it is
+    plugged (``virtio_mem_activate_memslot``/``virtio_mem_deactivate_memslot``)."""
+    nb_memslots: int = 1
+    memslot_size: int = 0
+    """0: one memslot spanning the region."""
+    rfc_write_protect: bool = False
+    """``x-rfc-write-protect=on``: the 2017 RFC's design -- unplugged memory is write-protected
+    by the host, a guest write is refused. (Shipped QEMU protects nothing.)"""
 
 
 def _hex(value: int) -> str:
@@ -106,6 +119,12 @@ class VirtioMemDevice:
         """Config-change interrupt; a transport rebinds it to itself when attached."""
         self.nb_blocks = region_size // block_size
         self._bitmap = bytearray(self.nb_blocks)
+        if self.options.dynamic_memslots and not self.options.unplugged_inaccessible:
+            raise ConfigError("'dynamic-memslots' property set to 'on' requires "
+                              "'unplugged-inaccessible' to be 'on'")
+        self._memslots = Memslots(region_size, block_size,
+                                  dynamic=self.options.dynamic_memslots,
+                                  count=self.options.nb_memslots, size=self.options.memslot_size)
         self._plugged_blocks = 0
         self._usable_region_size = 0
         self._resize_usable_region(requested_size, can_shrink=True)
@@ -157,6 +176,20 @@ class VirtioMemDevice:
     def bitmap_bytes(self) -> bytes:
         """Immutable copy of the block states (one byte per block)."""
         return bytes(self._bitmap)
+
+    @property
+    def memslots(self) -> bytearray:
+        """One byte per memslot, 1 = mapped. Read-only for callers: do not mutate."""
+        return self._memslots.mapped
+
+    @property
+    def memslot_size(self) -> int:
+        """Bytes per memslot (the last may be smaller); the region without dynamic memslots."""
+        return self._memslots.size
+
+    def memslot_mapped(self, block: int) -> bool:
+        """Whether the memslot holding ``block`` is mapped (always, without dynamic memslots)."""
+        return self._memslots.is_mapped(block)
 
     @property
     def device_features(self) -> int:
@@ -370,27 +403,35 @@ class VirtioMemDevice:
 
     def _set_range(self, first: int, end: int, plug: bool) -> None:
         count = end - first
+        if plug:
+            self._memslots.activate(first, end)
         self._bitmap[first:end] = (b"\x01" if plug else b"\x00") * count
         self._plugged_blocks += count if plug else -count
+        if not plug:
+            self._memslots.deactivate_unplugged(self._bitmap, first, end)
         self._emit(BlockStateChange(self._id, first, count, plug))
 
     def _unplug_all(self) -> bool:
         """QEMU ``virtio_mem_unplug_all``; False means BUSY.
 
-        Like QEMU, busy/discard failure only matter when something is plugged; the usable
-        region is then recomputed with shrinking allowed. One backend call per plugged run;
-        if one fails, the runs already discarded stay unplugged (the state never lies) and
-        the answer is BUSY, so the driver retries as the spec asks.
+        Like QEMU, busy/discard failure only matter when something is plugged: then the
+        *whole* region is discarded in one go (``ram_block_discard_range(rb, 0,
+        qemu_ram_get_used_length(rb))``: also any page a rogue guest wrote into unplugged
+        memory), every plugged run becomes unplugged and the usable region is recomputed with
+        shrinking allowed. A failed discard changes nothing and is BUSY, so the driver
+        retries as the spec asks.
         """
         changed: dict[str, int] = {}
         if self._plugged_blocks:
             if self.migration_running:
                 return False
-            ok = self._unplug_runs(0, self.nb_blocks)
-            changed["plugged_size"] = self.plugged_size
-            if not ok:
-                self._config_changed(changed, notify=False)
+            try:
+                self._backend.unplug(0, self._region_size)
+            except BackendError:
                 return False
+            for first, count in list(_runs(self._bitmap, 1)):
+                self._set_range(first, first + count, False)
+            changed["plugged_size"] = self.plugged_size
         if self._resize_usable_region(self._requested_size, can_shrink=True):
             changed["usable_region_size"] = self._usable_region_size
         self._config_changed(changed, notify=False)
@@ -540,6 +581,7 @@ class VirtioMemDevice:
         self._requested_size, self._usable_region_size = requested, usable
         self._bitmap[:] = bitmap
         self._plugged_blocks = blocks
+        self._memslots.sync(self._bitmap)
         self.driver_features = features
         self.broken, self.broken_reason = broken, reason
         self.config_generation += 1

@@ -77,6 +77,7 @@ CMD_STATS = 8
 CMD_REBOOT = 9
 CMD_POWEROFF = 10
 CMD_ONLINE = 11
+DUMP_LEGACY = 1
 
 # online types (Linux's enum mmop, memhp_default_state=) and online policies
 MMOP_OFFLINE = 0

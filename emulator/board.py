@@ -10,6 +10,7 @@ Every method that touches the engine must run on the vCPU thread or before it st
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from collections.abc import Callable
 from typing import Any, cast
@@ -77,11 +78,15 @@ def _align_up(value: int, align: int) -> int:
 
 
 class _RegionBackend:
-    """``MemoryBackend`` of one device: plug needs only a TLB flush; unplug discards."""
+    """``MemoryBackend`` of one device: plug needs only a TLB flush (QEMU populates nothing:
+    data a rogue write left in an unplugged block is still there when it is plugged);
+    unplug discards, which also frees whatever a rogue write made the host back."""
 
     def __init__(self, mem: HostMemory, flush_tlb: Callable[[], None]) -> None:
         self.mem = mem
         self._flush_tlb = flush_tlb
+        self.discarded: Callable[[int, int], None] = lambda offset, size: None
+        """Told after every discard (stage 2 forgets what was written there)."""
 
     def plug(self, offset: int, size: int) -> None:
         self._flush_tlb()
@@ -89,6 +94,7 @@ class _RegionBackend:
     def unplug(self, offset: int, size: int) -> None:
         self._flush_tlb()
         self.mem.discard(offset, size)
+        self.discarded(offset, size)
 
 
 class _LazyDma:
@@ -129,7 +135,9 @@ class Board:
                             self.boot_ram.pointer)
         self.zero_page = HostMemory(ZERO_PAGE_PA, abi.PAGE_SIZE, "zero-page")
         self.uc.mem_map_ptr(ZERO_PAGE_PA, abi.PAGE_SIZE, UC_PROT_READ, self.zero_page.pointer)
-        self.stage2 = Stage2(ZERO_PAGE_PA)
+        self.machine_type = self.layout.machine
+        self.stage2 = Stage2(ZERO_PAGE_PA,
+                             unassigned_ignored=self.machine_type.unassigned_access == "ignore")
         # Only the image is executable. Data pages without EXEC take QEMU's fast store path
         # (an executable page must check every store for self-modifying code): 4x faster.
         text_end = _align_up(abi.IMAGE_BASE + len(image), TLB_PAGE_SIZE)
@@ -161,12 +169,17 @@ class Board:
             mem = HostMemory(placed.addr, cfg.size, cfg.memdev or cfg.id)
             self.uc.mem_map_ptr(mem.gpa, mem.size, UC_PROT_READ | UC_PROT_WRITE, mem.pointer)
             options = VirtioMemOptions(
-                unplugged_inaccessible=cfg.unplugged_inaccessible,
+                unplugged_inaccessible=placed.unplugged_inaccessible,
                 acpi_pxm=len(self.layout.nodes) > 1 or bool(self.config.nodes),
                 persistent_suspend=self.config.persistent_suspend,
-                usable_extent=cfg.usable_extent,
+                usable_extent=self.machine_type.usable_extent,
                 rfc_shrink_on_reboot=self.config.rfc_shrink_on_reboot,
+                dynamic_memslots=cfg.dynamic_memslots,
+                nb_memslots=placed.nb_memslots,
+                memslot_size=placed.memslot_size,
+                rfc_write_protect=cfg.rfc_write_protect,
             )
+            backend = _RegionBackend(mem, self.flush_tlb)
             device = VirtioMemDevice(
                 cfg.id,
                 addr=placed.addr,
@@ -175,9 +188,10 @@ class Board:
                 node_id=cfg.node,
                 requested_size=cfg.requested_size,
                 options=options,
-                backend=_RegionBackend(mem, self.flush_tlb),
+                backend=backend,
                 emit=self._emit,
             )
+            backend.discarded = functools.partial(self.stage2.forget_writes, device)
             # the transport attaches itself as the device's config-change notifier
             transport = VirtioMmioTransport(device, _LazyDma(self), self._raise_irq, self._emit)
             self.devices[cfg.id] = device

@@ -2,9 +2,11 @@
 
 A ``MachineConfig`` is plain data (the QEMU-style command line, scenario files and the web form
 all produce one). ``MachineConfig.layout()`` checks it the way QEMU checks its command line
-(same error texts) and assigns guest-physical addresses the way QEMU's arm "virt" machine does:
-boot RAM at 1 GiB, the memory-device area right after it aligned up to 1 GiB, each virtio-mem
-region aligned to its block size.
+(same error texts) and assigns guest-physical addresses the way the machine type
+(``emulator.machine_types``: arm ``virt``, the default, or x86 ``pc``/``q35``) does: boot RAM
+at 1 GiB (where the AArch64 guest expects it), the memory-device area where that machine puts
+it, each virtio-mem region aligned to its block size, and -- with ``dynamic-memslots=on`` --
+how many memslots QEMU splits each region into.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from dataclasses import dataclass, field, replace
 
 from device.errors import ConfigError
 from emulator.abi import MAX_DEVICES, MAX_NODES, PAGE_SIZE, RAM_BASE
+from emulator.machine_types import DEFAULT_MACHINE, VIRT, Personality, personality
+from emulator.machine_types import unplugged_inaccessible as resolve_unplugged_inaccessible
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -20,8 +24,13 @@ GiB = 1024 * MiB
 
 DEFAULT_BLOCK_SIZE = 2 * MiB  # QEMU's default: the THP size
 MIN_BLOCK_SIZE = 1 * MiB
-MAX_CPUS = 512  # QEMU 7.2's arm "virt" machine (mc->max_cpus)
-MACHINE_NAME = "virt-7.2"  # what QEMU 7.2 calls that machine in its errors
+MAX_CPUS = VIRT.max_cpus  # QEMU 7.2's arm "virt" machine (mc->max_cpus)
+MACHINE_NAME = VIRT.qemu_machine  # what QEMU 7.2 calls that machine in its errors
+# hw/virtio/virtio-mem.c: "The minimum memslot size depends on this setting ("sane
+# default"), the device block size, and the memory backend page size."
+MIN_MEMSLOT_SIZE = 1 * (1 << 30)  # VIRTIO_MEM_MIN_MEMSLOT_SIZE
+# hw/mem/memory-device.c (QEMU 8.2): memslots across all memory devices
+MEMORY_DEVICES_SOFT_MEMSLOT_LIMIT = 256
 ID_HINT = "Identifiers consist of letters, digits, '-', '.', '_', starting with a letter."
 
 
@@ -35,11 +44,11 @@ def id_wellformed(text: str) -> bool:
             and all(ch.isascii() and (ch.isalnum() or ch in "-._") for ch in text[1:]))
 
 
-def check_smp(cpus: int) -> None:
+def check_smp(cpus: int, machine: Personality = VIRT) -> None:
     """QEMU's limit check (hw/core/machine-smp.c) before anything is sized by ``cpus``."""
-    if cpus > MAX_CPUS:
+    if cpus > machine.max_cpus:
         raise ConfigError(f"Invalid SMP CPUs {cpus}. The max CPUs supported by machine "
-                          f"'{MACHINE_NAME}' is {MAX_CPUS}")
+                          f"'{machine.qemu_machine}' is {machine.max_cpus}")
 
 
 # The guest command line of the golden transcripts: Linux onlines hot-added memory to
@@ -69,8 +78,14 @@ class MemoryDeviceConfig:
     requested_size: int = 0
     block_size: int = DEFAULT_BLOCK_SIZE
     memaddr: int | None = None
-    unplugged_inaccessible: bool = False
-    usable_extent: int = 256 * MiB
+    unplugged_inaccessible: bool | str | None = None
+    """None: the machine's default (x86 7.2: "auto"; arm: always on); "on"/"off"/"auto"."""
+    shared_zeropage: bool = True
+    """The backend is private anonymous RAM (memory-backend-ram): "auto" resolves to off."""
+    dynamic_memslots: bool = False
+    """QEMU 8.2's ``dynamic-memslots=on``: memslots mapped only while something is plugged."""
+    rfc_write_protect: bool = False
+    """``x-rfc-write-protect=on``: the 2017 RFC's write-protected unplugged memory."""
 
 
 @dataclass
@@ -85,6 +100,12 @@ class MachineConfig:
     cmdline: str = DEFAULT_GUEST_CMDLINE
     rfc_shrink_on_reboot: bool = False  # the 2017 RFC's reboot behaviour, as a named option
     persistent_suspend: bool = False  # offer VIRTIO_MEM_F_PERSISTENT_SUSPEND (virtio 1.4)
+    machine: str = DEFAULT_MACHINE  # -machine: virt (arm, the default), pc or q35 (x86)
+
+    @property
+    def personality(self) -> Personality:
+        """The QEMU rules this machine follows (ConfigError for an unknown -machine)."""
+        return personality(self.machine)
 
     def layout(self) -> MachineLayout:
         return _layout(self)
@@ -106,10 +127,14 @@ class DeviceLayout:
     config: MemoryDeviceConfig
     addr: int
     index: int  # virtio-mmio slot
+    unplugged_inaccessible: bool = True  # resolved: offers VIRTIO_MEM_F_UNPLUGGED_INACCESSIBLE
+    nb_memslots: int = 1  # dynamic-memslots: how many memslots the region is split into
+    memslot_size: int = 0  # ... each this big (the last may be smaller); 0: one memslot
 
 
 @dataclass(frozen=True)
 class MachineLayout:
+    machine: Personality
     boot_ram_base: int
     boot_ram_size: int
     nodes: tuple[NodeLayout, ...]
@@ -143,7 +168,8 @@ def _nodes(cfg: MachineConfig) -> list[NumaNodeConfig]:
     return list(cfg.nodes)
 
 
-def _check_device(dev: MemoryDeviceConfig, nr_nodes: int) -> None:
+def _check_device(dev: MemoryDeviceConfig, nr_nodes: int, machine: Personality) -> bool:
+    """QEMU's realize checks of one device; returns whether it offers UNPLUGGED_INACCESSIBLE."""
     bs = dev.block_size
     if bs < MIN_BLOCK_SIZE:
         raise ConfigError(f"'block-size' property has to be at least 0x{MIN_BLOCK_SIZE:x}")
@@ -162,10 +188,48 @@ def _check_device(dev: MemoryDeviceConfig, nr_nodes: int) -> None:
         )
     if dev.memaddr is not None and dev.memaddr % bs:
         raise ConfigError(f"address must be aligned to 0x{bs:x} bytes")
+    inaccessible = resolve_unplugged_inaccessible(machine, dev.unplugged_inaccessible,
+                                                  dev.shared_zeropage)
+    # virtio_mem_device_realize: "'%s' property set to 'on' requires '%s' to be 'on'"
+    if dev.dynamic_memslots and not inaccessible:
+        raise ConfigError("'dynamic-memslots' property set to 'on' requires "
+                          "'unplugged-inaccessible' to be 'on'")
+    return inaccessible
+
+
+def decide_memslots(region_size: int, block_size: int, limit: int) -> tuple[int, int]:
+    """(memslots, memslot size) of a ``dynamic-memslots=on`` device: QEMU's
+    ``virtio_mem_decide_memslots``. One memslot covers the whole region when ``limit`` <= 1;
+    else "All memslots except the last one have a reasonable minimum size, and all memslot
+    sizes are aligned to the device block size"."""
+    if limit <= 1:
+        return 1, region_size
+    memslot_size = _align_up(region_size // limit, block_size)
+    memslot_size = max(memslot_size, max(block_size, MIN_MEMSLOT_SIZE))
+    memslots = _align_up(region_size, memslot_size) // memslot_size
+    return memslots, (memslot_size if memslots != 1 else region_size)
+
+
+def memslot_limit(size: int, device_space: int, used_region_size: int,
+                  required_memslots: int) -> int:
+    """QEMU 8.2's ``memory_device_memslot_decision_limit`` without KVM or vhost (as under
+    TCG: no memslot limit but the soft one): "equally distribute the memslots over the space
+    still available for memory devices"."""
+    if required_memslots >= MEMORY_DEVICES_SOFT_MEMSLOT_LIMIT:
+        return 1
+    memslots = MEMORY_DEVICES_SOFT_MEMSLOT_LIMIT - required_memslots
+    if size == device_space:  # "We cannot have any other memory devices?"
+        return memslots
+    available = device_space - used_region_size
+    if available <= 0:
+        return 1
+    memslots = int(memslots * size / available)
+    return max(memslots, 1)
 
 
 def _layout(cfg: MachineConfig) -> MachineLayout:
-    check_smp(cfg.smp)
+    machine = cfg.personality
+    check_smp(cfg.smp, machine)
     for dev in cfg.devices:
         if not id_wellformed(dev.id) or (dev.memdev and not id_wellformed(dev.memdev)):
             raise ConfigError("Parameter 'id' expects an identifier")
@@ -181,7 +245,12 @@ def _layout(cfg: MachineConfig) -> MachineLayout:
         node_layouts.append(NodeLayout(n.node_id, tuple(n.cpus), base, size))
         base += size
 
-    device_area_base = _align_up(RAM_BASE + cfg.boot_ram, GiB)
+    device_area_base = machine.device_area_base(cfg.boot_ram, RAM_BASE)
+    if RAM_BASE + cfg.boot_ram > device_area_base:
+        raise ConfigError(
+            f"boot RAM [0x{RAM_BASE:x}:0x{cfg.boot_ram:x}] (where the AArch64 guest expects "
+            f"it) overlaps the device memory area machine '{machine.name}' starts at "
+            f"0x{device_area_base:x}; choose another -m")
     needed = sum(d.size for d in cfg.devices)
     if cfg.maxmem is None:
         area_size = _align_up(needed, GiB) if cfg.devices else 0
@@ -196,11 +265,16 @@ def _layout(cfg: MachineConfig) -> MachineLayout:
     placed: list[DeviceLayout] = []
     cursor = device_area_base
     used = 0
+    required_memslots = 0
     for index, dev in enumerate(cfg.devices):
         if dev.id in seen:
             raise ConfigError(f"Duplicate ID '{dev.id}' for device")
         seen.add(dev.id)
-        _check_device(dev, len(nodes))
+        inaccessible = _check_device(dev, len(nodes), machine)
+        memslots, memslot_size = 1, 0
+        if dev.dynamic_memslots:
+            limit = memslot_limit(dev.size, area_size, used, required_memslots)
+            memslots, memslot_size = decide_memslots(dev.size, dev.block_size, limit)
         if used + dev.size > area_size:
             raise ConfigError(
                 f"not enough space, currently 0x{used:x} in use of total space for memory "
@@ -221,10 +295,12 @@ def _layout(cfg: MachineConfig) -> MachineLayout:
                 raise ConfigError(
                     f"address range conflicts with memory device id='{other.config.id}'"
                 )
-        placed.append(DeviceLayout(dev, addr, index))
+        placed.append(DeviceLayout(dev, addr, index, inaccessible, memslots, memslot_size))
         cursor = max(cursor, addr + dev.size)
         used += dev.size
+        required_memslots += memslots
     return MachineLayout(
+        machine=machine,
         boot_ram_base=RAM_BASE,
         boot_ram_size=cfg.boot_ram,
         nodes=tuple(node_layouts),

@@ -20,7 +20,8 @@ from device.events import Event
 
 @dataclass(frozen=True, slots=True)
 class ZeroPageRead(Event):
-    """The guest read unplugged memory: the stage-2 map gave it the shared zero page."""
+    """The guest read unplugged memory that holds nothing: it saw zeros (the shared zero
+    page) and it cost the host no memory."""
 
     kind: ClassVar[str] = "zero_page_read"
     device: str
@@ -30,8 +31,23 @@ class ZeroPageRead(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class UnpluggedWrite(Event):
+    """The guest wrote to unplugged memory and the write went through (shipped QEMU protects
+    nothing): the host backs those pages again -- the block is "unplugged but resident"
+    until a discard (UNPLUG_ALL, reset, or plug and unplug) frees it."""
+
+    kind: ClassVar[str] = "unplugged_write"
+    device: str
+    first_block: int
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
 class Violation(Event):
-    """A guest access the stage-2 map refused (it never reached host memory)."""
+    """A guest access the stage-2 map refused (it never reached host memory): a write to
+    write-protected unplugged memory (x-rfc-write-protect), an access where no memslot is
+    mapped (dynamic-memslots: an abort on arm, a dropped write on x86), a fetch from device
+    memory, or an address nothing maps."""
 
     kind: ClassVar[str] = "violation"
     device: str | None

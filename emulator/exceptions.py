@@ -18,15 +18,23 @@ IL = 1 << 25  # 32-bit instruction
 WNR = 1 << 6  # write, not read
 DFSC_TRANSLATION_L3 = 0x07  # nothing maps the address
 DFSC_PERMISSION_L3 = 0x0F  # mapped, but not for this access
+DFSC_SYNC_EXTERNAL = 0x10  # the memory system answered with an error (QEMU: ARMFault_SyncExternal)
+_FSC = {"translation": DFSC_TRANSLATION_L3, "permission": DFSC_PERMISSION_L3,
+        "external": DFSC_SYNC_EXTERNAL}
 PSTATE_EL1H_MASKED = 0x3C5  # EL1h with D, A, I, F masked: what exception entry sets
 SYNC_CURRENT_EL_SPX = 0x200
 VECTOR_TABLE_SIZE = 0x800
 SPSR_EL1 = (3, 0, 4, 0, 0)  # op0, op1, CRn, CRm, op2
 
 
-def abort_syndrome(access: str, mapped: bool) -> int:
-    """ESR for a refused ``access`` ("read", "write", "fetch") at the current EL."""
-    fsc = DFSC_PERMISSION_L3 if mapped else DFSC_TRANSLATION_L3
+def abort_syndrome(access: str, fault: str) -> int:
+    """ESR for a refused ``access`` ("read", "write", "fetch") at the current EL.
+
+    ``fault``: "translation", "permission" or "external". An external abort for a decode
+    error (nothing at that address) has EA = 0, as QEMU's ``arm_extabort_type`` gives for
+    ``MEMTX_DECODE_ERROR``.
+    """
+    fsc = _FSC[fault]
     if access == "fetch":
         return (EC_IABT_CURRENT_EL << 26) | IL | fsc
     return (EC_DABT_CURRENT_EL << 26) | IL | (WNR if access == "write" else 0) | fsc

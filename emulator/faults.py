@@ -5,7 +5,11 @@ panicked machine. Never a Python traceback.
 Stage 2 refuses an access by returning False from the TLB fill (``Stage2.denied`` says which);
 Unicorn then stops with a fault error. Instructions Unicorn hands to the host (UDEF, SVC, BRK,
 HVC) arrive as interrupts the vCPU runner notes here. Either way the guest gets the synchronous
-exception the CPU would have taken (``emulator.exceptions``).
+exception the CPU would have taken (``emulator.exceptions``) -- except for a store an x86
+machine drops (``dynamic-memslots``, nothing mapped there: QEMU's ``unassigned_mem_write``
+ignores it and x86 has no transaction-failed hook): the store completes without effect, so
+the guest goes on at the next instruction. (vmemlab skips the instruction: a store that also
+writes back its base register would lose that writeback; the guest's stores do not.)
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from unicorn import (
     UC_ERR_WRITE_UNMAPPED,
     UcError,
 )
+from unicorn import arm64_const as arm
 from unicorn.unicorn_py3.arch.arm64 import UcAArch64
 
 from emulator import exceptions
@@ -62,7 +67,10 @@ class GuestFaults:
         if err.errno in _FAULTS and denied is not None:
             self._bus.publish(Violation(denied.device, denied.addr, pc, denied.access,
                                         denied.reason))
-            esr = exceptions.abort_syndrome(denied.access, mapped=denied.device is not None)
+            if denied.fault == "dropped":
+                self._uc.reg_write(arm.UC_ARM64_REG_PC, pc + 4)
+                return
+            esr = exceptions.abort_syndrome(denied.access, denied.fault)
             self._inject(esr, denied.addr, pc)
         elif pending is not None:
             self._inject(exceptions.unknown_syndrome(), 0, pending[1])

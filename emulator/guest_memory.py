@@ -3,8 +3,11 @@
 ``DmaMemory`` is what the virtqueue uses: a device may only touch boot RAM and *plugged*
 device blocks (the spec forbids DMA to unplugged memory), so anything else raises
 ``GuestMemoryError`` and the transport marks itself broken instead of reading host memory it
-must not. ``CpuView`` reads memory as the guest CPU would see it (zeros for unplugged blocks,
-without touching their host backing), for the monitor's ``x``/``xp`` and for dumps.
+must not. ``CpuView`` reads memory as QEMU's ``address_space_read`` does, for the monitor's
+``x``/``xp``: the host memory behind every mapped block, plugged or not (an unplugged block
+reads as zeros -- the host kernel's shared zero page, which costs nothing -- unless a rogue
+write put data there), and "Cannot access memory" where ``dynamic-memslots`` left no memslot
+mapped.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ class DmaMemory(_Regions):
 
 
 class CpuView(_Regions):
-    """Guest memory as the guest CPU reads it: unplugged blocks read as zeros."""
+    """Guest memory as QEMU's physical-memory reads see it (see the module docstring)."""
 
     def read(self, gpa: int, size: int) -> bytes:
         if self.boot.contains(gpa, size):
@@ -71,7 +74,8 @@ class CpuView(_Regions):
             block = (pos - dev.addr) // dev.block_size
             block_end = dev.addr + (block + 1) * dev.block_size
             chunk = min(gpa + size, block_end) - pos
-            if dev.bitmap[block]:
-                out[pos - gpa : pos - gpa + chunk] = mem.read(pos - mem.gpa, chunk)
+            if not dev.bitmap[block] and not dev.memslot_mapped(block):
+                raise GuestMemoryError(f"Cannot access memory at {pos:#x}")
+            out[pos - gpa : pos - gpa + chunk] = mem.read(pos - mem.gpa, chunk)
             pos += chunk
         return bytes(out)

@@ -33,7 +33,7 @@ from emulator.backing import HostMemory
 from emulator.board import Board
 from emulator.config import MachineConfig, MachineLayout
 from emulator.console import GuestConsole
-from emulator.events import EventBus, Reset, RunStateChange, ZeroPageRead
+from emulator.events import EventBus, Reset, RunStateChange, UnpluggedWrite, ZeroPageRead
 from emulator.faults import GuestFaults
 from emulator.guest_memory import CpuView, DmaMemory
 from emulator.image import load_guest_image
@@ -223,9 +223,13 @@ class Machine:
         self.bus.publish(event)
 
     def _publish_zero_reads(self) -> None:
+        """What the stage-2 fills recorded since the last slice: reads of empty unplugged
+        memory and first writes to unplugged memory."""
         for dev, first, count in self.board.stage2.take_zero_reads():
             outside = (first + count) * dev.block_size > dev.usable_region_size
             self.bus.publish(ZeroPageRead(dev.id, first, count, outside))
+        for dev, first, count in self.board.stage2.take_unplugged_writes():
+            self.bus.publish(UnpluggedWrite(dev.id, first, count))
 
     def _load_guest(self) -> None:
         self.paravirt.boot()

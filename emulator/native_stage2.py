@@ -7,10 +7,11 @@ on an engine with ``uc_hook_add`` on the binding's handle, so Unicorn calls C di
 every TLB miss: no Python frame, no GIL.
 
 The map the C function reads lives in a ctypes structure owned by ``NativeFill``. It points
-into two kinds of Python buffers: each device model's ``bitmap`` and the per-block zero-read
-bytes. Both are pinned with ``from_buffer``: while that export exists CPython refuses to
-resize the bytearray (``BufferError``), so the pointers can never dangle; content changes of
-the same length (the device's slice updates) are what the C side should see anyway.
+into Python buffers: each device model's ``bitmap`` and ``memslots``, and the per-block
+zero-read and written-while-unplugged bytes. All are pinned with ``from_buffer``: while that
+export exists CPython refuses to resize the bytearray (``BufferError``), so the pointers can
+never dangle; content changes of the same length (the device's slice updates) are what the
+C side should see anyway.
 """
 
 from __future__ import annotations
@@ -37,8 +38,10 @@ class IdentityWindow(ctypes.Structure):
 
 class DeviceWindow(ctypes.Structure):
     _fields_ = [("base", _u64), ("end", _u64), ("shift", _u32), ("policy", _u8),
-                ("zero_dirty", _u8), ("pad", _u8 * 2), ("bitmap", ctypes.c_void_p),
-                ("zero_reads", ctypes.c_void_p)]
+                ("zero_dirty", _u8), ("written_dirty", _u8), ("pad", _u8),
+                ("bitmap", ctypes.c_void_p), ("zero_reads", ctypes.c_void_p),
+                ("written", ctypes.c_void_p), ("memslots", ctypes.c_void_p),
+                ("memslot_size", _u64)]
 
 
 class DeniedRecord(ctypes.Structure):
@@ -63,7 +66,7 @@ class TlbEntry(ctypes.Structure):
 _LAYOUT = (
     ctypes.sizeof(Map), ctypes.sizeof(DeviceWindow), ctypes.sizeof(IdentityWindow),
     Map.denied.offset, Map.fills.offset, DeviceWindow.bitmap.offset, ctypes.sizeof(TlbEntry),
-    MAX_IDENTITY, MAX_DEVICES,
+    MAX_IDENTITY, MAX_DEVICES, DeviceWindow.written.offset, DeviceWindow.memslot_size.offset,
 )
 
 NativeLibrary = ctypes.CDLL
@@ -132,16 +135,24 @@ class NativeFill:
         self.map.n_identity = n + 1
 
     def add_device(self, base: int, end: int, shift: int, bitmap: bytearray,
-                   zero_reads: bytearray, policy: int) -> None:
+                   zero_reads: bytearray, written: bytearray, memslots: bytearray,
+                   memslot_size: int, policy: int) -> None:
         n = self.map.n_devices
         if n >= MAX_DEVICES:
             raise ValueError(f"more than {MAX_DEVICES} device windows")
-        if len(bitmap) != len(zero_reads) or len(bitmap) != (end - base) >> shift:
-            raise ValueError("a device window needs one bitmap and one zero-read byte per block")
+        blocks = (end - base) >> shift
+        if not len(bitmap) == len(zero_reads) == len(written) == blocks:
+            raise ValueError("a device window needs one bitmap, zero-read and written byte "
+                             "per block")
+        if memslot_size <= 0 or len(memslots) * memslot_size < end - base:
+            raise ValueError("the memslots must cover the device window")
         win = self.map.devices[n]
         win.base, win.end, win.shift, win.policy = base, end, shift, policy
         win.bitmap = self._pin(bitmap)
         win.zero_reads = self._pin(zero_reads)
+        win.written = self._pin(written)
+        win.memslots = self._pin(memslots)
+        win.memslot_size = memslot_size
         self.map.n_devices = n + 1
 
     def _pin(self, buffer: bytearray) -> int:
@@ -157,6 +168,13 @@ class NativeFill:
         win = self.map.devices[index]
         dirty = bool(win.zero_dirty)
         win.zero_dirty = 0
+        return dirty
+
+    def take_written_dirty(self, index: int) -> bool:
+        """Whether the C fill marked a block written while unplugged since last asked."""
+        win = self.map.devices[index]
+        dirty = bool(win.written_dirty)
+        win.written_dirty = 0
         return dirty
 
     def denied(self) -> tuple[int, int, int, int] | None:

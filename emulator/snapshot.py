@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Generic, TypedDict, TypeVar
 
+from device.virtio_mem import VirtioMemOptions
 from emulator.guest_view import GuestView, read_guest_view
 
 if TYPE_CHECKING:
@@ -39,10 +40,26 @@ class DeviceSnapshot:
     bitmap: bytes  # one byte per block, 1 = plugged
     driver_state: str  # what the guest driver last reported
     resident: tuple[int, ...] | None  # host bytes resident per block (mincore), if asked for
+    unplugged_policy: str = "shipped"
+    """What a write to unplugged memory does: "shipped" (QEMU: goes through, the host backs
+    it again), "dynamic-memslots" (QEMU 8.2: nothing mapped where nothing is plugged) or
+    "x-rfc-write-protect" (the 2017 RFC: refused)."""
+    memslot_size: int = 0  # bytes per memslot (the region, without dynamic memslots)
+    memslots: bytes = b"\x01"  # one byte per memslot, 1 = mapped
+    written_unplugged: bytes = b""  # one byte per block: holds data a rogue write left
 
     @property
     def plugged_blocks(self) -> int:
         return self.bitmap.count(1)
+
+    @property
+    def unplugged_resident(self) -> int | None:
+        """Host bytes resident in unplugged blocks (None without residency): what rogue
+        writes made the host back again."""
+        if self.resident is None:
+            return None
+        return sum(r for r, plugged in zip(self.resident, self.bitmap, strict=False)
+                   if not plugged)
 
 
 @dataclass(frozen=True)
@@ -67,6 +84,9 @@ class MachineSnapshot:
     guest: GuestView | None
     host_rss: int
     boot_resident: int | None
+    machine: str = "virt"  # -machine: the QEMU rules followed (emulator.machine_types)
+    qemu_machine: str = "virt-7.2"  # what QEMU calls that machine type
+    qemu_version: str = "7.2"
 
     def device(self, dev_id: str) -> DeviceSnapshot:
         for dev in self.devices:
@@ -94,6 +114,7 @@ class DeviceState(TypedDict):
     requested_size: int
     driver_state: str
     unplugged_inaccessible: bool
+    unplugged_policy: str  # what a write to unplugged memory does (DeviceSnapshot's doc)
     bitmap: str  # hex, one byte per block, 01 = plugged
 
 
@@ -110,6 +131,8 @@ class MachineState(TypedDict, Generic[D]):
     guest_booted: bool
     guest_faults: int
     boot_ram_size: int
+    machine: str  # -machine: virt, pc or q35 (the QEMU rules followed)
+    qemu_machine: str  # what QEMU calls that machine type (virt-7.2, pc-i440fx-7.2, ...)
     nodes: list[NodeState]
     devices: dict[str, D]  # by device id, in the machine's order
 
@@ -120,7 +143,8 @@ def device_state(dev: DeviceSnapshot) -> DeviceState:
         "block_size": dev.block_size, "nb_blocks": dev.nb_blocks,
         "usable_region_size": dev.usable_region_size, "plugged_size": dev.plugged_size,
         "requested_size": dev.requested_size, "driver_state": dev.driver_state,
-        "unplugged_inaccessible": dev.unplugged_inaccessible, "bitmap": dev.bitmap.hex(),
+        "unplugged_inaccessible": dev.unplugged_inaccessible,
+        "unplugged_policy": dev.unplugged_policy, "bitmap": dev.bitmap.hex(),
     }
 
 
@@ -133,6 +157,8 @@ def machine_state(snap: MachineSnapshot) -> MachineState[DeviceState]:
         "guest_booted": snap.guest_booted,
         "guest_faults": snap.guest_faults,
         "boot_ram_size": snap.boot_ram_size,
+        "machine": snap.machine,
+        "qemu_machine": snap.qemu_machine,
         "nodes": [{"node_id": n.node_id, "boot_ram": n.boot_ram, "plugged": n.plugged}
                   for n in snap.nodes],
         "devices": {d.id: device_state(d) for d in snap.devices},
@@ -168,6 +194,9 @@ def take_snapshot(machine: Machine, *, residency: bool = False) -> MachineSnapsh
                 unplugged_inaccessible=dev.unplugged_inaccessible_negotiated,
                 broken=dev.broken, bitmap=bytes(dev.bitmap),
                 driver_state=machine.guest_states.get(dev.id, "absent"), resident=None,
+                unplugged_policy=unplugged_policy(dev.options), memslot_size=dev.memslot_size,
+                memslots=bytes(dev.memslots),
+                written_unplugged=machine.board.stage2.written_blocks(dev),
             ))
         runstate = machine.runstate
     if residency:
@@ -191,4 +220,13 @@ def take_snapshot(machine: Machine, *, residency: bool = False) -> MachineSnapsh
         guest_booted=machine.guest_booted, guest_faults=machine.guest_faults, nodes=nodes,
         devices=tuple(devices), guest=guest, host_rss=host_rss(),
         boot_resident=machine.boot_ram.resident_bytes() if residency else None,
+        machine=machine.layout.machine.name, qemu_machine=machine.layout.machine.qemu_machine,
+        qemu_version=machine.layout.machine.qemu_version,
     )
+
+
+def unplugged_policy(options: VirtioMemOptions) -> str:
+    """The name of what a write to unplugged memory does on a device with ``options``."""
+    names = [name for name, on in (("dynamic-memslots", options.dynamic_memslots),
+                                   ("x-rfc-write-protect", options.rfc_write_protect)) if on]
+    return "+".join(names) or "shipped"

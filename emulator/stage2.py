@@ -14,19 +14,33 @@ refuses what nothing backs.) The answer follows the virtio-mem rules:
 * the guest image: identity, executable; the rest of boot RAM and the MMIO windows:
   identity, read/write (fetching from them is refused);
 * a plugged device block: read/write to its host backing;
-* an unplugged block: what the device's policy byte says (``policy_for``): reads see a
-  read-only alias of one shared zero page (they cost the host nothing), or are refused once
-  ``VIRTIO_MEM_F_UNPLUGGED_INACCESSIBLE`` is negotiated; writes and fetches are refused;
+* an unplugged block: what the device's policy byte says (``policy_for``):
+
+  - shipped QEMU (the default): the whole region stays mapped, nothing is protected (the
+    spec: the device "MAY modify memory of unplugged blocks"; QEMU's user guide: use
+    cgroups). A read sees the host's anonymous memory: one shared zero page while the block
+    holds nothing (recorded as a zero-page read), the data once a rogue write put some there.
+    A write goes through to the host backing, which must back that page again: the block is
+    recorded as written while unplugged ("unplugged but resident") until a discard frees it;
+  - ``x-rfc-write-protect=on`` (the 2017 RFC): writes are refused;
+  - ``dynamic-memslots=on`` (QEMU 8.2): a memslot with nothing plugged is not mapped at all;
+    an access there reaches no host memory -- an external abort on arm ``virt`` (TCG), or
+    on x86 a read of 0 and a dropped write (``unassigned_mem_ops``). Unplugged blocks in a
+    memslot that is mapped behave as in shipped QEMU;
+
+  fetching from an unplugged block is always refused (and from a plugged one: device memory
+  never holds code here);
 * anything else: refused. The refused access is kept in ``denied`` so the machine can record
-  a violation and inject a synchronous fault.
+  a violation and inject a synchronous fault (or, for a dropped write, skip the store).
 
 Two implementations give the same answers: the C function of ``emulator/native/`` (no Python,
 no GIL on a miss; ``emulator.native_stage2``) when its library is built, and ``Stage2.fill``
 here otherwise, or when ``VMEMLAB_STAGE2=python`` asks for it. Both read the same policy
-bytes and record zero-page reads in the same per-block bytes.
+bytes, bitmaps and memslot bytes, and record zero-page reads and unplugged writes in the same
+per-block bytes.
 
 The machine flushes Unicorn's TLB after every block-state change and every policy change, so
-stale entries never let a write through to a block that was just unplugged.
+stale entries never let an access through that the new state answers differently.
 """
 
 from __future__ import annotations
@@ -63,26 +77,37 @@ _PAGE_MASK = ~(TLB_PAGE_SIZE - 1)
 
 #: Per-device policy byte (mirrored in emulator/native/stage2_fill.c): what an access to an
 #: UNPLUGGED block does. Plugged blocks are read/write, never executable; fetching from an
-#: unplugged block is always refused; so is writing to one, today. A new behaviour (shipped
-#: QEMU lets such a write through and the host backs the page again; the RFC's option
-#: write-protects) is a new bit, set in ``policy_for`` and handled in one branch of
-#: ``Stage2._fill_device`` and one of the C ``fill_device``.
-POLICY_READ_ZERO_PAGE = 0x01
-"""Reads map the shared zero page read-only (recorded as zero-page reads); else refused."""
+#: unplugged block is always refused. With no bit set: shipped QEMU (reads see the host's
+#: memory, writes go through and make the host back the page again). The decision is in
+#: ``policy_for`` and one branch of ``Stage2._fill_device`` and of the C ``fill_device``.
+POLICY_WRITE_PROTECT = 0x01
+"""x-rfc-write-protect=on: writes to unplugged blocks are refused (the RFC's mprotect)."""
+POLICY_MEMSLOTS = 0x02
+"""dynamic-memslots=on: an unplugged block in an unmapped memslot has no memory behind it."""
+POLICY_UNASSIGNED_IGNORED = 0x04
+"""With POLICY_MEMSLOTS, x86: an access with nothing mapped reads 0, its write is dropped
+(else, arm: refused, the machine injects an external abort)."""
 
 #: Why an access was refused: the C side's ``enum s2_deny_reason``, and the text shown.
 DENY_UNMAPPED = 1
 DENY_FETCH_DEVICE = 2
 DENY_WRITE_UNPLUGGED = 3
 DENY_FETCH_UNPLUGGED = 4
-DENY_READ_INACCESSIBLE = 5
+DENY_NO_MEMSLOT = 5
+DENY_NO_MEMSLOT_WRITE_DROPPED = 6
 DENY_REASONS: dict[int, str] = {
     DENY_UNMAPPED: "unmapped address",
     DENY_FETCH_DEVICE: "instruction fetch from device memory",
-    DENY_WRITE_UNPLUGGED: "write to unplugged block",
+    DENY_WRITE_UNPLUGGED: "write to unplugged block (x-rfc-write-protect)",
     DENY_FETCH_UNPLUGGED: "instruction fetch from unplugged block",
-    DENY_READ_INACCESSIBLE: "read of unplugged block (VIRTIO_MEM_F_UNPLUGGED_INACCESSIBLE)",
+    DENY_NO_MEMSLOT: "no memory there: memslot not mapped (dynamic-memslots), external abort",
+    DENY_NO_MEMSLOT_WRITE_DROPPED:
+        "no memory there: memslot not mapped (dynamic-memslots), write dropped",
 }
+#: ``written`` bytes: 0 = nothing written while unplugged, 2 = written and not yet reported
+#: (``take_unplugged_writes``), 1 = written and reported.
+WRITTEN_NEW = 2
+WRITTEN_SEEN = 1
 
 #: ``VMEMLAB_STAGE2``: "python" forces the Python fill; "native" or unset (auto) use the C
 #: fill when its library loads, else the Python fill with a one-line note in the log.
@@ -90,11 +115,16 @@ FILL_ENV = "VMEMLAB_STAGE2"
 _noted: set[str] = set()
 
 
-def policy_for(device: VirtioMemDevice) -> int:
-    """The policy byte of ``device`` in its current state (both fills read it)."""
+def policy_for(device: VirtioMemDevice, unassigned_ignored: bool = False) -> int:
+    """The policy byte of ``device`` (both fills read it). ``unassigned_ignored``: the machine
+    is an x86 one, where an access with nothing mapped reads 0 and drops its write."""
     policy = 0
-    if not device.unplugged_inaccessible_negotiated:
-        policy |= POLICY_READ_ZERO_PAGE
+    if device.options.rfc_write_protect:
+        policy |= POLICY_WRITE_PROTECT
+    if device.options.dynamic_memslots:
+        policy |= POLICY_MEMSLOTS
+        if unassigned_ignored:
+            policy |= POLICY_UNASSIGNED_IGNORED
     return policy
 
 
@@ -106,6 +136,18 @@ class DeniedAccess:
     access: str
     device: str | None
     reason: str
+    code: int = DENY_UNMAPPED  # DENY_*
+
+    @property
+    def fault(self) -> str:
+        """What the guest's CPU reports: "translation" (nothing maps it), "permission"
+        (mapped, not for this access), "external" (the memory system answered with an
+        error: no memslot on arm), or "dropped" (x86: the store completes without effect)."""
+        if self.code == DENY_NO_MEMSLOT:
+            return "external"
+        if self.code == DENY_NO_MEMSLOT_WRITE_DROPPED:
+            return "dropped"
+        return "translation" if self.device is None else "permission"
 
 
 @dataclass
@@ -116,9 +158,13 @@ class _DeviceWindow:
     shift: int
     zero_reads: bytearray
     """One byte per block, set when a read went through the zero page (the C fill too)."""
+    written: bytearray
+    """One byte per block: written while unplugged (``WRITTEN_*``), until a discard."""
     policy: int = 0
     dirty: bool = False
     """The Python fill set a ``zero_reads`` byte since the last ``take_zero_reads``."""
+    written_dirty: bool = False
+    """The Python fill set a ``written`` byte to WRITTEN_NEW since the last take."""
 
 
 class _Entry:
@@ -155,8 +201,10 @@ class Stage2:
     ``VMEMLAB_STAGE2``. ``kind`` says which one runs.
     """
 
-    def __init__(self, zero_page_pa: int, fill: str | None = None) -> None:
+    def __init__(self, zero_page_pa: int, fill: str | None = None,
+                 unassigned_ignored: bool = False) -> None:
         self.zero_page_pa = zero_page_pa
+        self.unassigned_ignored = unassigned_ignored
         self._identity: list[tuple[int, int, int]] = []  # (start, end, perms)
         self._windows: list[_DeviceWindow] = []
         self._denied: DeniedAccess | None = None
@@ -177,10 +225,12 @@ class Stage2:
         _check_aligned(device.addr, device.region_size)
         shift = device.block_size.bit_length() - 1
         win = _DeviceWindow(device, device.addr, device.addr + device.region_size, shift,
-                            bytearray(device.nb_blocks), policy_for(device))
+                            bytearray(device.nb_blocks), bytearray(device.nb_blocks),
+                            policy_for(device, self.unassigned_ignored))
         self._windows.append(win)
         if self._native is not None:
             self._native.add_device(win.base, win.end, shift, device.bitmap, win.zero_reads,
+                                    win.written, device.memslots, device.memslot_size,
                                     win.policy)
 
     def sync(self) -> bool:
@@ -190,7 +240,7 @@ class Stage2:
         """
         changed = False
         for i, win in enumerate(self._windows):
-            policy = policy_for(win.device)
+            policy = policy_for(win.device, self.unassigned_ignored)
             if policy != win.policy:
                 win.policy = policy
                 if self._native is not None:
@@ -230,12 +280,31 @@ class Stage2:
             entry.perms = UC_PROT_READ | UC_PROT_WRITE
             return True
         # an unplugged block: the device's policy decides
-        if access == UC_MEM_WRITE:
-            return self._deny(vaddr, access, index, DENY_WRITE_UNPLUGGED)
         if access == UC_MEM_FETCH:
             return self._deny(vaddr, access, index, DENY_FETCH_UNPLUGGED)
-        if not win.policy & POLICY_READ_ZERO_PAGE:
-            return self._deny(vaddr, access, index, DENY_READ_INACCESSIBLE)
+        if win.policy & POLICY_MEMSLOTS and \
+                not win.device.memslots[(vaddr - win.base) // win.device.memslot_size]:
+            # no memslot: nothing in the guest-physical address space here
+            if not win.policy & POLICY_UNASSIGNED_IGNORED:
+                return self._deny(vaddr, access, index, DENY_NO_MEMSLOT)
+            if access == UC_MEM_WRITE:
+                return self._deny(vaddr, access, index, DENY_NO_MEMSLOT_WRITE_DROPPED)
+            entry.paddr = self.zero_page_pa  # unassigned_mem_read(): 0
+            entry.perms = UC_PROT_READ
+            return True
+        if access == UC_MEM_WRITE:
+            if win.policy & POLICY_WRITE_PROTECT:
+                return self._deny(vaddr, access, index, DENY_WRITE_UNPLUGGED)
+            if not win.written[block]:
+                win.written[block] = WRITTEN_NEW
+                win.written_dirty = True
+            entry.paddr = page  # the host backs this page again
+            entry.perms = UC_PROT_READ | UC_PROT_WRITE
+            return True
+        if win.written[block]:
+            entry.paddr = page  # what the rogue write left there
+            entry.perms = UC_PROT_READ
+            return True
         win.zero_reads[block] = 1
         win.dirty = True
         entry.paddr = self.zero_page_pa
@@ -244,7 +313,8 @@ class Stage2:
 
     def _deny(self, vaddr: int, access: int, index: int | None, reason: int) -> bool:
         device = None if index is None else self._windows[index].device.id
-        self._denied = DeniedAccess(vaddr, access_name(access), device, DENY_REASONS[reason])
+        self._denied = DeniedAccess(vaddr, access_name(access), device, DENY_REASONS[reason],
+                                    reason)
         return False
 
     # ---------------------------------------------------------------- what the fills recorded
@@ -259,7 +329,7 @@ class Stage2:
             return None
         addr, access, index, reason = record
         device = self._windows[index].device.id if index >= 0 else None
-        return DeniedAccess(addr, access_name(access), device, DENY_REASONS[reason])
+        return DeniedAccess(addr, access_name(access), device, DENY_REASONS[reason], reason)
 
     @denied.setter
     def denied(self, value: None) -> None:
@@ -293,6 +363,42 @@ class Stage2:
                 reads[first:end] = bytes(end - first)  # same length: the buffer stays put
                 first = reads.find(1, end)
         return runs
+
+    def take_unplugged_writes(self) -> list[tuple[VirtioMemDevice, int, int]]:
+        """Runs of unplugged blocks first written since the last call: (device, first, count)."""
+        runs: list[tuple[VirtioMemDevice, int, int]] = []
+        for i, win in enumerate(self._windows):
+            dirty, win.written_dirty = win.written_dirty, False
+            if self._native is not None and self._native.take_written_dirty(i):
+                dirty = True
+            if not dirty:
+                continue
+            marks = win.written
+            first = marks.find(WRITTEN_NEW)
+            while first != -1:
+                end = first
+                while end < len(marks) and marks[end] == WRITTEN_NEW:
+                    end += 1
+                runs.append((win.device, first, end - first))
+                marks[first:end] = bytes([WRITTEN_SEEN]) * (end - first)
+                first = marks.find(WRITTEN_NEW, end)
+        return runs
+
+    def written_blocks(self, device: VirtioMemDevice) -> bytes:
+        """One byte per block of ``device``: nonzero while it holds data written unplugged."""
+        for win in self._windows:
+            if win.device is device:
+                return bytes(win.written)
+        raise KeyError(device.id)
+
+    def forget_writes(self, device: VirtioMemDevice, offset: int, size: int) -> None:
+        """The host discarded [offset, offset+size) of ``device``: nothing written remains."""
+        for win in self._windows:
+            if win.device is device:
+                first = offset >> win.shift
+                end = (offset + size + (1 << win.shift) - 1) >> win.shift
+                win.written[first:end] = bytes(end - first)  # same length: stays pinned
+                return
 
     def decide(self, vaddr: int, access: int) -> tuple[bool, int, int]:
         """One fill outside any engine: (mapped, paddr, perms). For tests and benchmarks."""

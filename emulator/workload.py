@@ -86,14 +86,23 @@ class Workload:
         v = self._run("verify", _id(alloc)).values
         return v[0], v[1]
 
-    def dump(self, device: str | int | None = None) -> tuple[int, int]:
-        """kdump-style read of device memory: (bytes read, non-zero pages)."""
+    def dump(self, device: str | int | None = None, *, legacy: bool = False) -> tuple[int, int]:
+        """kdump-style read of device memory: (bytes read, non-zero pages).
+
+        Default: Linux >= 5.16's kdump, which asks the device (STATE) per device block and
+        reads only plugged ones. ``legacy``: the RFC's / an older kdump, which reads every
+        page of the memory the guest added, unplugged parts included.
+        """
         index = self._device_index(device)
-        v = self._run("dump", 0xFFFF_FFFF_FFFF_FFFF if index is None else int(index)).values
+        which = 0xFFFF_FFFF_FFFF_FFFF if index is None else int(index)
+        v = self._run("dump", which, abi.DUMP_LEGACY if legacy else 0).values
         return v[0], v[1]
 
     def rogue_write(self, addr: int = 0, device: str | int = 0) -> GuestResult:
-        """Store to unplugged memory; ``status == -EFAULT`` when the host stopped it."""
+        """Store to unplugged memory; ``status == -EFAULT`` when the access faulted.
+
+        ``values``: (the address, the value the guest read back after the store).
+        """
         index = self._device_index(device)
         return self._run("rogue-write", addr, int(index or 0), check=False)
 

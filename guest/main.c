@@ -218,7 +218,7 @@ static void run_command(struct command *c)
         st = cmd_verify(c->a0, &v0, &v1);
         break;
     case ABI_CMD_DUMP:
-        st = vmem_dump(c->a0, &v0, &v1);
+        st = vmem_dump(c->a0, c->a1, &v0, &v1);
         break;
     case ABI_CMD_ROGUE_WRITE: {
         u64 addr = c->a0;
@@ -226,11 +226,13 @@ static void run_command(struct command *c)
             st = vmem_rogue_target(c->a1, &addr);
         if (st)
             break;
+        v0 = addr;
         if (rogue_store(addr, 0xdeadbeefdeadbeefUL)) {
             st = -ABI_EFAULT;
-            v0 = addr;
+        } else if (probe_load(addr, &v1)) {
+            st = -ABI_EFAULT; /* stored, but reading it back faulted */
         } else {
-            printk("rogue write to 0x%lx went through\n", addr);
+            printk("rogue write to 0x%lx went through: reads back 0x%lx\n", addr, v1);
         }
         break;
     }

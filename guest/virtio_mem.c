@@ -1267,33 +1267,57 @@ static void dump_page(u64 pa, u64 *bytes, u64 *nonzero, u64 *skipped)
         (*nonzero)++;
 }
 
-long vmem_dump(u64 which, u64 *v0, u64 *v1)
+/*
+ * A crash dump of device memory, as the kdump kernel's /proc/vmcore reads it: every page of
+ * the memory blocks the crashed kernel had added (its System RAM), here through the running
+ * kernel's mappings.
+ *
+ * Linux >= 5.16 (the default) registers virtio_mem_vmcore_pfn_is_ram() whatever the
+ * features: "if (!vm->plugged_size) return false;", then per device block "rc =
+ * virtio_mem_send_state_request(vm, addr, vm->device_block_size);" (the last block's answer is
+ * cached) and "On any kind of error, we're going to signal !ram." Only plugged blocks are read.
+ *
+ * ABI_DUMP_LEGACY: the 2017 RFC's / a pre-5.16 kdump ("Unplugged memory can be read. This
+ * allows e.g. kexec()"): every page of every added memory block is read, unplugged subblocks
+ * included -- what UNPLUGGED_INACCESSIBLE forbids a driver to do.
+ */
+long vmem_dump(u64 which, u64 flags, u64 *v0, u64 *v1)
 {
     u64 bytes = 0, nonzero = 0, skipped = 0, states = 0;
+    int legacy = (flags & ABI_DUMP_LEGACY) != 0;
+    if (flags & ~(u64)ABI_DUMP_LEGACY)
+        return -ABI_EINVAL;
     if (which != ~0UL && (which >= (u64)nr_devs || !devs[which].present))
         return -ABI_ENODEV;
     for (int i = 0; i < nr_devs; i++) {
         struct vmem_dev *d = &devs[i];
         if ((which != ~0UL && (u64)i != which) || !d->present || !d->enabled)
             continue;
-        int inacc = (d->features >> VIRTIO_MEM_F_UNPLUGGED_INACCESSIBLE) & 1;
-        if (inacc && d->broken) {
+        if (!legacy && d->broken) {
             dev_info(d, "kdump: device broken, cannot query block states");
             continue;
         }
-        u64 ublocks = MIN(d->usable / d->block_size, d->z.nblocks);
-        for (u64 b = 0; b < ublocks; b++) {
-            u64 base = block_addr(&d->z, b);
-            if (inacc) {
-                u16 st = 0xffff;
-                long resp = vm_send(d, REQ_STATE, base, 1, &st);
-                states++;
-                if (resp != RESP_ACK || st != STATE_PLUGGED)
-                    continue;
-            }
-            for (u64 p = 0; p < d->z.block_pages; p++) {
-                dump_page(base + p * PAGE_SIZE, &bytes, &nonzero, &skipped);
-                cond_resched();
+        u64 plugged_size = legacy ? 0 : cfg64(d, C_PLUGGED_SIZE);
+        for (u64 m = 0; m < d->z.nmbs; m++) {
+            if (mb_state(d, m) < ABI_MB_OFFLINE) /* not added: not in the vmcore */
+                continue;
+            u64 b0, b1;
+            mb_block_range(&d->z, m, &b0, &b1);
+            for (u64 b = b0; b < b1; b++) {
+                u64 base = block_addr(&d->z, b);
+                if (!legacy) {
+                    u16 st = 0xffff;
+                    if (!plugged_size)
+                        continue;
+                    long resp = vm_send(d, REQ_STATE, base, 1, &st);
+                    states++;
+                    if (resp != RESP_ACK || st != STATE_PLUGGED)
+                        continue;
+                }
+                for (u64 p = 0; p < d->z.block_pages; p++) {
+                    dump_page(base + p * PAGE_SIZE, &bytes, &nonzero, &skipped);
+                    cond_resched();
+                }
             }
         }
     }
@@ -1302,8 +1326,9 @@ long vmem_dump(u64 which, u64 *v0, u64 *v1)
             vm_run(&devs[i]);
     *v0 = bytes;
     *v1 = nonzero;
-    printk("kdump: read 0x%lx bytes of device memory: %lu non-zero pages, %lu STATE requests, "
-           "%lu unreadable pages\n", bytes, nonzero, states, skipped);
+    printk("kdump%s: read 0x%lx bytes of device memory: %lu non-zero pages, %lu STATE requests, "
+           "%lu unreadable pages\n", legacy ? " (legacy: reads unplugged memory)" : "", bytes,
+           nonzero, states, skipped);
     return 0;
 }
 

@@ -1,13 +1,14 @@
 """QEMU-style command line -> ``MachineConfig`` + monitor/migration options.
 
 Accepts the subset of ``qemu-system-*`` options that describes a vmemlab machine (``-m``,
-``-smp``, ``-numa``, ``-object memory-backend-*``, ``-device virtio-mem-pci``, ``-incoming``,
-``-append``, ``-qmp``, ``-monitor``, ``-chardev``/``-mon``, ``-S``) and fails with QEMU 7.2's
-startup error texts, prefixed ``vmemlab: <the option>: `` where QEMU writes
-``qemu-system-x86_64: …``. Options that make sense only for a real PC (``-enable-kvm``,
-``-kernel``, ``-cpu`` …) are accepted with a one-line note, so the 2017 RFC's command line
-(its section V.1) can be pasted as is. The RFC's ``memory-backend-ram,size=4G,max-size=8G``
-means "region 8G, initially requested 4G".
+``-smp``, ``-numa``, ``-machine virt|pc|q35``, ``-object memory-backend-*``, ``-device
+virtio-mem-pci``, ``-incoming``, ``-append``, ``-qmp``, ``-monitor``, ``-chardev``/``-mon``,
+``-S``) and fails with QEMU 7.2's startup error texts, prefixed ``vmemlab: <the option>: ``
+where QEMU writes ``qemu-system-x86_64: …``. ``-machine`` picks whose rules the device follows
+(``emulator.machine_types``: arm ``virt`` by default, x86 ``pc``/``q35``). Options that make
+sense only for a real PC (``-enable-kvm``, ``-kernel``, ``-cpu`` …) are accepted with a
+one-line note, so the 2017 RFC's command line (its section V.1) can be pasted as is. The RFC's
+``memory-backend-ram,size=4G,max-size=8G`` means "region 8G, initially requested 4G".
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from emulator.config import (
     check_smp,
     id_wellformed,
 )
+from emulator.machine_types import PERSONALITIES, Personality, personality
 
 PROG = "vmemlab"
 MiB = 1 << 20
@@ -61,7 +63,7 @@ class RunOptions:
 
 # options taking an argument that have no meaning in vmemlab (accepted with a note)
 IGNORED_WITH_ARG = {
-    "machine", "M", "accel", "cpu", "kernel", "initrd", "serial", "display", "vga", "name",
+    "accel", "cpu", "kernel", "initrd", "serial", "display", "vga", "name",
     "D", "trace", "msg", "boot", "drive", "netdev", "net", "rtc", "bios", "L", "k", "uuid",
     "global", "icount", "watchdog-action", "action", "pidfile", "sandbox", "cdrom", "hda",
     "smbios", "fw_cfg", "d", "audiodev", "usbdevice", "parallel", "virtfs", "blockdev",
@@ -71,12 +73,12 @@ IGNORED_FLAGS = {
     "no-hpet", "no-acpi", "snapshot", "full-screen", "no-user-config", "s",
 }
 KNOWN_WITH_ARG = {"m", "smp", "numa", "object", "device", "incoming", "append", "qmp",
-                  "monitor", "chardev", "mon", "overcommit", "qmp-pretty"}
+                  "monitor", "chardev", "mon", "overcommit", "qmp-pretty", "machine", "M"}
 KNOWN_FLAGS = {"S", "no-shutdown"}
 
 DEVICE_PROPS = {"id", "memdev", "node", "requested-size", "block-size", "memaddr",
                 "unplugged-inaccessible", "prealloc", "bus", "addr", "size",
-                "x-rfc-shrink-on-reboot"}
+                "x-rfc-shrink-on-reboot", "dynamic-memslots", "x-rfc-write-protect"}
 OBJECT_PROPS = {"id", "size", "max-size", "prealloc", "share", "merge", "dump", "policy",
                 "host-nodes", "reserve", "prealloc-threads", "x-use-canonical-path-for-ramblock-id",
                 "seal", "hugetlb", "hugetlbsize", "mem-path", "discard-data", "align", "readonly"}
@@ -156,6 +158,7 @@ class _Object:
     max_size: int | None
     option: str
     used_by: str | None = None
+    shared_zeropage: bool = True  # private anonymous RAM (virtio_mem_has_shared_zeropage)
 
 
 @dataclass
@@ -167,8 +170,10 @@ class _Device:
     requested_size: int | None
     block_size: int
     memaddr: int | None
-    unplugged_inaccessible: bool
+    unplugged_inaccessible: str | None
     rfc_shrink: bool
+    dynamic_memslots: bool = False
+    rfc_write_protect: bool = False
 
 
 def _parse_monitor(value: str, protocol: str, option: str) -> MonitorSpec:
@@ -210,6 +215,8 @@ def parse_args(argv: list[str]) -> RunOptions:
     devices: list[_Device] = []
     chardevs: dict[str, str] = {}
     mem_lock = False
+    smp_option: str | None = None
+    max_cpus = 0
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -235,18 +242,10 @@ def parse_args(argv: list[str]) -> RunOptions:
         option = f"{arg} {value}"
         i += 2
         if name in IGNORED_WITH_ARG:
-            if name in ("machine", "M"):
-                rest = []
-                for key, val in split_opts(value):
-                    if key == "rfc-shrink-on-reboot":
-                        cfg.rfc_shrink_on_reboot = _bool(key, val, option)
-                    else:
-                        rest.append(key if val is None else f"{key}={val}")
-                if rest:
-                    opts.notes.append(f"{arg} {','.join(rest)}: ignored (vmemlab emulates one "
-                                      "AArch64 'virt' machine)")
-            else:
-                opts.notes.append(f"{option}: ignored (no meaning in vmemlab)")
+            opts.notes.append(f"{option}: ignored (no meaning in vmemlab)")
+            continue
+        if name in ("machine", "M"):
+            _parse_machine(cfg, value, option, arg, opts)
             continue
         if name == "m":
             for j, (key, val) in enumerate(split_opts(value)):
@@ -289,10 +288,7 @@ def parse_args(argv: list[str]) -> RunOptions:
             smp = total if total is not None else (topo if seen_topo else 1)
             if smp < 1:
                 raise CmdlineError("Invalid CPU topology", option)
-            try:  # QEMU checks max_cpus (maxcpus, else cpus) before sizing anything by it
-                check_smp(max(smp, maxcpus or 0))
-            except ConfigError as err:
-                raise CmdlineError(str(err)) from None
+            smp_option, max_cpus = option, max(smp, maxcpus or 0)
         elif name == "numa":
             parts = split_opts(value)
             kind = parts[0][0] if parts and parts[0][1] is None else None
@@ -330,7 +326,8 @@ def parse_args(argv: list[str]) -> RunOptions:
                 opts.notes.append(f"{option}: ignored (only memory backends are used)")
                 continue
             if qom_type != "memory-backend-ram":
-                opts.notes.append(f"{option}: treated as memory-backend-ram")
+                opts.notes.append(f"{option}: treated as memory-backend-ram (with its "
+                                  "'unplugged-inaccessible=auto': no shared zero page)")
             props = dict(parts[1:])
             if "id" in props:
                 _check_id(props["id"], option)
@@ -360,7 +357,13 @@ def parse_args(argv: list[str]) -> RunOptions:
                 if key in props:
                     opts.notes.append(f"{option}: '{key}' ignored (anonymous memory, "
                                       "populated on demand)")
-            objects[oid] = _Object(oid, size, max_size, option)
+            # QEMU's virtio_mem_has_shared_zeropage(): only private anonymous memory of the
+            # host page size (!qemu_ram_is_shared(rb) && qemu_ram_get_fd(rb) < 0)
+            shared_zeropage = (qom_type == "memory-backend-ram"
+                               and props.get("share", "off") in ("off", "no", "false")
+                               and props.get("hugetlb", "off") in ("off", "no", "false"))
+            objects[oid] = _Object(oid, size, max_size, option,
+                                   shared_zeropage=shared_zeropage)
         elif name == "device":
             parts = split_opts(value)
             driver = parts[0][0] if parts and parts[0][1] is None else ""
@@ -425,12 +428,18 @@ def parse_args(argv: list[str]) -> RunOptions:
         elif target != "none":
             opts.notes.append(f"-chardev {target},id={cid}: not used by any -mon; ignored")
 
+    machine = cfg.personality
+    if smp_option is not None:
+        try:  # QEMU checks max_cpus (maxcpus, else cpus) before sizing anything by it
+            check_smp(max_cpus, machine)
+        except ConfigError as err:
+            raise CmdlineError(str(err)) from None
     cfg.boot_ram = ram
     cfg.maxmem = maxmem if maxmem is not None else ram
     cfg.smp = smp
     opts.config = cfg
     _build_numa(cfg, numa, objects, ram, opts)
-    _build_devices(cfg, devices, objects, opts)
+    _build_devices(cfg, devices, objects, opts, machine)
     if mem_lock and devices:
         raise CmdlineError("Incompatible with mlock", devices[0].option)
     _validate(cfg, devices)
@@ -448,7 +457,7 @@ def _check_id(value: str | None, option: str) -> str:
 def _parse_device(parts: list[tuple[str, str | None]], option: str, index: int) -> _Device:
     dev = _Device(option=option, id=f"virtio-mem{index}", memdev=None, node=0,
                   requested_size=None, block_size=DEFAULT_BLOCK_SIZE, memaddr=None,
-                  unplugged_inaccessible=False, rfc_shrink=False)
+                  unplugged_inaccessible=None, rfc_shrink=False)
     for key, val in parts:
         if key not in DEVICE_PROPS:
             raise CmdlineError(f"Property 'virtio-mem-pci.{key}' not found", option)
@@ -478,10 +487,35 @@ def _parse_device(parts: list[tuple[str, str | None]], option: str, index: int) 
             if val not in ("on", "off", "auto"):
                 raise CmdlineError(
                     f"Parameter 'unplugged-inaccessible' does not accept value '{val}'", option)
-            dev.unplugged_inaccessible = val == "on"
+            dev.unplugged_inaccessible = val
         elif key == "x-rfc-shrink-on-reboot":
             dev.rfc_shrink = _bool(key, val, option)
+        elif key == "dynamic-memslots":
+            dev.dynamic_memslots = _bool(key, val, option)
+        elif key == "x-rfc-write-protect":
+            dev.rfc_write_protect = _bool(key, val, option)
     return dev
+
+
+def _parse_machine(cfg: MachineConfig, value: str, option: str, arg: str,
+                   opts: RunOptions) -> None:
+    """``-machine [type=]virt|pc|q35[,rfc-shrink-on-reboot=on][,...]``: the machine type
+    decides whose virtio-mem rules apply (x86 or arm QEMU 7.2); other keys get a note."""
+    rest = []
+    for j, (key, val) in enumerate(split_opts(value)):
+        if j == 0 and val is None and key not in ("rfc-shrink-on-reboot",):
+            key, val = "type", key
+        if key == "type":
+            if val not in PERSONALITIES:
+                raise CmdlineError("unsupported machine type", option,
+                                   "Use -machine help to list supported machines")
+            cfg.machine = personality(val or "").name
+        elif key == "rfc-shrink-on-reboot":
+            cfg.rfc_shrink_on_reboot = _bool(key, val, option)
+        else:
+            rest.append(key if val is None else f"{key}={val}")
+    if rest:
+        opts.notes.append(f"{arg} {','.join(rest)}: ignored (no meaning in vmemlab)")
 
 
 def _build_numa(cfg: MachineConfig, numa: list, objects: dict[str, _Object], ram: int,
@@ -523,8 +557,13 @@ def _build_numa(cfg: MachineConfig, numa: list, objects: dict[str, _Object], ram
 
 
 def _build_devices(cfg: MachineConfig, devices: list[_Device], objects: dict[str, _Object],
-                   opts: RunOptions) -> None:
+                   opts: RunOptions, machine: Personality) -> None:
     for dev in devices:
+        if dev.unplugged_inaccessible is not None and \
+                not machine.has_unplugged_inaccessible_property:
+            # the property exists only #if defined(VIRTIO_MEM_HAS_LEGACY_GUESTS) (x86)
+            raise CmdlineError("Property 'virtio-mem-pci.unplugged-inaccessible' not found",
+                               dev.option)
         if not dev.memdev:
             raise CmdlineError("'memdev' property must be set", dev.option)
         obj = objects.get(dev.memdev)
@@ -544,10 +583,16 @@ def _build_devices(cfg: MachineConfig, devices: list[_Device], objects: dict[str
                                  "smaller than the default block size (2 MiB)")
         if dev.rfc_shrink:
             cfg.rfc_shrink_on_reboot = True
+        if dev.unplugged_inaccessible == "off" and not obj.shared_zeropage:
+            opts.warnings.append(f"{PROG}: {dev.option}: warning: 'unplugged-inaccessible' "
+                                 "property set to 'off' with a memdev that does not support "
+                                 "the shared zeropage.")
         cfg.devices.append(MemoryDeviceConfig(
             id=dev.id, size=region, memdev=dev.memdev, node=dev.node,
             requested_size=requested, block_size=dev.block_size, memaddr=dev.memaddr,
-            unplugged_inaccessible=dev.unplugged_inaccessible))
+            unplugged_inaccessible=dev.unplugged_inaccessible,
+            shared_zeropage=obj.shared_zeropage, dynamic_memslots=dev.dynamic_memslots,
+            rfc_write_protect=dev.rfc_write_protect))
 
 
 def _validate(cfg: MachineConfig, devices: list[_Device]) -> None:
@@ -577,9 +622,13 @@ Machine (QEMU's syntax and error messages):
   -numa node,nodeid=N,cpus=A-B[,memdev=ID]
   -object memory-backend-ram,id=ID,size=SIZE[,max-size=SIZE]
                             max-size is the 2017 RFC's form: region max-size, requested size
+  -machine virt|pc|q35[,rfc-shrink-on-reboot=on]
+                            whose rules the device follows: arm 'virt' (default) or x86
+                            'pc'/'q35' (QEMU 7.2); rfc-shrink-on-reboot: the RFC's reboot
   -device virtio-mem-pci,id=ID,memdev=ID[,node=N][,requested-size=SIZE][,block-size=SIZE]
-          [,memaddr=ADDR][,unplugged-inaccessible=on|off|auto][,x-rfc-shrink-on-reboot=on]
-  -machine rfc-shrink-on-reboot=on   the RFC's reboot behaviour instead of unplug-all
+          [,memaddr=ADDR][,unplugged-inaccessible=on|off|auto (pc/q35 only)]
+          [,dynamic-memslots=on (QEMU 8.2)][,x-rfc-write-protect=on (the RFC's design)]
+          [,x-rfc-shrink-on-reboot=on]
   -append "OPTIONS"         guest boot options, e.g. modprobe.blacklist=virtio_mem,
                             memory_block_size=128M
   -incoming "exec:cat FILE" start from a saved machine (HMP: migrate "exec:cat > FILE")
@@ -591,8 +640,8 @@ Monitors (unix sockets or 127.0.0.1 only):
   -monitor unix:PATH,server,nowait | tcp:127.0.0.1:PORT,server,nowait | stdio | none
   -chardev socket,id=ID,path=PATH,server,nowait -mon chardev=ID,mode=readline|control
 
-Options with no meaning here (-enable-kvm, -machine, -cpu, -kernel, -initrd, -nodefaults,
--serial, -nographic, ...) are accepted with a one-line note.
+Options with no meaning here (-enable-kvm, -cpu, -kernel, -initrd, -nodefaults, -serial,
+-nographic, ...) are accepted with a one-line note.
 With no options at all, vmemlab runs the reference machine:
   -m 1G,maxmem=4G -smp 2 -object memory-backend-ram,id=mem0,size=2G
   -device virtio-mem-pci,id=vm0,memdev=mem0,node=0,requested-size=512M

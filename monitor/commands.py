@@ -225,7 +225,11 @@ PCI_PROPS: tuple[tuple[str, str], ...] = (
     ("unplugged-inaccessible", "OnOffAuto"), ("virtio-pci[0]", "child<memory-region>"),
     ("virtio-bus", "child<virtio-pci-bus>"), ("bus master[0]", "child<memory-region>"),
     ("size", "size"), ("virtio-backend", "child<virtio-mem>"),
+    ("dynamic-memslots", "bool"), ("x-rfc-write-protect", "bool"),
 )
+# hw/virtio/virtio-mem.c: the property exists only "#if defined(VIRTIO_MEM_HAS_LEGACY_GUESTS)"
+# (x86); QEMU 8.2 added dynamic-memslots; x-rfc-write-protect is vmemlab's (the 2017 RFC)
+_X86_ONLY = frozenset({"unplugged-inaccessible"})
 BACKEND_PROPS: tuple[tuple[str, str], ...] = (
     ("type", "string"), ("parent_bus", "link<bus>"), ("realized", "bool"),
     ("hotplugged", "bool"), ("hotpluggable", "bool"), ("queue_reset", "bool"),
@@ -235,7 +239,7 @@ BACKEND_PROPS: tuple[tuple[str, str], ...] = (
     ("memdev", "link<memory-backend>"), ("node", "uint32"),
     ("unplugged-inaccessible", "OnOffAuto"), ("memaddr", "uint64"), ("legacy-memdev", "str"),
     ("prealloc", "bool"), ("block-size", "size"), ("size", "size"),
-    ("requested-size", "size"),
+    ("requested-size", "size"), ("dynamic-memslots", "bool"), ("x-rfc-write-protect", "bool"),
 )
 MEMDEV_PROPS: tuple[tuple[str, str], ...] = (
     ("type", "string"), ("size", "int"), ("merge", "bool"), ("dump", "bool"),
@@ -261,23 +265,30 @@ _STATIC = {
 }
 
 
-def _props(obj: QomObject) -> tuple[tuple[str, str], ...]:
-    if obj.kind == "pci":
-        return PCI_PROPS
-    if obj.kind == "backend":
-        return BACKEND_PROPS
+def _props(ctx: MonitorContext, obj: QomObject) -> tuple[tuple[str, str], ...]:
+    if obj.kind in ("pci", "backend"):
+        props = PCI_PROPS if obj.kind == "pci" else BACKEND_PROPS
+        options = ctx.machine.devices[obj.dev_id].options
+        hidden = set() if ctx.machine.layout.machine.has_unplugged_inaccessible_property \
+            else set(_X86_ONLY)
+        # QEMU 7.2 has neither: listed (and readable) where the device uses them
+        if not options.dynamic_memslots:
+            hidden.add("dynamic-memslots")
+        if not options.rfc_write_protect:
+            hidden.add("x-rfc-write-protect")
+        return tuple(p for p in props if p[0] not in hidden)
     if obj.kind == "memdev":
         return MEMDEV_PROPS
     return (("type", "string"),)
 
 
-def _type_of(obj: QomObject, prop: str) -> str | None:
-    return next((t for n, t in _props(obj) if n == prop), None)
+def _type_of(ctx: MonitorContext, obj: QomObject, prop: str) -> str | None:
+    return next((t for n, t in _props(ctx, obj) if n == prop), None)
 
 
 def qom_list(ctx: MonitorContext, path: str) -> list[dict[str, str]]:
     obj = resolve(ctx, path)
-    out = [{"name": n, "type": t} for n, t in _props(obj)]
+    out = [{"name": n, "type": t} for n, t in _props(ctx, obj)]
     if obj.kind == "container":
         prefix = obj.path.rstrip("/") + "/"
         for p, o in _objects(ctx.machine).items():
@@ -289,7 +300,7 @@ def qom_list(ctx: MonitorContext, path: str) -> list[dict[str, str]]:
 
 def qom_get(ctx: MonitorContext, path: str, prop: str) -> Any:
     obj = resolve(ctx, path)
-    ptype = _type_of(obj, prop)
+    ptype = _type_of(ctx, obj, prop)
     if ptype is None:
         raise MonitorError(f"Property '{obj.type}.{prop}' not found")
     if prop == "type":
@@ -312,8 +323,10 @@ def qom_get(ctx: MonitorContext, path: str, prop: str) -> Any:
         "memaddr": dev.addr,
         "node": dev.node_id,
         "memdev": "/objects/" + _memdev_name(machine, obj.dev_id),
-        "unplugged-inaccessible": "on" if _device_config(ctx, obj.dev_id).unplugged_inaccessible
-        else "off",
+        # realize resolved "auto" (virtio_mem_has_shared_zeropage) to "on" or "off"
+        "unplugged-inaccessible": "on" if dev.options.unplugged_inaccessible else "off",
+        "dynamic-memslots": dev.options.dynamic_memslots,
+        "x-rfc-write-protect": dev.options.rfc_write_protect,
         "parent_bus": "/machine/gpex-pcihost/pcie.0" if obj.kind == "pci"
         else f"{pci}/virtio-bus",
         "addr": (3 + index) * 8,
@@ -324,18 +337,11 @@ def qom_get(ctx: MonitorContext, path: str, prop: str) -> Any:
     return _STATIC.get(prop, False)
 
 
-def _device_config(ctx: MonitorContext, dev_id: str) -> Any:
-    for placed in ctx.machine.layout.devices:
-        if placed.config.id == dev_id:
-            return placed.config
-    raise MonitorError(f"Device '{dev_id}' not found", "DeviceNotFound")
-
-
 def qom_set(ctx: MonitorContext, path: str, prop: str, value: Any, *, text: bool = False
             ) -> None:
     """``qom-set``: ``text=True`` for HMP's unparsed string, else a JSON value."""
     obj = resolve(ctx, path)
-    ptype = _type_of(obj, prop)
+    ptype = _type_of(ctx, obj, prop)
     if ptype is None:
         raise MonitorError(f"Property '{obj.type}.{prop}' not found")
     if obj.kind == "memdev":
@@ -643,7 +649,10 @@ def parse_guest_op(ctx: MonitorContext, command: str, args: list[str]) -> GuestO
                 where = target(word[7:] if word.startswith("target=") else word)
         return Alloc(size, unmovable=unmovable, target=where)
     if command == "dump":
-        return Dump(resolve_device(ctx, args[0]) if args else None)
+        # "--legacy": the RFC's / a pre-5.16 kdump that also reads unplugged memory
+        legacy = "--legacy" in args
+        rest = [word for word in args if word != "--legacy"]
+        return Dump(resolve_device(ctx, rest[0]) if rest else None, legacy=legacy)
     if command == "online":
         # echo TYPE > /sys/devices/system/memory/memoryN/state, for each offline block
         device, kind = None, "online_movable"
@@ -661,8 +670,11 @@ def parse_guest_op(ctx: MonitorContext, command: str, args: list[str]) -> GuestO
     if command == "verify":
         return Verify(ident)
     if command == "rogue-write":
+        # OFFSET into DEVICE (default: the first); 0 lets the guest pick an unplugged block
         device = resolve_device(ctx, args[1]) if len(args) > 1 else None
-        return RogueWrite(ident, device)
+        first = next(iter(ctx.machine.devices.values()), None)
+        base = ctx.machine.devices[device].addr if device else (first.addr if first else 0)
+        return RogueWrite(base + ident if ident else 0, device)
     if command == "read":
         return Read(ident)
     if command == "stats":

@@ -433,7 +433,7 @@ COMMANDS: list[HmpCommand] = [
                _h_device_del, visitor_safe=True),
     HmpCommand("guest", "command:s,args:S?", "command [args...]",
                "drive the guest workload: alloc SIZE [movable|unmovable] [any|boot|DEVICE], "
-               "pin SIZE [DEVICE], free ID, touch ID, verify [ID], dump [DEVICE], "
+               "pin SIZE [DEVICE], free ID, touch ID, verify [ID], dump [--legacy] [DEVICE], "
                "rogue-write [OFFSET] [DEVICE], read ADDR, "
                "online [DEVICE] [online_movable|online_kernel|online], stats, reboot, "
                "poweroff (vmemlab)",

@@ -49,16 +49,17 @@ GUEST_KEYS: dict[str, tuple[str, ...]] = {
     "free": ("alloc",),
     "touch": ("alloc",),
     "verify": ("alloc",),
-    "dump": ("device",),
+    "dump": ("device", "legacy"),
     "rogue-write": ("device", "addr", "offset"),
     "read": ("device", "addr", "offset"),
     "stats": (),
 }
 GUEST_COMMON = ("guest", "expect", "expect-error", "timeout", "machine")
-SIZE_KEYS = ("plugged", "requested", "usable", "resident", "node-size", "node-plugged")
+SIZE_KEYS = ("plugged", "requested", "usable", "resident", "unplugged-resident", "node-size",
+             "node-plugged")
 COUNT_KEYS = ("plugged-blocks", "guest-faults", "violations")
 DEVICE_KEYS = ("plugged", "requested", "usable", "plugged-blocks", "resident", "driver",
-               "unplugged-inaccessible")
+               "unplugged-inaccessible", "unplugged-resident")
 # HMP / QMP commands after which "settled" waits for the guest to answer again
 MUTATING_HMP = ("virtio-mem", "qom-set", "system_reset")
 MUTATING_QMP = ("qom-set", "system_reset", "human-monitor-command")
@@ -443,6 +444,7 @@ def _machine(chk: _Checker, name: str, spec: Any, where: list[Any]) -> MachineSp
     cfg.cmdline = spec.get("append", cfg.cmdline)  # no append: the default guest command line
     cfg.rfc_shrink_on_reboot = spec.get("rfc-shrink-on-reboot", False)
     cfg.persistent_suspend = spec.get("persistent-suspend", False)
+    cfg.machine = spec.get("machine", cfg.machine)
     for i, node in enumerate(spec.get("nodes", [])):
         mem = chk.size(node["mem"], [*where, "nodes", i, "mem"]) if "mem" in node else None
         cfg.nodes.append(NumaNodeConfig(i, list(node.get("cpus", [])), mem))
@@ -455,7 +457,9 @@ def _machine(chk: _Checker, name: str, spec: Any, where: list[Any]) -> MachineSp
             node=dev.get("node", 0), requested_size=sizes.get("requested-size") or 0,
             block_size=sizes.get("block-size") or DEFAULT_BLOCK_SIZE,
             memaddr=sizes.get("memaddr"),
-            unplugged_inaccessible=dev.get("unplugged-inaccessible", False)))
+            unplugged_inaccessible=dev.get("unplugged-inaccessible"),
+            dynamic_memslots=dev.get("dynamic-memslots", False),
+            rfc_write_protect=dev.get("x-rfc-write-protect", False)))
     if chk.problems:
         return None
     try:
@@ -622,6 +626,8 @@ def _step(chk: _Checker, index: int, raw: dict[str, Any], machines: dict[str, Ma
                 chk.fail([*where, "offset"], f"offset is outside {cfg.id} (0x{cfg.size:x} bytes)")
         if value == "read" and "addr" not in raw and "offset" not in raw:
             chk.fail(where, "'guest: read' needs 'addr' or 'device' + 'offset'")
+        if value == "dump":
+            p["legacy"] = raw.get("legacy", False)
         p["expect"] = raw.get("expect")
         p["expect_error"] = (chk.regex(raw["expect-error"], [*where, "expect-error"])
                              if "expect-error" in raw else None)

@@ -164,7 +164,7 @@ class Player:
                 continue
             if snap is None:
                 snap = tracked.machine.snapshot(residency=any(
-                    "resident" in g.condition for g in self.scenario.goals))
+                    needs_residency(g.condition) for g in self.scenario.goals))
             with self._lock:
                 counts = Counter(tracked.counts)
             self._goals[i] = evaluate(snap, goal.condition, counts,
@@ -292,7 +292,7 @@ class Player:
                 return Free(ident)
             return Touch(ident) if action == "touch" else Verify(ident)
         if action == "dump":
-            return Dump(p.get("device"))
+            return Dump(p.get("device"), legacy=p.get("legacy", False))
         if action in ("rogue-write", "read"):
             addr = p.get("addr", 0) or 0
             if "offset" in p:
@@ -385,10 +385,18 @@ class Player:
 
     def check(self, t: _Tracked, cond: dict[str, Any]) -> list[str]:
         """What does not hold of ``cond`` right now (empty: all of it holds)."""
-        snap: MachineSnapshot = t.machine.snapshot(residency="resident" in cond)
+        snap: MachineSnapshot = t.machine.snapshot(residency=needs_residency(cond))
         with self._lock:
             window = t.counts - t.window
         return evaluate(snap, cond, window, list(t.machine.console), t.control.watch.settled)
+
+
+RESIDENCY_KEYS = ("resident", "unplugged-resident")
+
+
+def needs_residency(cond: dict[str, Any]) -> bool:
+    """Whether ``cond`` needs a snapshot with host residency (``snapshot(residency=True)``)."""
+    return any(key in cond for key in RESIDENCY_KEYS)
 
 
 def evaluate(snap: MachineSnapshot, cond: dict[str, Any], window: Counter[str],
@@ -415,6 +423,10 @@ def evaluate(snap: MachineSnapshot, cond: dict[str, Any], window: Counter[str],
         num("plugged-blocks", dev.plugged_blocks, f"{dev.id} plugged blocks")
         if dev.resident is not None:
             num("resident", sum(dev.resident), f"{dev.id} host-resident memory")
+            num("unplugged-resident", dev.unplugged_resident or 0,
+                f"{dev.id} host memory resident in unplugged blocks")
+        elif needs_residency(cond):
+            why.append(f"{dev.id}: this snapshot has no host residency")
         if "driver" in cond and dev.driver_state != cond["driver"]:
             why.append(f"{dev.id} driver is {dev.driver_state}, expected {cond['driver']}")
         if "unplugged-inaccessible" in cond and \
@@ -449,7 +461,8 @@ def evaluate(snap: MachineSnapshot, cond: dict[str, Any], window: Counter[str],
 
 
 def _fmt(value: int, key: str) -> str:
-    if key in ("plugged", "requested", "usable", "resident", "node-size", "node-plugged"):
+    if key in ("plugged", "requested", "usable", "resident", "unplugged-resident", "node-size",
+               "node-plugged"):
         return f"{format_mib(value)} ({value})"
     return str(value)
 

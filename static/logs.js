@@ -42,6 +42,8 @@ export function describe(ev, dev) {
       return [`${ev.device}: config ${Object.entries(ev.fields).map(([k, v]) => k + "=" + hex(v)).join(" ")}${ev.notified ? " (notified)" : ""}`, "cfg"];
     case "violation":
       return [`VIOLATION ${ev.access} ${hex(ev.addr)} pc ${hex(ev.pc)}: ${ev.reason}`, "violation"];
+    case "unplugged_write":
+      return [`${ev.device}: write to unplugged block ${ev.first_block} ×${ev.count} went through (the host backs it again)`, "violation"];
     case "zero_page_read":
       return [`${ev.device}: zero-page read of block ${ev.first_block} ×${ev.count}${ev.outside_usable ? " (outside usable)" : ""}`, "zero"];
     case "reset": return [`RESET (${ev.reason})${ev.cmdline ? " cmdline: " + ev.cmdline : ""}`, "reset"];

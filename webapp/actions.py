@@ -83,7 +83,8 @@ def guest_op(sess: MachineSession, data: dict[str, Any]) -> tuple[str, GuestOp]:
     if action == "dump":
         device = data.get("device")
         return action, Dump(None if device in (None, "", "all") else
-                            inputs.device_id(device, ids))
+                            inputs.device_id(device, ids),
+                            legacy=inputs.flag(data.get("legacy"), "legacy"))
     dev_id = inputs.device_id(data.get("device", ids[0] if ids else None), ids)
     addr = inputs.integer(data.get("addr", 0), "address", 0, (1 << 48) - 1)
     return action, RogueWrite(addr, dev_id)

@@ -22,7 +22,7 @@ from typing import Any
 class BlockState(IntEnum):
     """One byte per block in the codes the server sends (``view_model.guest_codes`` etc.)."""
 
-    UNPLUGGED = 0  # reads give the zero page, or nothing
+    UNPLUGGED = 0  # reads give zeros (the host's shared zero page)
     PLUGGED_FREE = 1  # plugged, the guest holds nothing in it
     PLUGGED_MOVABLE = 2  # holds movable data (can be migrated away, so unpluggable)
     PLUGGED_UNMOVABLE = 3  # holds unmovable (pinned) data
@@ -31,7 +31,7 @@ class BlockState(IntEnum):
     HOST_PLUGGED_EMPTY = 6  # plugged, no host memory behind it yet
     HOST_PARTLY_RESIDENT = 7  # plugged, some pages resident
     HOST_RESIDENT = 8  # plugged, every page resident
-    HOST_UNPLUGGED_RESIDENT = 9  # unplugged, yet the host has memory behind it
+    HOST_UNPLUGGED_RESIDENT = 9  # unplugged, yet the host backs it (a rogue write did that)
     PLUGGED = 10  # plugged, per the device's bitmap (nothing more is known)
 
 
@@ -85,7 +85,8 @@ STATES: dict[BlockState, StateInfo] = {
     BlockState.HOST_RESIDENT: StateInfo(
         "plugged, resident", "plugged, resident in host RAM", True, Style(BLUE)),
     BlockState.HOST_UNPLUGGED_RESIDENT: StateInfo(
-        "unplugged, host memory resident", "unplugged, host memory resident", False,
+        "unplugged but resident",
+        "unplugged but resident (a rogue write: the host backs it again)", False,
         Style("#000000", cross=VERMILLION)),
     BlockState.PLUGGED: StateInfo("plugged", "plugged", True, Style(BLUE)),
 }

@@ -103,12 +103,14 @@ def machine_config(form: dict[str, Any], *, max_memory: int, max_blocks: int) ->
 
     Form fields: ``boot_ram``, ``nodes`` (1..8), ``block_size``, ``device_size`` and
     ``requested_size`` (one device per node), or an explicit ``devices`` list of
-    ``{id, size, requested_size, node}``; ``unplugged_inaccessible``,
-    ``rfc_shrink_on_reboot``, ``cmdline``. Sizes take ints (MiB) or strings ("1G").
+    ``{id, size, requested_size, node, dynamic_memslots, rfc_write_protect}``;
+    ``unplugged_inaccessible``, ``rfc_shrink_on_reboot``, ``cmdline``, ``machine`` (virt, pc,
+    q35: whose QEMU rules apply). Sizes take ints (MiB) or strings ("1G").
     """
     form = payload(form)
     allowed = {"boot_ram", "nodes", "block_size", "device_size", "requested_size", "devices",
-               "unplugged_inaccessible", "rfc_shrink_on_reboot", "cmdline", "preset"}
+               "unplugged_inaccessible", "rfc_shrink_on_reboot", "cmdline", "preset",
+               "machine"}
     unknown = sorted(set(form) - allowed)
     if unknown:
         raise InputError(f"unknown field(s): {', '.join(unknown)}")
@@ -141,7 +143,11 @@ def machine_config(form: dict[str, Any], *, max_memory: int, max_blocks: int) ->
             id=dev_id, memdev=f"mem{n}", size=dev_size,
             requested_size=size(raw.get("requested_size", 0), f"{dev_id} requested size"),
             node=integer(raw.get("node", 0), f"{dev_id} node", 0, 7),
-            block_size=block_size, unplugged_inaccessible=inaccessible,
+            # unchecked: the machine type's default (arm virt: always on; x86 7.2: auto)
+            block_size=block_size, unplugged_inaccessible=inaccessible or None,
+            dynamic_memslots=flag(raw.get("dynamic_memslots"), f"{dev_id} dynamic-memslots"),
+            rfc_write_protect=flag(raw.get("rfc_write_protect"),
+                                   f"{dev_id} x-rfc-write-protect"),
         ))
     total = boot_ram + sum(d.size for d in devices)
     if total > max_memory:
@@ -154,6 +160,7 @@ def machine_config(form: dict[str, Any], *, max_memory: int, max_blocks: int) ->
         devices=devices,
         cmdline=text(form.get("cmdline", DEFAULT_GUEST_CMDLINE), "cmdline"),
         rfc_shrink_on_reboot=flag(form.get("rfc_shrink_on_reboot"), "shrink on reboot"),
+        machine=choice(form.get("machine", "virt"), "machine", ("virt", "pc", "q35")),
     )
 
 
@@ -167,8 +174,11 @@ def config_to_form(cfg: MachineConfig) -> dict[str, Any]:
         "nodes": max(1, len(cfg.nodes)),
         "block_size": k(cfg.devices[0].block_size if cfg.devices else 2 * MiB),
         "devices": [{"id": d.id, "size": k(d.size), "requested_size": k(d.requested_size),
-                     "node": d.node} for d in cfg.devices],
-        "unplugged_inaccessible": any(d.unplugged_inaccessible for d in cfg.devices),
+                     "node": d.node, "dynamic_memslots": d.dynamic_memslots,
+                     "rfc_write_protect": d.rfc_write_protect} for d in cfg.devices],
+        "unplugged_inaccessible": any(d.unplugged_inaccessible in (True, "on")
+                                      for d in cfg.devices),
+        "machine": cfg.personality.name,
         "rfc_shrink_on_reboot": cfg.rfc_shrink_on_reboot,
         "cmdline": cfg.cmdline,
     }

@@ -31,7 +31,7 @@ from flask import (
 
 from control import control_for
 from scenarios.loader import Scenario, ScenarioError, lessons, load_scenario
-from scenarios.runner import evaluate
+from scenarios.runner import evaluate, needs_residency
 from webapp import ext
 
 bp = Blueprint("replay", __name__)
@@ -145,7 +145,7 @@ def goals_answer(lesson: Scenario) -> Any:
                                "why": ["no machine: start the lesson"]}
                               for i, g in enumerate(lesson.goals)])
     control = control_for(machine)
-    residency = any("resident" in g.condition for g in lesson.goals)
+    residency = any(needs_residency(g.condition) for g in lesson.goals)
     snap = machine.snapshot(residency=residency)
     counts = Counter(r.event.kind for r in machine.bus.since(0))
     console = list(machine.console)

@@ -43,7 +43,7 @@ Emit = Callable[[str, Any, str], None]
 
 LOG_KINDS = frozenset({"request", "response", "config_change", "reset", "violation",
                        "guest_status", "runstate", "device_broken", "device_reset",
-                       "guest_command", "migration", "zero_page_read"})
+                       "guest_command", "migration", "zero_page_read", "unplugged_write"})
 MAX_BATCH_EVENTS = 3000  # more than this in one tick: send a keyframe instead
 
 

@@ -76,7 +76,8 @@ def host_codes(dev: DeviceSnapshot, resident: tuple[int, ...] | None = None,
 
     ``resident`` defaults to the snapshot's own; a ``stale`` one (taken a moment earlier,
     off the hot path) is trusted for plugged blocks only: an unplugged block was discarded
-    when it was unplugged, so it shows no host memory until a fresh sample says otherwise.
+    when it was unplugged, so it shows host memory only where the snapshot itself says a
+    rogue write put data since (``written_unplugged``, current), or a fresh sample does.
     """
     bs = dev.block_size
     usable_blocks = dev.usable_region_size // bs
@@ -91,7 +92,8 @@ def host_codes(dev: DeviceSnapshot, resident: tuple[int, ...] | None = None,
             codes[i] = (BlockState.HOST_PLUGGED_EMPTY if res == 0
                         else BlockState.HOST_RESIDENT if res >= bs
                         else BlockState.HOST_PARTLY_RESIDENT)
-        elif res and not stale:
+        elif (res and not stale) or (i < len(dev.written_unplugged)
+                                     and dev.written_unplugged[i]):
             codes[i] = BlockState.HOST_UNPLUGGED_RESIDENT
         elif i >= usable_blocks:
             codes[i] = BlockState.OUTSIDE_USABLE

@@ -67,17 +67,22 @@ typedef struct uc_tlb_entry {
 
 /* Per-device policy byte: what an access to an UNPLUGGED block does. Plugged blocks are
  * always read/write and never executable; a fetch from an unplugged block is always refused.
- * A new behaviour (e.g. writes that make the host back the page again) is a new bit, set by
- * stage2.policy_for() and handled in one branch here and one in Stage2._fill_device. */
-#define S2_POLICY_READ_ZERO_PAGE 0x01 /* reads map the shared zero page read-only; else refused */
+ * No bit set: shipped QEMU (reads see the host's memory, writes go through). The decision is
+ * stage2.policy_for() and one branch here and one in Stage2._fill_device. */
+#define S2_POLICY_WRITE_PROTECT 0x01      /* x-rfc-write-protect=on: writes refused */
+#define S2_POLICY_MEMSLOTS 0x02           /* dynamic-memslots=on: unmapped memslots hold nothing */
+#define S2_POLICY_UNASSIGNED_IGNORED 0x04 /* x86: nothing mapped reads 0, drops the write */
+
+#define S2_WRITTEN_NEW 2 /* written while unplugged, not yet reported (Python marks it seen) */
 
 enum s2_deny_reason {
     S2_DENY_NONE = 0,
     S2_DENY_UNMAPPED = 1,            /* "unmapped address" */
     S2_DENY_FETCH_DEVICE = 2,        /* "instruction fetch from device memory" */
-    S2_DENY_WRITE_UNPLUGGED = 3,     /* "write to unplugged block" */
+    S2_DENY_WRITE_UNPLUGGED = 3,     /* "write to unplugged block (x-rfc-write-protect)" */
     S2_DENY_FETCH_UNPLUGGED = 4,     /* "instruction fetch from unplugged block" */
-    S2_DENY_READ_INACCESSIBLE = 5,   /* "read of unplugged block (..._UNPLUGGED_INACCESSIBLE)" */
+    S2_DENY_NO_MEMSLOT = 5,          /* dynamic-memslots, arm: an external abort */
+    S2_DENY_NO_MEMSLOT_WRITE_DROPPED = 6, /* dynamic-memslots, x86: the write is dropped */
 };
 
 struct s2_identity {
@@ -91,9 +96,13 @@ struct s2_device {
     uint32_t shift;            /* log2(block size) */
     uint8_t policy;            /* S2_POLICY_* */
     uint8_t zero_dirty;        /* set with any zero_reads byte; Python clears both */
-    uint8_t pad[2];
+    uint8_t written_dirty;     /* set with any written byte set to S2_WRITTEN_NEW */
+    uint8_t pad;
     const uint8_t *bitmap;     /* the device model's block states, 1 = plugged */
     uint8_t *zero_reads;       /* one byte per block: read through the zero page */
+    uint8_t *written;          /* one byte per block: written while unplugged (0: never) */
+    const uint8_t *memslots;   /* the device model's memslots, 1 = mapped */
+    uint64_t memslot_size;     /* bytes per memslot (the last may be smaller) */
 };
 
 struct s2_denied {
@@ -138,12 +147,34 @@ static bool fill_device(struct s2_map *m, int32_t index, uint64_t vaddr, uint64_
         return true;
     }
     /* an unplugged block: the device's policy decides */
-    if (type == UC_MEM_WRITE)
-        return deny(m, vaddr, type, index, S2_DENY_WRITE_UNPLUGGED);
     if (type == UC_MEM_FETCH)
         return deny(m, vaddr, type, index, S2_DENY_FETCH_UNPLUGGED);
-    if (!(d->policy & S2_POLICY_READ_ZERO_PAGE))
-        return deny(m, vaddr, type, index, S2_DENY_READ_INACCESSIBLE);
+    if ((d->policy & S2_POLICY_MEMSLOTS) && !d->memslots[(vaddr - d->base) / d->memslot_size]) {
+        /* no memslot: nothing in the guest-physical address space here */
+        if (!(d->policy & S2_POLICY_UNASSIGNED_IGNORED))
+            return deny(m, vaddr, type, index, S2_DENY_NO_MEMSLOT);
+        if (type == UC_MEM_WRITE)
+            return deny(m, vaddr, type, index, S2_DENY_NO_MEMSLOT_WRITE_DROPPED);
+        result->paddr = m->zero_page_pa; /* unassigned_mem_read(): 0 */
+        result->perms = UC_PROT_READ;
+        return true;
+    }
+    if (type == UC_MEM_WRITE) {
+        if (d->policy & S2_POLICY_WRITE_PROTECT)
+            return deny(m, vaddr, type, index, S2_DENY_WRITE_UNPLUGGED);
+        if (!d->written[block]) {
+            d->written[block] = S2_WRITTEN_NEW;
+            d->written_dirty = 1;
+        }
+        result->paddr = page; /* the host backs this page again */
+        result->perms = UC_PROT_READ | UC_PROT_WRITE;
+        return true;
+    }
+    if (d->written[block]) {
+        result->paddr = page; /* what the rogue write left there */
+        result->perms = UC_PROT_READ;
+        return true;
+    }
     d->zero_reads[block] = 1;
     d->zero_dirty = 1;
     result->paddr = m->zero_page_pa;
@@ -196,6 +227,8 @@ uint64_t vmemlab_stage2_layout(int what)
     case 6: return sizeof(uc_tlb_entry);
     case 7: return S2_MAX_IDENTITY;
     case 8: return S2_MAX_DEVICES;
+    case 9: return offsetof(struct s2_device, written);
+    case 10: return offsetof(struct s2_device, memslot_size);
     default: return 0;
     }
 }

@@ -93,14 +93,20 @@ struct abi_bootinfo {
 #define ABI_CMD_FREE     2 /* a0 = id (0: all) -> v0 = pages freed */
 #define ABI_CMD_TOUCH    3 /* a0 = id (0: all) -> v0 = pages written */
 #define ABI_CMD_VERIFY   4 /* a0 = id (0: all) -> v0 = bad pages, v1 = pages checked */
-#define ABI_CMD_DUMP     5 /* a0 = device index (~0: all) -> v0 = bytes read, v1 = non-zero pages */
-#define ABI_CMD_ROGUE_WRITE 6 /* a0 = address (0: first unplugged block of device a1) -> v0 = addr */
+#define ABI_CMD_DUMP     5 /* a0 = device index (~0: all), a1 = ABI_DUMP_* -> v0 = bytes read,
+                             v1 = non-zero pages */
+#define ABI_CMD_ROGUE_WRITE 6 /* a0 = address (0: first unplugged block of device a1) -> v0 = addr,
+                                 v1 = the value read back after the store */
 #define ABI_CMD_READ     7 /* a0 = address -> v0 = the 64-bit value read, v1 = address */
 #define ABI_CMD_STATS    8 /* prints the allocator view on the console */
 #define ABI_CMD_REBOOT   9 /* the guest reboots itself (PSCI SYSTEM_RESET) */
 #define ABI_CMD_POWEROFF 10
 #define ABI_CMD_ONLINE   11 /* a0 = device index (~0: all), a1 = ABI_MMOP_* -> v0 = memory blocks
                                onlined (echo online > /sys/devices/system/memory/memoryN/state) */
+
+/* dump flags: the default is Linux >= 5.16's kdump (virtio_mem_vmcore_pfn_is_ram: a STATE
+ * request per device block, only plugged blocks are read) */
+#define ABI_DUMP_LEGACY 1 /* the RFC's / pre-5.16 kdump: read every page of the added memory */
 
 /* online types (Linux's enum mmop; memhp_default_state=) */
 #define ABI_MMOP_OFFLINE        0

@@ -179,7 +179,7 @@ void vmem_probe_all(const struct abi_bootinfo *bi);
 void vmem_handle_irq(void);
 void vmem_run_timers(void);
 u64 vmem_next_timeout_us(void);
-long vmem_dump(u64 which, u64 *v0, u64 *v1);
+long vmem_dump(u64 which, u64 flags, u64 *v0, u64 *v1);
 long vmem_rogue_target(u64 dev, u64 *addr);
 long vmem_online(u64 which, u64 type, u64 *v0);
 void vmem_stats(void);

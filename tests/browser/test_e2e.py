@@ -145,23 +145,13 @@ def test_two_browser_contexts_do_not_see_each_others_machines(new_page):
 def test_rogue_write_bad_input_and_the_hmp_console(new_page):
     page = new_page()
     wait_plugged(page, "vm0", 32)
-    # a rogue write into an unplugged block: blocked by the host, flashed in the grid (the
-    # flash is short: record that it happened, a loaded test run may not poll in time)
-    page.evaluate("""(sel) => {
-        const grid = document.querySelector(sel);
-        window.__sawFlash = false;
-        new MutationObserver(() => {
-            if (grid.dataset.flashViolation === '1') window.__sawFlash = true;
-        }).observe(grid, {attributes: true});
-    }""", canvas("vm0"))
+    # a rogue write into an unplugged block: shipped QEMU lets it through (no violation)
     page.select_option("#rogue-device", "vm0")
     page.click("#btn-rogue")
-    page.wait_for_function("() => document.getElementById('devices').dataset.violations === '1'")
-    page.wait_for_function("() => window.__sawFlash === true")
     page.wait_for_function(
         "() => document.getElementById('action-result').textContent"
-        ".includes('blocked by the host')")
-    assert "VIOLATION write" in page.inner_text("#vq-log")
+        ".includes('went through')")
+    assert page.get_attribute("#devices", "data-violations") in (None, "0")
     # bad input: an error in the page, never a traceback; the machine keeps running
     set_requested(page, "vm0", 3)
     page.wait_for_selector("#error:not([hidden])")

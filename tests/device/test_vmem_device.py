@@ -168,33 +168,37 @@ def test_backend_unplug_failure_answers_busy_without_state_change() -> None:
     assert h.dev.plugged_size == 4 * BS
 
 
-def test_unplug_all_backend_failure_is_busy_and_state_stays_truthful() -> None:
+def test_unplug_all_backend_failure_is_busy_and_changes_nothing() -> None:
+    """QEMU ``virtio_mem_unplug_all``: ``if (ram_block_discard_range(rb, 0,
+    qemu_ram_get_used_length(rb))) { return -EBUSY; }`` -- before the bitmap is touched."""
     h = make_device()
     h.plug(0, 2)
     h.plug(5, 2)
     h.plug(10, 2)
-    h.backend.fail_unplug_after = 1
+    h.backend.fail_unplug = True
     assert h.unplug_all() == "BUSY"
-    assert h.dev.bitmap.count(1) == 4 and not h.dev.is_plugged(0) and h.dev.is_plugged(5)
-    assert h.dev.plugged_size == 4 * BS
-    h.backend.fail_unplug_after = None
+    assert h.dev.bitmap.count(1) == 6 and h.dev.plugged_size == 6 * BS
+    h.backend.fail_unplug = False
     assert h.unplug_all() == "ACK" and h.dev.plugged_size == 0
 
 
-def test_unplug_all_coalesces_runs_into_one_backend_call_each() -> None:
+def test_unplug_all_discards_the_whole_region_in_one_call() -> None:
+    """QEMU ``virtio_mem_unplug_all``: ``ram_block_discard_range(rb, 0,
+    qemu_ram_get_used_length(rb))`` -- the whole RAM block, unplugged blocks too (so data a
+    rogue write left in unplugged memory is freed as well); with nothing plugged
+    (``if (vmem->size)``) nothing is discarded."""
     h = make_device(requested=200 * BS)
+    h.backend.calls.clear()
+    assert h.unplug_all() == "ACK"
+    assert h.backend.calls == []
     h.plug(0, 10)
     h.plug(10, 10)
     h.plug(40, 1)
-    h.plug(41, 1)
-    h.plug(255 - 128, 1)
+    h.plug(127, 1)
     h.backend.calls.clear()
-    h.unplug_all()
-    assert h.backend.calls == [
-        ("unplug", 0, 20 * BS),
-        ("unplug", 40 * BS, 2 * BS),
-        ("unplug", 127 * BS, BS),
-    ]
+    assert h.unplug_all() == "ACK"
+    assert h.backend.calls == [("unplug", 0, REGION)]
+    assert h.dev.plugged_size == 0
 
 
 # ---------------------------------------------------------------------------- events

@@ -9,6 +9,11 @@ The RFC's Fedora guest onlined hot-added memory with a udev rule as plain "onlin
 ZONE_NORMAL ("no need to online virtio-mem memory as online-movable"): vmemlab's guest has no
 udev, so it boots with ``memhp_default_state=online`` for the same zone. (With online_movable
 Linux would have moved the pinned pages out of ZONE_MOVABLE first and the unplug would finish.)
+
+The RFC ran x86 QEMU (its command line says ``-machine pc``), so the machine follows x86 QEMU
+7.2's rules: ``VIRTIO_MEM_USABLE_EXTENT (2 * (128 * MiB))`` and the device area after the RAM
+above 4 GiB (pc_piix.c: "qemu -M pc -m 4G (new default) -> 3072M low, 1024M high"), which puts
+reg0 at the RFC's 0x140000000.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from tests.conftest import MachineFactory, wait_settled
 
 def rfc_config() -> MachineConfig:
     return MachineConfig(
-        boot_ram=4 * GiB, maxmem=20 * GiB, smp=4, cmdline="memhp_default_state=online",
+        machine="pc", boot_ram=4 * GiB, maxmem=20 * GiB, smp=4,
+        cmdline="memhp_default_state=online",
         nodes=[NumaNodeConfig(0, [0, 1]), NumaNodeConfig(1, [2, 3])],
         devices=[
             MemoryDeviceConfig(id="reg0", memdev="mem0", size=8 * GiB, node=0,
@@ -41,6 +47,8 @@ def test_rfc_section_v_walkthrough(make_machine: MachineFactory) -> None:
     machine = make_machine(rfc_config())
     wait_settled(machine, timeout=60)
     # step 2: the RFC's addresses and sizes
+    assert machine.layout.machine.qemu_machine == "pc-i440fx-7.2"
+    assert machine.devices["reg0"].usable_region_size == 4 * GiB + 256 * MiB
     assert machine.devices["reg0"].addr == 0x140000000
     assert machine.devices["reg1"].addr == 0x340000000
     assert node_sizes_mb(machine) == [6144, 5120]

@@ -1,11 +1,12 @@
 """The native stage-2 fill decides exactly as the Python fill, and is built and found for real.
 
-Random memory maps (identity windows, virtio-mem devices with random plugged blocks and
-negotiated features) and random access streams run through both fills side by side: every
-answer (mapped or refused, paddr, perms), every refused access's record and every zero-page
-read record must be the same. The C function is called directly (no engine), so hypothesis
-can try thousands of accesses per second, including the odd access codes Unicorn never
-passes today.
+Random memory maps (identity windows, virtio-mem devices with random plugged blocks, random
+unplugged-memory policies -- shipped QEMU, ``x-rfc-write-protect``, ``dynamic-memslots`` with
+random memslot sizes, an x86 or an arm machine) and random access streams run through both
+fills side by side: every answer (mapped or refused, paddr, perms), every refused access's
+record, every zero-page read record and every written-while-unplugged record must be the same.
+The C function is called directly (no engine), so hypothesis can try thousands of accesses
+per second, including the odd access codes Unicorn never passes today.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from unicorn import UC_ARCH_ARM64, UC_MODE_ARM, UC_TLB_VIRTUAL, Uc, UcError
 from unicorn.unicorn_py3.arch.arm64 import UcAArch64
 
 from device import virtio_mem_protocol as proto
-from device.virtio_mem import VirtioMemDevice
+from device.virtio_mem import VirtioMemDevice, VirtioMemOptions
 from emulator import native_stage2, stage2
 from emulator.board import ZERO_PAGE_PA, new_engine
 from emulator.stage2 import TLB_PAGE_SIZE, Stage2
@@ -38,6 +39,7 @@ PAGE = TLB_PAGE_SIZE
 ROOT = Path(__file__).resolve().parents[2]
 C_SOURCE = ROOT / "emulator" / "native" / "stage2_fill.c"
 UC_MEM_TYPES = range(16, 26)  # UC_MEM_READ .. UC_MEM_READ_AFTER
+READ, WRITE, FETCH = 16, 17, 18
 
 needs_native = pytest.mark.skipif(native_stage2.load() is None,
                                   reason=f"native fill: {native_stage2.unavailable_reason()}")
@@ -54,32 +56,30 @@ def _request(dev: VirtioMemDevice, kind: int, block: int, count: int) -> bytes:
     return dev.handle_request(req)[:2]
 
 
-def _device(index: int, base: int, blocks: int, shift: int, plugged: list[bool],
-            inaccessible: bool) -> VirtioMemDevice:
+def _device(index: int, base: int, blocks: int, shift: int, plugged: list[bool], *,
+            write_protect: bool = False, memslot_blocks: int = 0) -> VirtioMemDevice:
+    """``memslot_blocks`` > 0: dynamic-memslots with memslots of that many blocks."""
     size = blocks << shift
+    options = VirtioMemOptions(unplugged_inaccessible=True, rfc_write_protect=write_protect)
+    if memslot_blocks:
+        options.dynamic_memslots = True
+        options.memslot_size = memslot_blocks << shift
+        options.nb_memslots = -(-blocks // memslot_blocks)
     dev = VirtioMemDevice(f"vm{index}", addr=base, region_size=size, block_size=1 << shift,
-                          requested_size=size, backend=_NoBackend(), emit=lambda e: None)
+                          requested_size=size, options=options, backend=_NoBackend(),
+                          emit=lambda e: None)
     for block, on in enumerate(plugged[:blocks]):
         if on:
             assert _request(dev, proto.VIRTIO_MEM_REQ_PLUG, block, 1) == b"\0\0"
-    _negotiate(dev, inaccessible)
     return dev
 
 
-def _negotiate(dev: VirtioMemDevice, inaccessible: bool) -> None:
-    """What the transport does on FEATURES_OK (0 features = a driver reset)."""
-    dev.options.unplugged_inaccessible = inaccessible  # offered only when it is accepted
-    features = 1 << proto.VIRTIO_F_VERSION_1
-    if inaccessible:
-        features |= 1 << proto.VIRTIO_MEM_F_UNPLUGGED_INACCESSIBLE
-    assert dev.features_ok(features)
-    dev.driver_features = features
-
-
 @st.composite
-def memory_maps(draw: st.DrawFn) -> tuple[list[tuple[int, int, int]], list[VirtioMemDevice]]:
-    """Identity windows (may overlap each other and the devices: the first match wins) and up
-    to four devices with random block sizes, plugged blocks and negotiated features."""
+def memory_maps(draw: st.DrawFn
+                ) -> tuple[list[tuple[int, int, int]], list[VirtioMemDevice], bool]:
+    """Identity windows (may overlap each other and the devices: the first match wins), up
+    to four devices with random block sizes, plugged blocks and policies, and whether the
+    machine is an x86 one (an access with no memslot reads 0 and drops its write)."""
     identity = [
         (draw(st.integers(0, 0x4000)) * PAGE, draw(st.integers(1, 64)) * PAGE,
          draw(st.integers(0, 7)))
@@ -92,9 +92,12 @@ def memory_maps(draw: st.DrawFn) -> tuple[list[tuple[int, int, int]], list[Virti
         blocks = draw(st.integers(1, 12))
         plugged = draw(st.lists(st.booleans(), min_size=blocks, max_size=blocks))
         base = -(-base >> shift) << shift  # QEMU aligns memaddr to the block size
-        devices.append(_device(i, base, blocks, shift, plugged, draw(st.booleans())))
+        memslot_blocks = draw(st.sampled_from([0, 0, 1, 2, 3, 5, blocks]))
+        devices.append(_device(i, base, blocks, shift, plugged,
+                               write_protect=draw(st.booleans()),
+                               memslot_blocks=min(memslot_blocks, blocks)))
         base += (blocks << shift) + draw(st.integers(0, 3)) * (1 << shift)
-    return identity, devices
+    return identity, devices, draw(st.booleans())
 
 
 def _addresses(identity: list[tuple[int, int, int]],
@@ -113,11 +116,11 @@ def _addresses(identity: list[tuple[int, int, int]],
                      st.integers(0, 0x2000_0000), *inside)
 
 
-def _pair(identity: list[tuple[int, int, int]],
-          devices: list[VirtioMemDevice]) -> tuple[Stage2, Stage2]:
+def _pair(identity: list[tuple[int, int, int]], devices: list[VirtioMemDevice],
+          x86: bool = False) -> tuple[Stage2, Stage2]:
     fills = []
     for kind in ("native", "python"):
-        s2 = Stage2(ZERO_PAGE_PA, fill=kind)
+        s2 = Stage2(ZERO_PAGE_PA, fill=kind, unassigned_ignored=x86)
         assert s2.kind == kind
         for start, size, perms in identity:
             s2.add_identity(start, size, perms)
@@ -131,17 +134,24 @@ def _zero_reads(s2: Stage2) -> list[tuple[str, int, int]]:
     return [(dev.id, first, count) for dev, first, count in s2.take_zero_reads()]
 
 
+def _writes(s2: Stage2) -> list[tuple[str, int, int]]:
+    return [(dev.id, first, count) for dev, first, count in s2.take_unplugged_writes()]
+
+
 @needs_native
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), layout=memory_maps())
 def test_both_fills_decide_every_access_the_same(
         data: st.DataObject,
-        layout: tuple[list[tuple[int, int, int]], list[VirtioMemDevice]]) -> None:
-    identity, devices = layout
-    native, python = _pair(identity, devices)
+        layout: tuple[list[tuple[int, int, int]], list[VirtioMemDevice], bool]) -> None:
+    """The one decision (stage2.policy_for + both fill_device branches) under every policy:
+    shipped QEMU, x-rfc-write-protect, dynamic-memslots on arm and on x86."""
+    identity, devices, x86 = layout
+    native, python = _pair(identity, devices, x86)
     addresses = _addresses(identity, devices)
+    steps = ["access"] * 6 + ["block", "discard", "drain", "drain-writes"]
     for _ in range(data.draw(st.integers(1, 60))):
-        step = data.draw(st.sampled_from(["access"] * 6 + ["block", "features", "drain"]))
+        step = data.draw(st.sampled_from(steps))
         if step == "access":
             addr = data.draw(addresses)
             access = data.draw(st.sampled_from(UC_MEM_TYPES))
@@ -159,57 +169,98 @@ def test_both_fills_decide_every_access_the_same(
             kind = (proto.VIRTIO_MEM_REQ_UNPLUG if dev.is_plugged(block)
                     else proto.VIRTIO_MEM_REQ_PLUG)
             assert _request(dev, kind, block, 1) == b"\0\0"
-        elif step == "features" and devices:
+        elif step == "discard" and devices:
             dev = data.draw(st.sampled_from(devices))
-            _negotiate(dev, data.draw(st.booleans()))
-            assert native.sync() == python.sync()
+            first = data.draw(st.integers(0, dev.nb_blocks - 1))
+            count = data.draw(st.integers(1, dev.nb_blocks - first))
+            for s2 in (native, python):
+                s2.forget_writes(dev, first * dev.block_size, count * dev.block_size)
         elif step == "drain":
             assert _zero_reads(native) == _zero_reads(python)
+        elif step == "drain-writes":
+            assert _writes(native) == _writes(python)
     assert _zero_reads(native) == _zero_reads(python)
+    assert _writes(native) == _writes(python)
+    for dev in devices:
+        assert native.written_blocks(dev) == python.written_blocks(dev)
     assert native.fills is not None and python.fills is None
 
 
 @needs_native
 def test_known_answers_of_both_fills() -> None:
-    """The rules themselves, spelled out once (the random test only checks agreement)."""
-    dev = _device(0, 0x1000_0000, 4, 21, [True, False, False, False], inaccessible=False)
-    inacc = _device(1, 0x2000_0000, 2, 21, [False, True], inaccessible=True)
-    for s2 in _pair([(0x4008_0000, 2 * PAGE, 7), (0x4000_0000, 64 * MiB, 3)], [dev, inacc]):
-        read, write, fetch = 16, 17, 18
-        assert s2.decide(0x4008_0123, fetch) == (True, 0x4008_0000, 7)  # the image
-        assert s2.decide(0x4008_2000, write) == (True, 0x4008_2000, 3)  # boot RAM
-        assert s2.decide(0x1000_1234, write) == (True, 0x1000_1000, 3)  # plugged
-        assert s2.decide(0x1020_0008, read) == (True, ZERO_PAGE_PA, 1)  # unplugged: zero page
-        assert s2.decide(0x1000_0000, fetch)[0] is False
-        assert s2.denied is not None
-        assert s2.denied.reason == "instruction fetch from device memory"
-        assert s2.decide(0x1030_0000, write)[0] is False
-        assert s2.denied is not None and (s2.denied.device, s2.denied.access, s2.denied.reason) \
-            == ("vm0", "write", "write to unplugged block")
-        assert s2.decide(0x2000_0040, read)[0] is False
-        assert s2.denied is not None and "UNPLUGGED_INACCESSIBLE" in s2.denied.reason
-        assert s2.decide(0x2020_0040, read) == (True, 0x2020_0000, 3)
-        assert s2.decide(0x9000_0000, read)[0] is False
-        assert s2.denied is not None and (s2.denied.device, s2.denied.reason) \
-            == (None, "unmapped address")
-        assert [(d.id, f, n) for d, f, n in s2.take_zero_reads()] == [("vm0", 1, 1)]
-        assert s2.take_zero_reads() == []
-        # a driver reset drops UNPLUGGED_INACCESSIBLE: reads see the zero page again
-        inacc.driver_features = 0
-        assert s2.sync() is True
-        assert s2.decide(0x2000_0040, read) == (True, ZERO_PAGE_PA, 1)
-        _negotiate(inacc, True)
-        assert s2.sync() is True
+    """The rules themselves, spelled out once (the random test only checks agreement).
+
+    Shipped QEMU protects nothing: ``virtio_mem_set_block_state`` only discards on unplug and
+    the whole memdev stays mapped ("With "dynamic-memslots=off" (old behavior) we always map
+    the whole RAM memory region directly"), so a write to an unplugged block reaches its host
+    page. x-rfc-write-protect refuses it. With dynamic memslots, ``virtio_mem_activate_memslot``
+    maps a memslot only while something in it is plugged; where nothing is mapped TCG on arm
+    raises ``ARMFault_SyncExternal`` (``arm_cpu_do_transaction_failed``) and x86 reads 0 and
+    drops the write (``unassigned_mem_read`` returns 0, ``unassigned_mem_write`` does nothing).
+    """
+    shipped = _device(0, 0x1000_0000, 4, 21, [True, False, False, False])
+    protected = _device(1, 0x2000_0000, 2, 21, [False, True], write_protect=True)
+    memslots = _device(2, 0x3000_0000, 4, 21, [True, False, False, False], memslot_blocks=2)
+    for x86 in (False, True):
+        for s2 in _pair([(0x4008_0000, 2 * PAGE, 7), (0x4000_0000, 64 * MiB, 3)],
+                        [shipped, protected, memslots], x86):
+            assert s2.decide(0x4008_0123, FETCH) == (True, 0x4008_0000, 7)  # the image
+            assert s2.decide(0x4008_2000, WRITE) == (True, 0x4008_2000, 3)  # boot RAM
+            assert s2.decide(0x1000_1234, WRITE) == (True, 0x1000_1000, 3)  # plugged
+            # shipped: an empty unplugged block reads the zero page; a write goes through
+            assert s2.decide(0x1020_0008, READ) == (True, ZERO_PAGE_PA, 1)
+            assert s2.decide(0x1000_0000, FETCH)[0] is False
+            assert s2.denied is not None
+            assert s2.denied.reason == "instruction fetch from device memory"
+            assert s2.decide(0x1030_0000, WRITE) == (True, 0x1030_0000, 3)
+            assert s2.decide(0x1030_1000, READ) == (True, 0x1030_1000, 1)  # the written data
+            assert [(d.id, f, n) for d, f, n in s2.take_unplugged_writes()] == [("vm0", 1, 1)]
+            assert s2.take_unplugged_writes() == []
+            # the RFC's write protection
+            assert s2.decide(0x2000_0040, READ) == (True, ZERO_PAGE_PA, 1)
+            assert s2.decide(0x2000_0040, WRITE)[0] is False
+            assert s2.denied is not None and (s2.denied.device, s2.denied.access) == \
+                ("vm1", "write")
+            assert "x-rfc-write-protect" in s2.denied.reason
+            assert s2.decide(0x2020_0040, WRITE) == (True, 0x2020_0000, 3)  # plugged
+            # dynamic memslots: memslot 0 (blocks 0-1) is mapped, memslot 1 (2-3) is not
+            assert s2.decide(0x3020_0000, WRITE) == (True, 0x3020_0000, 3)  # still mapped
+            s2.denied = None
+            if x86:
+                assert s2.decide(0x3040_0000, READ) == (True, ZERO_PAGE_PA, 1)
+                assert s2.decide(0x3040_0000, WRITE)[0] is False
+                assert s2.denied is not None and s2.denied.fault == "dropped"
+            else:
+                assert s2.decide(0x3040_0000, READ)[0] is False
+                assert s2.denied is not None and s2.denied.fault == "external"
+            assert s2.decide(0x9000_0000, READ)[0] is False
+            assert s2.denied is not None and (s2.denied.device, s2.denied.reason) \
+                == (None, "unmapped address")
+            assert [(d.id, f, n) for d, f, n in s2.take_zero_reads()] == \
+                [("vm0", 1, 1), ("vm1", 0, 1)]
+            # a discard frees what was written: the block reads the zero page again
+            s2.forget_writes(shipped, 0, shipped.region_size)
+            assert s2.decide(0x1030_1000, READ) == (True, ZERO_PAGE_PA, 1)
+    # plugging into memslot 1 maps it (QEMU: activate before plugging)
+    assert _request(memslots, proto.VIRTIO_MEM_REQ_PLUG, 3, 1) == b"\0\0"
+    assert bytes(memslots.memslots) == b"\x01\x01"
+    for s2 in _pair([], [memslots]):
+        assert s2.decide(0x3040_0000, WRITE) == (True, 0x3040_0000, 3)
+    # unplugging the last plugged block of a memslot unmaps it (deactivate after unplug)
+    assert _request(memslots, proto.VIRTIO_MEM_REQ_UNPLUG, 0, 1) == b"\0\0"
+    assert bytes(memslots.memslots) == b"\x00\x01"
 
 
 @needs_native
 def test_a_mapped_bitmap_can_change_but_never_move() -> None:
     """The C side holds a raw pointer to the device's bitmap: resizing it must be impossible."""
-    dev = _device(0, 0x1000_0000, 4, 21, [False] * 4, inaccessible=False)
+    dev = _device(0, 0x1000_0000, 4, 21, [False] * 4, memslot_blocks=2)
     s2 = Stage2(ZERO_PAGE_PA, fill="native")
     s2.add_device(dev)
     with pytest.raises(BufferError):
         dev.bitmap.append(0)
+    with pytest.raises(BufferError):
+        dev.memslots.append(0)
     assert len(dev.bitmap) == 4
     assert _request(dev, proto.VIRTIO_MEM_REQ_PLUG, 2, 2) == b"\0\0"  # same length: fine
     assert s2.decide(0x1060_0000, 17) == (True, 0x1060_0000, 3)

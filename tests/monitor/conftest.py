@@ -12,8 +12,10 @@ from monitor.cmdline import parse_args
 from monitor.commands import MonitorContext, context_for
 from monitor.qmp import MonitorServer
 
-# the reference machine of the transcripts (01..04): 1G boot RAM, 2G backend, 512M requested
-REFERENCE = ["-m", "1G,maxmem=4G", "-smp", "2", "-object", "memory-backend-ram,id=mem0,size=2G",
+# the reference machine of the transcripts (01..04): q35 (x86 QEMU 7.2's rules: memaddr
+# 0x100000000, unplugged-inaccessible auto -> off), 1G boot RAM, 2G backend, 512M requested
+REFERENCE = ["-machine", "q35", "-m", "1G,maxmem=4G", "-smp", "2",
+             "-object", "memory-backend-ram,id=mem0,size=2G",
              "-device", "virtio-mem-pci,id=vm0,memdev=mem0,node=0,requested-size=512M"]
 NUMA = ["-m", "1G,maxmem=8G", "-smp", "2",
         "-object", "memory-backend-ram,id=m0,size=512M",

@@ -145,6 +145,9 @@ RFC_LINE = r"""--enable-kvm
 
 
 def test_rfc_command_line() -> None:
+    """The RFC's command line says ``-machine pc``: x86 QEMU's rules. hw/i386/pc_piix.c: "qemu
+    -M pc -m 4G (new default) -> 3072M low, 1024M high", so pc_memory_init puts the device
+    area at ROUND_UP(4G + 1G, 1 GiB) = 0x140000000 -- the RFC's own addresses."""
     opts = parse_args(shlex.split(RFC_LINE))
     cfg = opts.config
     assert (cfg.boot_ram, cfg.maxmem, cfg.smp) == (4 * GiB, 20 * GiB, 4)
@@ -154,12 +157,14 @@ def test_rfc_command_line() -> None:
     assert [(m.protocol, m.address) for m in opts.monitors] == [
         ("hmp", "unix:/var/tmp/monitor")]
     layout = cfg.layout()
+    assert cfg.machine == "pc" and layout.machine.qemu_machine == "pc-i440fx-7.2"
+    assert layout.device_area_base == 0x1_4000_0000
     assert [hex(d.addr) for d in layout.devices] == ["0x140000000", "0x340000000"]
     assert all("\n" not in note for note in opts.notes)
     ignored = " ".join(opts.notes)
-    for option in ("--enable-kvm", "-machine pc", "-kernel", "-nodefaults", "-initrd",
-                   "isa-serial"):
+    for option in ("--enable-kvm", "-kernel", "-nodefaults", "-initrd", "isa-serial"):
         assert option in ignored
+    assert "-machine" not in ignored
 
 
 OPTION_WORDS = ["-m", "-smp", "-numa", "-object", "-device", "-qmp", "-monitor", "-append",
@@ -181,3 +186,74 @@ def test_cmdline_fuzz(argv: list[str]) -> None:
         assert str(err).startswith("vmemlab: ")
         return
     opts.config.layout()  # whatever parses also lays out
+
+
+# ------------------------------------------------------------------ -machine: whose QEMU rules
+
+
+def _fails(argv: str) -> CmdlineError:
+    with pytest.raises(CmdlineError) as info:
+        parse_args(shlex.split(argv))
+    return info.value
+
+
+def test_machine_selects_the_qemu_rules() -> None:
+    """``-machine virt`` (the default), ``pc``/``q35`` or their versioned names; anything else
+    is QEMU's vl.c error: "unsupported machine type" + "Use -machine help to list supported
+    machines"."""
+    assert parse_args(shlex.split(BASE)).config.machine == "virt"
+    for value, name in (("q35", "q35"), ("pc", "pc"), ("type=pc-q35-7.2", "q35"),
+                        ("pc-i440fx-7.2,accel=kvm", "pc"), ("virt-7.2", "virt")):
+        opts = parse_args(shlex.split(f"-machine {value} {BASE}"))
+        assert opts.config.machine == name, value
+    err = _fails(f"-machine microvm {BASE}")
+    assert str(err) == "vmemlab: -machine microvm: unsupported machine type"
+    assert err.hint == "Use -machine help to list supported machines"
+    assert "accel=kvm: ignored" in " ".join(
+        parse_args(shlex.split(f"-M pc,accel=kvm {BASE}")).notes)
+
+
+def test_unplugged_inaccessible_exists_only_on_x86() -> None:
+    """hw/virtio/virtio-mem.c declares the property ``#if
+    defined(VIRTIO_MEM_HAS_LEGACY_GUESTS)`` (x86 only): on arm QEMU refuses it like any unknown
+    device property; on x86 "off" with a memdev lacking the shared zero page warns
+    ("'%s' property set to 'off' with a memdev that does not support the shared zeropage.")."""
+    dev = "-device virtio-mem-pci,id=vm0,memdev=mem0,unplugged-inaccessible=on"
+    err = _fails(f"{BASE} {dev}")
+    assert str(err) == (f"vmemlab: {dev.split()[0]} {dev.split()[1]}: "
+                        "Property 'virtio-mem-pci.unplugged-inaccessible' not found")
+    cfg = parse_args(shlex.split(f"-machine q35 {BASE} {dev}")).config
+    assert cfg.layout().devices[0].unplugged_inaccessible is True
+    memfd = ("-machine q35 -m 1G,maxmem=4G -object memory-backend-memfd,id=mem0,size=2G,share=on "
+             "-device virtio-mem-pci,id=vm0,memdev=mem0")
+    opts = parse_args(shlex.split(memfd))
+    assert opts.config.layout().devices[0].unplugged_inaccessible is True  # auto -> on
+    opts = parse_args(shlex.split(memfd + ",unplugged-inaccessible=off"))
+    assert opts.warnings == [
+        "vmemlab: -device virtio-mem-pci,id=vm0,memdev=mem0,unplugged-inaccessible=off: "
+        "warning: 'unplugged-inaccessible' property set to 'off' with a memdev that does not "
+        "support the shared zeropage."]
+
+
+def test_dynamic_memslots_and_the_rfc_write_protection() -> None:
+    """QEMU 8.2's ``dynamic-memslots`` ("'%s' property set to 'on' requires '%s' to be 'on'"
+    on x86 7.2 machine types, where auto gives off) and the RFC's ``x-rfc-write-protect``."""
+    dev = "-device virtio-mem-pci,id=vm0,memdev=mem0,dynamic-memslots=on"
+    cfg = parse_args(shlex.split(f"{BASE} {dev},x-rfc-write-protect=on")).config
+    assert cfg.devices[0].dynamic_memslots and cfg.devices[0].rfc_write_protect
+    assert cfg.layout().devices[0].nb_memslots == 2  # 2G: 1 GiB memslots
+    err = _fails(f"-machine pc {BASE} {dev}")
+    assert err.message == ("'dynamic-memslots' property set to 'on' requires "
+                           "'unplugged-inaccessible' to be 'on'")
+    assert err.option is not None and err.option.endswith("dynamic-memslots=on")
+    assert parse_args(shlex.split(f"-machine pc {BASE} {dev},unplugged-inaccessible=on"))
+    assert _fails(f"{BASE} {dev[:-2]}maybe").message == \
+        "Parameter 'dynamic-memslots' expects 'on' or 'off'"
+
+
+def test_the_cpu_limit_is_the_machines() -> None:
+    """hw/core/machine-smp.c with ``mc->max_cpus``: i440fx 255 in QEMU 7.2."""
+    err = _fails(f"-smp 300 -machine pc {BASE}")
+    assert err.message == ("Invalid SMP CPUs 300. The max CPUs supported by machine "
+                           "'pc-i440fx-7.2' is 255")
+    assert parse_args(shlex.split(f"-smp 300 {BASE}")).config.smp == 300  # virt: 512

@@ -157,7 +157,7 @@ def test_queries(qmp_path: str, machine: Machine) -> None:
     client = Client(qmp_path)
     assert client.call('{"execute": "query-memory-devices", "id": "c3"}') == (
         '{"return": [{"type": "virtio-mem", "data": {"memdev": "/objects/mem0", "memaddr": '
-        '2147483648, "block-size": 2097152, "size": 536870912, "node": 0, "max-size": '
+        '4294967296, "block-size": 2097152, "size": 536870912, "node": 0, "max-size": '
         '2147483648, "requested-size": 536870912, "id": "vm0"}}], "id": "c3"}')
     assert client.call('{"execute": "qom-get", "arguments": {"path": "/machine/peripheral/vm0",'
                        ' "property": "size"}, "id": "c4"}') == '{"return": 536870912, "id": "c4"}'

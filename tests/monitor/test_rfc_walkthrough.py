@@ -51,9 +51,11 @@ def wait(machine: Machine, reg0: int, state: str = "idle") -> None:
 
 
 def test_rfc_section_v() -> None:
-    # 1. Starting a guest with virtio-mem memory (the RFC's command line)
+    # 1. Starting a guest with virtio-mem memory (the RFC's command line: -machine pc, so x86
+    #    QEMU 7.2's rules -- VIRTIO_MEM_USABLE_EXTENT (2 * (128 * MiB)) -- and its addresses)
     opts = parse_args(shlex.split(RFC_GUEST_LINE))
     machine = Machine(opts.config)
+    assert machine.layout.machine.name == "pc"
     try:
         context_for(machine).quit_handler = lambda: None
         machine.start()

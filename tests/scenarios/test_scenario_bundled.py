@@ -20,7 +20,7 @@ LESSONS = lessons()
 def test_the_eight_stories_are_bundled() -> None:
     names = [os.path.basename(p).split("-", 1)[1].rsplit(".", 1)[0] for p in BUNDLED]
     assert names == ["rfc-walkthrough", "reboot-shipped-vs-rfc", "unmodified-guest",
-                     "the-guarantee", "crash-dump", "why-unplug-stops-short", "migration",
+                     "who-guarantees-what", "crash-dump", "why-unplug-stops-short", "migration",
                      "block-size-and-numa"]
 
 
@@ -79,7 +79,7 @@ def test_the_first_four_stories_come_with_a_lesson() -> None:
     topics = {"rfc-walkthrough.yaml": "rfc-walkthrough.yaml",
               "reboot-shipped-vs-rfc.yaml": "reboot.yaml",
               "unmodified-guest.yaml": "unmodified-guest.yaml",
-              "the-guarantee.yaml": "the-guarantee.yaml"}
+              "who-guarantees-what.yaml": "who-guarantees-what.yaml"}
     assert [topics[s] for s in stories] == lesson_names[:4]
     for path in LESSONS:
         assert load_scenario(path).goals, path

@@ -15,9 +15,9 @@ MACHINE = ("-m 256M,maxmem=2G -object memory-backend-ram,id=mem0,size=1G "
            "-device virtio-mem-pci,id=vm0,memdev=mem0,requested-size=128M")
 
 
-def write(tmp_path: Path, steps: str) -> str:
+def write(tmp_path: Path, steps: str, machine: str = MACHINE) -> str:
     path = tmp_path / "story.yaml"
-    path.write_text(f"title: A small story\nmachine: {MACHINE}\nsteps:\n{steps}",
+    path.write_text(f"title: A small story\nmachine: {machine}\nsteps:\n{steps}",
                     encoding="utf-8")
     return str(path)
 
@@ -98,7 +98,7 @@ def test_record_writes_a_seekable_recording(tmp_path: Path) -> None:
     expect: {blocked: true}
   - set-requested-size: {device: vm0, size: 0}
   - wait-until: {device: vm0, plugged: 0, settled: true}
-""")
+""", MACHINE + ",x-rfc-write-protect=on")  # the RFC's protection: a refused write to record
     record = tmp_path / "run.ndjson"
     code, out = play([path, "--record", str(record), "--keyframe-events", "20"])
     assert code == 0, out

@@ -138,7 +138,8 @@ def test_machine_errors_use_the_qemu_command_line_parser() -> None:
     assert found == [(3, "machine 'main': 'block-size' property has to be a power of two")]
     found = problems(doc("- say: x\n", "machine:\n  boot-ram: 256M\n  disks: 2"))
     assert found == [(4, "unknown key 'disks' in 'machine' (allowed: append, boot-ram, devices, "
-                         "maxmem, nodes, persistent-suspend, rfc-shrink-on-reboot, smp)")]
+                         "machine, maxmem, nodes, persistent-suspend, rfc-shrink-on-reboot, "
+                         "smp)")]
 
 
 def test_top_level_problems() -> None:

@@ -21,8 +21,8 @@ from tests.webapp.conftest import with_csrf
 from webapp import ext
 from webapp.pages import TOKEN
 
-GUARANTEE = "scenarios/bundled/04-the-guarantee.yaml"
-LESSON = "scenarios/bundled/lessons/04-the-guarantee.yaml"  # the same story with goals
+GUARANTEE = "scenarios/bundled/04-who-guarantees-what.yaml"
+LESSON = "scenarios/bundled/lessons/04-who-guarantees-what.yaml"  # the same story with goals
 
 
 @pytest.fixture
@@ -152,7 +152,7 @@ def test_share_a_scenario_and_start_it(app: Flask, http: FlaskClient, share_dir:
     scenario = load_scenario(path)
     assert bool(scenario.goals) == (path == LESSON)
     with open(path, "rb") as f:
-        res = _share_file(http, f.read(), "04-the-guarantee.yaml")
+        res = _share_file(http, f.read(), "04-who-guarantees-what.yaml")
     assert res.status_code == 200, res.get_json()
     share_id = res.get_json()["id"]
     page = http.get(f"/s/{share_id}")
