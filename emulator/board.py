@@ -73,6 +73,14 @@ def new_engine() -> UcAArch64:
     return uc
 
 
+PCI_SLOT_BASE = 3  # the monitor shows virtio-mem-pci at 00:03.0 on, as the transcripts do
+
+
+def device_ramblock_id(index: int, memdev: str) -> str:
+    """QEMU's RAMBlock id of a virtio-mem device's memdev: ``0000:00:03.0/mem0``."""
+    return f"0000:00:{PCI_SLOT_BASE + index:02x}.0/{memdev}"
+
+
 def _align_up(value: int, align: int) -> int:
     return (value + align - 1) // align * align
 
@@ -253,6 +261,17 @@ class Board:
     def ram(self) -> list[HostMemory]:
         """Every RAM block: boot RAM first, then the device regions in device order."""
         return [self.boot_ram, *self.regions.values()]
+
+    def ramblocks(self) -> dict[str, HostMemory]:
+        """Every RAM block by QEMU's RAMBlock id (what migration streams and ``info ramblock``
+        name): the machine type's ``default_ram_id`` for boot RAM, and for a virtio-mem
+        device's memdev its PCI path (``vmstate_register_ram(…, dev)``: the device in slot
+        3 + index), e.g. ``0000:00:03.0/mem0``."""
+        blocks = {self.layout.machine.default_ram_id: self.boot_ram}
+        for placed in self.layout.devices:
+            blocks[device_ramblock_id(placed.index, placed.config.memdev or placed.config.id)] \
+                = self.regions[placed.config.id]
+        return blocks
 
     def cpu_state(self) -> dict[str, int]:
         """The vCPU registers a saved machine carries."""

@@ -53,6 +53,7 @@ class Personality:
     has_unplugged_inaccessible_property: bool  # VIRTIO_MEM_HAS_LEGACY_GUESTS
     unplugged_inaccessible_default: str  # "on" | "off" | "auto"
     unassigned_access: str  # "abort" (TCG arm) | "ignore" (x86): with nothing mapped there
+    default_ram_id: str  # mc->default_ram_id: the boot RAM's RAMBlock (monitor, migration)
 
     def device_area_base(self, boot_ram: int, ram_base: int) -> int:
         """Where QEMU puts the memory-device area for ``-m boot_ram``."""
@@ -79,15 +80,18 @@ class Personality:
 VIRT = Personality(
     name="virt", qemu_machine="virt-7.2", target="aarch64", qemu_version="7.2",
     max_cpus=512, usable_extent=2 * (512 * MiB), has_unplugged_inaccessible_property=False,
-    unplugged_inaccessible_default="on", unassigned_access="abort")
+    unplugged_inaccessible_default="on", unassigned_access="abort",
+    default_ram_id="mach-virt.ram")
 PC = Personality(
     name="pc", qemu_machine="pc-i440fx-7.2", target="x86_64", qemu_version="7.2",
     max_cpus=255, usable_extent=2 * (128 * MiB), has_unplugged_inaccessible_property=True,
-    unplugged_inaccessible_default="auto", unassigned_access="ignore")
+    unplugged_inaccessible_default="auto", unassigned_access="ignore",
+    default_ram_id="pc.ram")
 Q35 = Personality(
     name="q35", qemu_machine="pc-q35-7.2", target="x86_64", qemu_version="7.2",
     max_cpus=288, usable_extent=2 * (128 * MiB), has_unplugged_inaccessible_property=True,
-    unplugged_inaccessible_default="auto", unassigned_access="ignore")
+    unplugged_inaccessible_default="auto", unassigned_access="ignore",
+    default_ram_id="pc.ram")
 
 PERSONALITIES: dict[str, Personality] = {
     "virt": VIRT, "virt-7.2": VIRT,

@@ -50,15 +50,10 @@ SECTION_NAMES = {HEADER: "header", RAM: "ram", END: "end"}
 RUN = struct.Struct("<QI")  # a RAM section's payload starts with: gpa, pages
 MAX_RUN_PAGES = 256  # 1 MiB of RAM a section: one bad byte costs at most that much
 MAX_HEADER_BYTES = 4 << 20
-BOOT_RAMBLOCK = "mach-virt.ram"
 _ZERO_PAGE = bytes(abi.PAGE_SIZE)
 _RESIDENT_RUN = re.compile(b"\x01+")
 _UNPLUGGED_RUN = re.compile(b"\x00+")
 
-
-
-def _ramblock(mem: HostMemory) -> str:
-    return BOOT_RAMBLOCK if mem.name == "ram" else f"vmemlab/{mem.name}"
 
 
 def _page_runs(mem: HostMemory, plugged: bytes | None, block_size: int
@@ -111,7 +106,7 @@ def _write_pages(stream: BinaryIO, mem: HostMemory, runs: list[tuple[int, int]])
 def _header(machine: Machine) -> dict[str, Any]:
     return {
         "version": VERSION,
-        "ramblocks": {_ramblock(m): m.size for m in machine.board.ram()},
+        "ramblocks": {name: m.size for name, m in machine.board.ramblocks().items()},
         "cpu": machine.board.cpu_state(),
         "devices": machine.board.devices_state(),
         "machine": machine.state(),
@@ -215,7 +210,7 @@ def _check_version(stream: BinaryIO) -> None:
 
 def _check_layout(machine: Machine, header: dict[str, Any]) -> None:
     """The stream must describe this destination: its RAM blocks and its devices."""
-    blocks = {_ramblock(m): m for m in machine.board.ram()}
+    blocks = machine.board.ramblocks()
     for name, size in header["ramblocks"].items():
         if name not in blocks:
             raise MigrationError(f'Unknown ramblock "{name[:64]}", cannot accept migration')

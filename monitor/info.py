@@ -3,11 +3,13 @@
 
 Every value comes from the machine's layout and configuration (addresses, sizes, NUMA
 memdevs, devices); the formats are QEMU 7.2's (``ram_block_format``, ``mtree_print_mr``,
-``hmp_info_memdev``). vmemlab is an arm ``virt`` machine, so the names are arm virt's
-(``mach-virt.ram``, ``pl011``, ``virtio-mmio``) where the transcripts, recorded on q35, show
-x86 ones (``pc.ram``, ``ram-below-4g``, the PCI and ISA regions). What vmemlab leaves out of
-these views (firmware flash and ROM blocks, the GIC, the PCIe host bridge, regions of devices
-it does not model) is listed in docs/model.md.
+``hmp_info_memdev``). The boot RAM's block is named as the machine type names it
+(``mach-virt.ram`` on ``-machine virt``, ``pc.ram`` on pc/q35); the rest of the board is
+always arm virt's low memory map (``pl011``, ``virtio-mmio``, RAM at 1 GiB: the guest is
+AArch64 code whatever the personality), with the device area where the machine type puts it
+(docs/personalities.md). What vmemlab leaves out of these views (firmware flash and ROM
+blocks, the GIC, the PCIe host bridge, x86's ``ram-below-4g``/PCI/ISA regions, regions of
+devices it does not model) is listed in docs/model.md.
 """
 
 from __future__ import annotations
@@ -17,15 +19,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from emulator import abi
+from emulator.board import device_ramblock_id
 from monitor.commands import MonitorContext, MonitorError, memory_size_summary
 from monitor.qmp_events import EVENTS
 from monitor.qobject_order import qobject
 
-# arm "virt" names (QEMU 7.2, hw/arm/virt.c)
-RAM_NAME = "mach-virt.ram"  # mc->default_ram_id
+# arm "virt" names (QEMU 7.2, hw/arm/virt.c); the RAM's comes from the machine type
 UART_NAME, UART_SIZE = "pl011", 0x1000
 VIRTIO_MMIO_NAME = "virtio-mmio"
-PCI_SLOT_BASE = 3  # the monitor shows virtio-mem-pci at 00:03.0 on, as the transcripts do
 TARGET_PAGE = 4096
 RAM_OFFSET_ALIGN = 64 << 12  # find_ram_offset: BITS_PER_LONG << TARGET_PAGE_BITS
 
@@ -68,10 +69,10 @@ def backends(ctx: MonitorContext) -> list[Backend]:
     numa_memdevs = bool(out)
     for placed in layout.devices:
         name = _memdev(placed.config)
-        slot = f"0000:00:{PCI_SLOT_BASE + placed.index:02x}.0"
-        out.append(Backend(name, placed.config.size, f"{slot}/{name}"))
+        out.append(Backend(name, placed.config.size, device_ramblock_id(placed.index, name)))
     if not numa_memdevs:
-        out.append(Backend(RAM_NAME, layout.boot_ram_size, RAM_NAME))
+        ram = layout.machine.default_ram_id
+        out.append(Backend(ram, layout.boot_ram_size, ram))
     return out
 
 
@@ -172,11 +173,11 @@ def system_memory(ctx: MonitorContext) -> Region:
     memdevs = {n.node_id: n.memdev for n in machine.config.nodes}
     nodes = tuple(Region(n.ram_base, n.ram_size, "ram", memdevs[n.node_id])
                   for n in layout.nodes if memdevs.get(n.node_id))
+    ram = layout.machine.default_ram_id
     if nodes:  # numa_init_memdev_container: the nodes' backends inside one container
-        parts.append(Region(layout.boot_ram_base, layout.boot_ram_size, "i/o", RAM_NAME,
-                            nodes))
+        parts.append(Region(layout.boot_ram_base, layout.boot_ram_size, "i/o", ram, nodes))
     else:
-        parts.append(Region(layout.boot_ram_base, layout.boot_ram_size, "ram", RAM_NAME))
+        parts.append(Region(layout.boot_ram_base, layout.boot_ram_size, "ram", ram))
     if layout.device_area_size:
         devices = tuple(Region(p.addr, p.config.size, "ram", _memdev(p.config))
                         for p in layout.devices)

@@ -62,9 +62,9 @@ def saved_stream(make_machine: MachineFactory) -> bytes:
     (MemoryDeviceConfig(id="vm0", memdev="mem0", size=512 * MiB, block_size=4 * MiB),
      r"Property 'block-size' changed from 0x200000 to 0x400000"),
     (MemoryDeviceConfig(id="vm0", memdev="mem0", size=256 * MiB),
-     r'Size mismatch: vmemlab/mem0: 0x20000000 != 0x10000000: Invalid argument'),
+     r'Size mismatch: 0000:00:03.0/mem0: 0x20000000 != 0x10000000: Invalid argument'),
     (MemoryDeviceConfig(id="vm0", memdev="other", size=512 * MiB),
-     r'Unknown ramblock "vmemlab/mem0", cannot accept migration'),
+     r'Unknown ramblock "0000:00:03.0/mem0", cannot accept migration'),
 ])
 def test_mismatching_destination_is_refused_with_qemus_message(
         make_machine: MachineFactory, saved_stream: bytes, device: MemoryDeviceConfig,

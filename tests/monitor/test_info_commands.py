@@ -3,10 +3,12 @@ and the QMP queries ``query-memory-size-summary``, ``query-memdev``, ``query-eve
 ``x-query-virtio(-status)`` against the transcripts.
 
 The machines are built from the transcripts' command lines (REPORT.md; conftest.REFERENCE is
-01's, NUMA is 07's). The expected texts are copied from 01_main_lifecycle.txt, 06_variants.txt,
-07_numa.txt and 12_dimm.txt; where vmemlab differs on purpose the test says how: arm ``virt``
-addresses and names (device memory at 0x80000000, ``mach-virt.ram``), and the virtio features
-its virtio-mmio transport does not offer (docs/model.md).
+01's, on ``-machine q35`` as recorded; NUMA is 07's on the default ``-machine virt``). The
+expected texts are copied from 01_main_lifecycle.txt, 06_variants.txt, 07_numa.txt and
+12_dimm.txt; where vmemlab differs on purpose the test says how: the board's low memory map is
+always arm virt's (RAM at 1 GiB, pl011, virtio-mmio: docs/personalities.md), arm ``virt``'s
+addresses and names on that machine (device memory at 0x80000000, ``mach-virt.ram``), and the
+virtio features its virtio-mmio transport does not offer (docs/model.md).
 """
 
 from __future__ import annotations
@@ -145,7 +147,7 @@ def test_info_virtio_status_01(machine: Machine) -> None:
 def test_info_virtio_status_numa_bits(build: Builder) -> None:
     """07: with -numa the device offers ACPI_PXM, which QEMU 7.2 (built with ACPI) has no
     name for: an unknown bit, as in the transcript."""
-    machine = build(NUMA)
+    machine = build(["-machine", "q35", *NUMA])  # recorded on q35: no UNPLUGGED_INACCESSIBLE
     out = run_hmp(machine, "info virtio-status /machine/peripheral/vm1/virtio-backend")
     features = out[out.index("  Guest features:"):].splitlines()
     transcript = VIRTIO_STATUS_01[VIRTIO_STATUS_01.index("  Guest features:"):].splitlines()
@@ -208,9 +210,11 @@ RAMBLOCK_01 = """\
 
 
 def test_info_ramblock(machine: Machine, build: Builder) -> None:
-    # same offsets and sizes; the RAM block is arm virt's (QEMU names it after the machine's
-    # default_ram_id); firmware, VGA, NIC and ACPI blocks are not modelled
-    assert run_hmp(machine, "info ramblock") == RAMBLOCK_01.replace(
+    # q35: the transcript's rows byte for byte (firmware, VGA, NIC and ACPI blocks are not
+    # modelled); on arm virt the RAM block is mach-virt.ram (the machine's default_ram_id)
+    assert run_hmp(machine, "info ramblock") == RAMBLOCK_01
+    virt = build([a for a in REFERENCE if a not in ("-machine", "q35")])
+    assert run_hmp(virt, "info ramblock") == RAMBLOCK_01.replace(
         "                  pc.ram", "           mach-virt.ram")
     numa = build(NUMA)  # 07: the nodes' backends are RAM blocks; no default RAM block
     assert run_hmp(numa, "info ramblock").splitlines()[1:] == [
@@ -239,12 +243,18 @@ def _shift(line: str, by: int) -> str:
     return re.sub(r"([0-9a-f]{16})-([0-9a-f]{16})", move, line)
 
 
-def test_info_mtree(machine: Machine) -> None:
+def test_info_mtree(machine: Machine, build: Builder) -> None:
+    # q35: the transcript's root and device-memory lines byte for byte
+    lines = run_hmp(machine, "info mtree").splitlines()
+    head, root, dev_mem, mem0 = MTREE_01.splitlines()
+    assert [head, root, dev_mem, mem0] == [
+        line for line in lines if line in (head, root, dev_mem, mem0)]
+    assert "    0000000040000000-000000007fffffff (prio 0, ram): pc.ram" in lines
+    # arm virt: the device's region where virt puts it, same size, same words
+    machine = build([a for a in REFERENCE if a not in ("-machine", "q35")])
     out = run_hmp(machine, "info mtree")
     lines = out.splitlines()
-    head, root, dev_mem, mem0 = MTREE_01.splitlines()
     assert root in lines and head in lines
-    # the device's region where arm virt puts it, same size, same words
     assert _shift(dev_mem, ARM_SHIFT) in lines and _shift(mem0, ARM_SHIFT) in lines
     assert out == (
         "address-space: cpu-memory-0\naddress-space: cpu-memory-1\naddress-space: memory\n"
@@ -303,8 +313,8 @@ memory backend: pc.ram
 
 def test_info_memdev(machine: Machine) -> None:
     d1, ram = MEMDEV_12.split("memory backend: pc.ram\n")
-    assert run_hmp(machine, "info memdev") == (
-        "memory backend: mach-virt.ram\n" + ram
+    assert run_hmp(machine, "info memdev") == (  # q35, as recorded: QEMU's pc.ram
+        "memory backend: pc.ram\n" + ram
         + d1.replace("d1", "mem0").replace("1073741824", "2147483648"))
 
 
@@ -362,7 +372,7 @@ def test_qmp_queries_with_the_real_client(qmp_path: str) -> None:
     assert memdev == [
         {"share": False, "reserve": True, "prealloc": False, "host-nodes": [],
          "size": 1073741824, "merge": True, "dump": True, "policy": "default",
-         "id": "mach-virt.ram"},
+         "id": "pc.ram"},
         {"share": False, "reserve": True, "prealloc": False, "host-nodes": [],
          "size": 2147483648, "merge": True, "dump": True, "policy": "default", "id": "mem0"}]
     assert [list(m) for m in memdev] == [list(qdict(m)) for m in memdev]

@@ -63,9 +63,11 @@ def test_every_state_has_its_name_label_look_and_a_view() -> None:
 
 def test_an_unplugged_block_with_host_memory_is_named_neutrally() -> None:
     """Shipped QEMU lets a rogue guest write back an unplugged page (issue 10): a state of
-    the machine, described, not a verdict."""
+    the machine, described with its cause, not a verdict."""
     info = STATES[BlockState.HOST_UNPLUGGED_RESIDENT]
-    assert info.name == info.label == "unplugged, host memory resident"
+    assert info.name == "unplugged but resident"
+    assert info.label == "unplugged but resident (a rogue write: the host backs it again)"
+    assert "leak" not in info.label
     assert block_states.name(BlockState.HOST_UNPLUGGED_RESIDENT) == info.name
 
 
