@@ -6,6 +6,7 @@ hw/i386/pc*.c, hw/arm/virt.c, hw/mem/memory-device.c of QEMU 8.2 for dynamic mem
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -173,8 +174,10 @@ def test_the_snapshot_says_which_qemu_the_machine_follows(
 
 
 def test_a_machine_migrates_only_to_the_same_rules(make_machine: MachineFactory) -> None:
-    """The device area (memaddr) moves with the machine type: QEMU refuses such a stream
-    ("Property 'memaddr' changed from 0x%" PRIx64 " to 0x%" PRIx64)."""
+    """Another machine type is another machine: its RAM block has another name (the machine's
+    default_ram_id), and QEMU's RAM section, which comes before any device state, refuses the
+    stream ("Unknown ramblock \"%s\", cannot accept migration"); the device area moved too
+    ("Property 'memaddr' changed from 0x%" PRIx64 " to 0x%" PRIx64) but is never reached."""
     src = make_machine(_config("virt", boot_ram=1 * GiB))
     wait_settled(src)
     import io
@@ -186,8 +189,8 @@ def test_a_machine_migrates_only_to_the_same_rules(make_machine: MachineFactory)
     dest = Machine(_config("q35", boot_ram=1 * GiB), incoming=True)
     try:
         stream.seek(0)
-        with pytest.raises(Exception, match="Property 'memaddr' changed from 0x80000000 to "
-                                            "0x100000000"):
+        with pytest.raises(Exception, match=re.escape(
+                'Unknown ramblock "mach-virt.ram", cannot accept migration')):
             dest.load_state(stream)
     finally:
         dest.close()
