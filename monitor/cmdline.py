@@ -1,7 +1,8 @@
 """QEMU-style command line -> ``MachineConfig`` + monitor/migration options.
 
 Accepts the subset of ``qemu-system-*`` options that describes a vmemlab machine (``-m``,
-``-smp``, ``-numa``, ``-object memory-backend-*``, ``-device virtio-mem-pci``, ``-incoming``,
+``-smp``, ``-numa``, ``-object memory-backend-*``, ``-device virtio-mem-pci``,
+``-device virtio-balloon-pci``, ``-incoming``,
 ``-append``, ``-qmp``, ``-monitor``, ``-chardev``/``-mon``, ``-S``) and fails with QEMU 7.2's
 startup error texts, prefixed ``vmemlab: <the option>: `` where QEMU writes
 ``qemu-system-x86_64: …``. Options that make sense only for a real PC (``-enable-kvm``,
@@ -19,6 +20,7 @@ from device.errors import ConfigError
 from emulator.config import (
     DEFAULT_BLOCK_SIZE,
     ID_HINT,
+    BalloonConfig,
     MachineConfig,
     MemoryDeviceConfig,
     NumaNodeConfig,
@@ -77,6 +79,10 @@ KNOWN_FLAGS = {"S", "no-shutdown"}
 DEVICE_PROPS = {"id", "memdev", "node", "requested-size", "block-size", "memaddr",
                 "unplugged-inaccessible", "prealloc", "bus", "addr", "size",
                 "x-rfc-shrink-on-reboot"}
+BALLOON_DRIVERS = ("virtio-balloon-pci", "virtio-balloon", "virtio-balloon-device")
+BALLOON_PROPS = {"id", "deflate-on-oom", "free-page-reporting", "page-poison", "free-page-hint",
+                 "guest-stats-polling-interval", "x-must-tell-host", "iothread",
+                 "qemu-4-0-config-size", "bus", "addr", "disable-legacy", "disable-modern"}
 OBJECT_PROPS = {"id", "size", "max-size", "prealloc", "share", "merge", "dump", "policy",
                 "host-nodes", "reserve", "prealloc-threads", "x-use-canonical-path-for-ramblock-id",
                 "seal", "hugetlb", "hugetlbsize", "mem-path", "discard-data", "align", "readonly"}
@@ -364,8 +370,14 @@ def parse_args(argv: list[str]) -> RunOptions:
         elif name == "device":
             parts = split_opts(value)
             driver = parts[0][0] if parts and parts[0][1] is None else ""
+            if driver in BALLOON_DRIVERS:
+                if cfg.balloon is not None:
+                    raise CmdlineError("Only one balloon device is supported", option)
+                cfg.balloon = _parse_balloon(driver, parts[1:], option)
+                continue
             if driver not in ("virtio-mem-pci", "virtio-mem", "virtio-mem-device"):
-                opts.notes.append(f"{option}: ignored (vmemlab has only virtio-mem devices)")
+                opts.notes.append(f"{option}: ignored (vmemlab has only virtio-mem and "
+                                  "virtio-balloon devices)")
                 continue
             devices.append(_parse_device(parts[1:], option, len(devices)))
         elif name == "incoming":
@@ -484,6 +496,48 @@ def _parse_device(parts: list[tuple[str, str | None]], option: str, index: int) 
     return dev
 
 
+def _parse_balloon(driver: str, parts: list[tuple[str, str | None]], option: str
+                   ) -> BalloonConfig:
+    """``-device virtio-balloon-pci,id=ID[,deflate-on-oom=on][,free-page-reporting=on]``."""
+    balloon = BalloonConfig(id="balloon0")
+    iothread = None
+    hint = False
+    for key, val in parts:
+        if key not in BALLOON_PROPS:
+            raise CmdlineError(f"Property '{driver}.{key}' not found", option)
+        if key == "id":
+            balloon.id = _check_id(val, option)
+        elif key == "deflate-on-oom":
+            balloon.deflate_on_oom = _bool(key, val, option)
+        elif key == "free-page-reporting":
+            balloon.free_page_reporting = _bool(key, val, option)
+        elif key == "page-poison":
+            balloon.page_poison = _bool(key, val, option)
+        elif key == "x-must-tell-host":
+            balloon.must_tell_host = _bool(key, val, option)
+        elif key == "free-page-hint":
+            hint = _bool(key, val, option)
+        elif key == "iothread":
+            iothread = val
+        elif key == "guest-stats-polling-interval":
+            number = _uint(val.lstrip("+") if val else val)
+            if val and val.startswith("-") and _uint(val[1:]) is not None:
+                raise CmdlineError("timer value must be greater than zero", option)
+            if number is None or number > (1 << 63) - 1:
+                raise CmdlineError(f"Parameter '{key}' expects int64", option)
+            if number > 0xFFFF_FFFF:
+                raise CmdlineError("timer value is too big", option)
+            balloon.stats_polling_interval = number
+    if hint and iothread is None:
+        raise CmdlineError("'free-page-hint' requires 'iothread' to be set", option)
+    if hint:
+        raise CmdlineError("free page hinting (a migration optimisation) is not modelled by "
+                           "vmemlab", option)
+    if iothread is not None:
+        raise CmdlineError(f"Device '{iothread}' not found", option)
+    return balloon
+
+
 def _build_numa(cfg: MachineConfig, numa: list, objects: dict[str, _Object], ram: int,
                 opts: RunOptions) -> None:
     if not numa:
@@ -579,6 +633,8 @@ Machine (QEMU's syntax and error messages):
                             max-size is the 2017 RFC's form: region max-size, requested size
   -device virtio-mem-pci,id=ID,memdev=ID[,node=N][,requested-size=SIZE][,block-size=SIZE]
           [,memaddr=ADDR][,unplugged-inaccessible=on|off|auto][,x-rfc-shrink-on-reboot=on]
+  -device virtio-balloon-pci,id=ID[,deflate-on-oom=on][,free-page-reporting=on]
+          [,page-poison=on|off][,guest-stats-polling-interval=SECONDS][,x-must-tell-host=on]
   -machine rfc-shrink-on-reboot=on   the RFC's reboot behaviour instead of unplug-all
   -append "OPTIONS"         guest boot options, e.g. modprobe.blacklist=virtio_mem,
                             memory_block_size=128M

@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from monitor import balloon as b
 from monitor import commands as c
 from monitor.commands import MonitorContext, MonitorError
 from monitor.hmp_line import LineSplitter, Overlong, line_error, too_long
@@ -231,6 +232,11 @@ def _migrate(ctx: MonitorContext, a: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+def _balloon(ctx: MonitorContext, a: dict[str, Any]) -> dict[str, Any]:
+    b.balloon(ctx, a["value"])
+    return {}
+
+
 def _query_version(ctx: MonitorContext) -> dict[str, Any]:
     return {"qemu": dict(QEMU_VERSION), "package": PACKAGE}
 
@@ -256,6 +262,8 @@ QMP_COMMANDS: dict[str, tuple[ArgSpec, Callable[[MonitorContext, dict[str, Any]]
     "human-monitor-command": ({"command-line": ("str", True), "cpu-index": ("int", False)},
                               _hmc),
     "device_del": ({"id": ("str", True)}, _device_del),
+    "balloon": ({"value": ("int", True)}, _balloon),
+    "query-balloon": ({}, _no_args(b.query_balloon)),
 }
 _TYPE_NAMES = {"str": "string", "bool": "boolean", "int": "integer", "array": "array"}
 
