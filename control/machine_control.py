@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import BinaryIO, TypeVar
 
 from control.balloon import BalloonControl
-from control.boot_options import driver_cmdline
+from control.boot_options import balloon_driver_cmdline, driver_cmdline
 from control.errors import ENGINE_ERRORS, ControlError, ErrorKind
 from control.guest_ops import Alloc, GuestOp, GuestReboot, Outcome, run_guest_op
 from control.settle import SettleWatch, balloon_settled
@@ -80,12 +80,13 @@ class MachineControl:
     # ---------------------------------------------------------------- power
 
     def reboot(self, *, driver: bool | None = None, by_guest: bool = False,
-               timeout: float = 10.0) -> str:
+               timeout: float = 10.0, balloon_driver: bool | None = None) -> str:
         """A reboot; returns the guest command line it boots with.
 
         ``by_guest``: the guest reboots itself (PSCI SYSTEM_RESET) and this waits for the
         reset; else the host resets the machine (QEMU ``system_reset``). ``driver``: boot
-        with (True) or without (False) the virtio-mem driver; None keeps the command line.
+        with (True) or without (False) the virtio-mem driver; ``balloon_driver``: the same
+        for virtio_balloon; None keeps the command line.
         """
         machine = self.machine
         if by_guest:
@@ -96,6 +97,8 @@ class MachineControl:
                 raise ControlError("the guest did not reboot", ErrorKind.FAILED)
             return machine.config.cmdline
         cmdline = None if driver is None else driver_cmdline(machine.config.cmdline, driver)
+        if balloon_driver is not None:
+            cmdline = balloon_driver_cmdline(cmdline or machine.config.cmdline, balloon_driver)
         engine_call(lambda: machine.system_reset(cmdline=cmdline))
         return machine.config.cmdline
 

@@ -264,6 +264,7 @@ class Board:
                 dev.system_reset()
             if self.balloon is not None:
                 self.balloon.system_reset()
+                self.balloon_ram.forget()  # the new guest gave nothing: it has all its RAM
             for transport in self.mmio_slots:
                 transport.reset_state()
             self.stage2.sync()  # the features are gone; the next boot's load flushes the TLB
