@@ -31,7 +31,7 @@ from flask import (
 
 from control import control_for
 from scenarios.loader import Scenario, ScenarioError, lessons, load_scenario
-from scenarios.runner import evaluate
+from scenarios.runner import evaluate, needs_residency
 from webapp import ext
 
 bp = Blueprint("replay", __name__)
@@ -145,12 +145,13 @@ def goals_answer(lesson: Scenario) -> Any:
                                "why": ["no machine: start the lesson"]}
                               for i, g in enumerate(lesson.goals)])
     control = control_for(machine)
-    residency = any("resident" in g.condition for g in lesson.goals)
+    residency = any(needs_residency(g.condition) for g in lesson.goals)
     snap = machine.snapshot(residency=residency)
     counts = Counter(r.event.kind for r in machine.bus.since(0))
     console = list(machine.console)
     out = []
     for i, goal in enumerate(lesson.goals):
-        why = evaluate(snap, goal.condition, counts, console, control.watch.settled)
+        why = evaluate(snap, goal.condition, counts, console, control.watch.settled,
+                       unsettled=control.unsettled)
         out.append({"index": i, "goal": goal.title, "reached": not why, "why": why})
     return jsonify(goals=out)
