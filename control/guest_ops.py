@@ -191,7 +191,9 @@ def _run(machine: Machine, work: Workload, op: GuestOp) -> Outcome:
         return Outcome("dump", f"read {nbytes} bytes: {nonzero} non-zero pages",
                        {"device": op.device, "bytes": nbytes, "nonzero-pages": nonzero})
     if isinstance(op, RogueWrite):
-        device = op.device or next(iter(machine.devices))
+        device = op.device or next(iter(machine.devices), None)
+        if device is None:
+            raise ControlError("the machine has no virtio-mem device", ErrorKind.NOT_FOUND)
         res = work.rogue_write(op.addr, device)
         where = f"{device}+0x{op.addr:x}"
         if res.status == EFAULT:

@@ -288,17 +288,22 @@ class VirtioBalloonDevice:
         return used
 
     def _pages(self, index: int, pfns: tuple[int, ...]) -> int:
-        """Inflate or deflate ``pfns``, consecutive ones as one range; pages acted on."""
+        """Inflate or deflate ``pfns``, consecutive ones (rising or falling: a driver
+        deflates its newest pages first) as one range; pages acted on."""
         act = self._backend.inflate if index == b.INFLATEQ else self._backend.deflate
         done = 0
-        start = count = 0
+        start = count = 0  # the run [start, start + count)
+        step = 0  # +1 rising, -1 falling, 0 not known yet
         for pfn in pfns:
-            if count and pfn == start + count:
-                count += 1
+            if count and step >= 0 and pfn == start + count:
+                count, step = count + 1, 1
+                continue
+            if count and step <= 0 and pfn == start - 1:
+                start, count, step = pfn, count + 1, -1
                 continue
             if count:
                 done += act(start << b.PFN_SHIFT, count)
-            start, count = pfn, 1
+            start, count, step = pfn, 1, 0
         if count:
             done += act(start << b.PFN_SHIFT, count)
         if index == b.INFLATEQ:

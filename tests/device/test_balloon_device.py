@@ -112,6 +112,14 @@ def test_consecutive_pfns_are_one_discard_and_bad_pfns_are_skipped() -> None:
     assert not h.dev.broken
 
 
+def test_falling_runs_are_one_range_too() -> None:
+    """A driver deflates its newest pages first: PFNs falling one by one."""
+    h, drv = ready()
+    drv.send_pfns(b.DEFLATEQ, [page_pfn(i) for i in (9, 8, 7, 3, 4, 5, 1)])
+    assert h.ram.calls == [("deflate", PAGES + 7 * 4096, 3), ("deflate", PAGES + 3 * 4096, 3),
+                           ("deflate", PAGES + 4096, 1)]
+
+
 def test_trailing_bytes_and_writable_descriptors_are_ignored() -> None:
     h, drv = ready()
     data = b"".join(page_pfn(i).to_bytes(4, "little") for i in range(2)) + b"\x01\x02"
