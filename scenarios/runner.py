@@ -500,7 +500,7 @@ def _balloon_checks(snap: MachineSnapshot, cond: dict[str, Any], why: list[str],
     if b is None:
         why.append("the machine has no balloon")
         return
-    g = b.guest
+    g = b.guest if b.guest is not None and b.guest.state != "disabled" else None
     dev_ids = [d.id for d in snap.devices]
     sizes: dict[str, tuple[int | None, str]] = {
         "actual": (b.guest_size, "balloon actual (the guest's size)"),
