@@ -4,9 +4,11 @@
 top and translate; ``emulator`` and ``device`` sit below. docs/architecture.md draws it.
 """
 
+from control.balloon import BalloonControl, BalloonInfo
 from control.errors import ControlError, ErrorKind
 from control.guest_ops import (
     Alloc,
+    BalloonRogue,
     Dump,
     Free,
     GuestOp,
@@ -14,6 +16,7 @@ from control.guest_ops import (
     Online,
     Outcome,
     Poweroff,
+    Pressure,
     Read,
     RogueWrite,
     Stats,
@@ -21,11 +24,14 @@ from control.guest_ops import (
     Verify,
 )
 from control.machine_control import MachineControl, control_for
-from control.settle import SettleWatch, device_settled
+from control.settle import SettleWatch, balloon_settled, device_settled
 from emulator.states import DriverState, RunState
 
 __all__ = [
     "Alloc",
+    "BalloonControl",
+    "BalloonInfo",
+    "BalloonRogue",
     "ControlError",
     "DriverState",
     "Dump",
@@ -37,6 +43,7 @@ __all__ = [
     "Online",
     "Outcome",
     "Poweroff",
+    "Pressure",
     "Read",
     "RogueWrite",
     "RunState",
@@ -44,6 +51,7 @@ __all__ = [
     "Stats",
     "Touch",
     "Verify",
+    "balloon_settled",
     "control_for",
     "device_settled",
 ]

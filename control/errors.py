@@ -23,6 +23,7 @@ from emulator.workload import GuestError
 
 class ErrorKind(StrEnum):
     NOT_FOUND = "not-found"  # no such device, allocation, machine
+    NOT_ACTIVE = "not-active"  # the machine has no such device at all (QEMU: no balloon)
     INVALID = "invalid"  # the request breaks a rule (a size, a property, an argument)
     BUSY = "busy"  # not now: another operation runs, the guest is not ready yet
     REFUSED = "refused"  # not in this state, or not for this caller (policy)

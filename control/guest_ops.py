@@ -20,6 +20,7 @@ from emulator.states import RunState
 from emulator.workload import GuestError, Workload, errno_name
 
 EFAULT = -14
+MAX_ROGUE_PAGES = 1 << 32  # the guest counts pages in 64 bits; a u32 of them is plenty
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,24 @@ ONLINE_TYPES = ("online_movable", "online_kernel", "online")
 
 
 @dataclass(frozen=True)
+class BalloonRogue:
+    """Write to ``pages`` pages the balloon holds without telling the host: a rogue
+    deflate. Nothing stops it -- the host just backs the pages again."""
+
+    pages: int
+    name = "balloon-rogue"
+
+
+@dataclass(frozen=True)
+class Pressure:
+    """Allocate ``size`` bytes of movable memory anywhere, as a growing workload would; a
+    balloon with DEFLATE_ON_OOM gives pages back on its own to make room."""
+
+    size: int
+    name = "pressure"
+
+
+@dataclass(frozen=True)
 class Stats:
     name = "stats"
 
@@ -114,7 +133,7 @@ class Poweroff:
 
 
 GuestOp = (Alloc | Free | Touch | Verify | Dump | RogueWrite | Read | Online | Stats
-           | GuestReboot | Poweroff)
+           | GuestReboot | Poweroff | BalloonRogue | Pressure)
 
 
 @dataclass(frozen=True)
@@ -133,6 +152,8 @@ class Outcome:
 
 def run_guest_op(machine: Machine, op: GuestOp, timeout: float = 60.0) -> Outcome:
     """Have the guest carry out ``op``; ``ControlError`` when it cannot or did not."""
+    if isinstance(op, BalloonRogue) and machine.balloon is None:  # QEMU: have_balloon() first
+        raise ControlError("No balloon device has been activated", ErrorKind.NOT_ACTIVE)
     state = machine.runstate
     if state is not RunState.RUNNING:
         hint = "; resume it first" if state.resumable else ""
@@ -143,6 +164,11 @@ def run_guest_op(machine: Machine, op: GuestOp, timeout: float = 60.0) -> Outcom
     for dev in (getattr(op, "device", None), getattr(op, "target", None)):
         if dev not in (None, "boot") and dev not in machine.devices:
             raise ControlError(f"Device '{dev}' not found", ErrorKind.NOT_FOUND)
+    if isinstance(op, BalloonRogue) and not 0 < op.pages <= MAX_ROGUE_PAGES:
+        raise ControlError(f"guest balloon-rogue: pages must be between 1 and "
+                           f"{MAX_ROGUE_PAGES}")
+    if isinstance(op, Pressure) and op.size <= 0:
+        raise ControlError("guest pressure: the size must be positive")
     work = Workload(machine, timeout=timeout)
     try:
         return _run(machine, work, op)
@@ -233,6 +259,14 @@ def _run(machine: Machine, work: Workload, op: GuestOp) -> Outcome:
         return Outcome("online", f"onlined {n} memory block{'' if n == 1 else 's'} "
                        f"({op.online_type})",
                        {"device": op.device, "type": op.online_type, "blocks": n})
+    if isinstance(op, BalloonRogue):
+        written, bad = work.balloon_rogue(op.pages)
+        return Outcome("balloon-rogue", f"reused {written} balloon pages "
+                       f"({format_mib(written * 4096)}) without telling the host; "
+                       f"{written - bad} read back what was written",
+                       {"pages": written, "bad": bad})
+    if isinstance(op, Pressure):
+        return _pressure(machine, work, op)
     if isinstance(op, Stats):
         work.stats()
         return Outcome("stats", "")  # the guest prints them on its console
@@ -241,3 +275,18 @@ def _run(machine: Machine, work: Workload, op: GuestOp) -> Outcome:
         return Outcome("reboot", "")
     machine.submit_command("poweroff")
     return Outcome("poweroff", "")
+
+
+def _balloon_pages(machine: Machine) -> int:
+    balloon = machine.balloon
+    return balloon.actual if balloon is not None else 0
+
+
+def _pressure(machine: Machine, work: Workload, op: Pressure) -> Outcome:
+    before = _balloon_pages(machine)
+    a = work.alloc(op.size)
+    given = max(0, before - _balloon_pages(machine)) * 4096
+    text = f"allocation {a.id}: {format_mib(a.pages * 4096)} movable"
+    if given:
+        text += f"; the balloon gave back {format_mib(given)} on its own (deflate-on-oom)"
+    return Outcome("pressure", text, {"id": a.id, "pages": a.pages, "balloon-deflated": given})

@@ -18,10 +18,11 @@ import weakref
 from collections.abc import Callable
 from typing import BinaryIO, TypeVar
 
-from control.boot_options import driver_cmdline
+from control.balloon import BalloonControl
+from control.boot_options import balloon_driver_cmdline, driver_cmdline
 from control.errors import ENGINE_ERRORS, ControlError, ErrorKind
 from control.guest_ops import Alloc, GuestOp, GuestReboot, Outcome, run_guest_op
-from control.settle import SettleWatch
+from control.settle import SettleWatch, balloon_settled
 from emulator.config import MachineConfig
 from emulator.machine import Machine
 from emulator.snapshot import MachineSnapshot
@@ -52,6 +53,8 @@ class MachineControl:
         self.machine = machine
         self.watch = SettleWatch(machine.bus)
         self.admission: Admission | None = None
+        self.balloon = BalloonControl(machine, self._admit, self.watch.answered)
+        """The balloon's operations (``control.balloon``)."""
 
     def _admit(self, growth: int) -> None:
         if self.admission is not None:
@@ -77,12 +80,13 @@ class MachineControl:
     # ---------------------------------------------------------------- power
 
     def reboot(self, *, driver: bool | None = None, by_guest: bool = False,
-               timeout: float = 10.0) -> str:
+               timeout: float = 10.0, balloon_driver: bool | None = None) -> str:
         """A reboot; returns the guest command line it boots with.
 
         ``by_guest``: the guest reboots itself (PSCI SYSTEM_RESET) and this waits for the
         reset; else the host resets the machine (QEMU ``system_reset``). ``driver``: boot
-        with (True) or without (False) the virtio-mem driver; None keeps the command line.
+        with (True) or without (False) the virtio-mem driver; ``balloon_driver``: the same
+        for virtio_balloon; None keeps the command line.
         """
         machine = self.machine
         if by_guest:
@@ -93,6 +97,8 @@ class MachineControl:
                 raise ControlError("the guest did not reboot", ErrorKind.FAILED)
             return machine.config.cmdline
         cmdline = None if driver is None else driver_cmdline(machine.config.cmdline, driver)
+        if balloon_driver is not None:
+            cmdline = balloon_driver_cmdline(cmdline or machine.config.cmdline, balloon_driver)
         engine_call(lambda: machine.system_reset(cmdline=cmdline))
         return machine.config.cmdline
 
@@ -122,10 +128,19 @@ class MachineControl:
 
     def unsettled(self, snap: MachineSnapshot | None = None,
                   device: str | None = None) -> list[str]:
-        """Devices whose driver has not finished reacting (empty: settled)."""
+        """Devices whose driver has not finished reacting (empty: settled); the balloon
+        counts as a device (``device`` may name it)."""
         snap = snap or self.snapshot()
+        balloon = snap.balloon
+        balloon_done = balloon is None or balloon_settled(
+            balloon, answered=self.watch.answered(balloon.id, upto=snap.seq))
+        if balloon is not None and device == balloon.id:
+            return [] if balloon_done else [balloon.id]
         devices = [snap.device(device)] if device is not None else list(snap.devices)
-        return [d.id for d in devices if not self.watch.settled(d)]
+        out = [d.id for d in devices if not self.watch.settled(d)]
+        if device is None and not balloon_done and balloon is not None:
+            out.append(balloon.id)
+        return out
 
     def settled(self, device: str | None = None) -> bool:
         return not self.unsettled(device=device)

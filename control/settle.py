@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable
 
 from emulator.events import EventBus, Record
-from emulator.snapshot import DeviceSnapshot
+from emulator.snapshot import BalloonSnapshot, DeviceSnapshot
 from emulator.states import DriverState
 
 STOPPED_FOR_GOOD = frozenset({DriverState.DISABLED, DriverState.BROKEN, DriverState.FAILED})
@@ -40,6 +40,18 @@ def device_settled(dev: DeviceSnapshot, *, answered: bool = True) -> bool:
     if state in STOPPED_FOR_GOOD:
         return True
     return state in GAVE_UP_FOR_NOW and answered
+
+
+def balloon_settled(balloon: BalloonSnapshot, *, answered: bool = True) -> bool:
+    """The balloon is settled: its driver is idle at the target -- or idle short of it after
+    answering the latest change (DEFLATE_ON_OOM took pages back; Linux waits for the next
+    change) -- or it stopped for good, or it is out of puff and said so since the change."""
+    state = DriverState(balloon.driver_state)
+    if state in STOPPED_FOR_GOOD:
+        return True
+    if state is DriverState.IDLE:
+        return balloon.actual == balloon.num_pages or answered
+    return state is DriverState.RETRYING and answered
 
 
 class SettleWatch:
@@ -74,10 +86,14 @@ class SettleWatch:
                 with self._lock:
                     self._reported[device] = max(self._reported.get(device, 0), record.seq)
 
-    def answered(self, dev_id: str) -> bool:
+    def answered(self, dev_id: str, upto: int | None = None) -> bool:
+        """The driver reported since the last change. ``upto``: the event number of the
+        snapshot the answer is combined with -- a report newer than that snapshot means the
+        snapshot's driver state is stale, so the answer is no."""
         with self._lock:
             changed = max(self._changed.get(dev_id, 0), self._changed_all)
-            return self._reported.get(dev_id, 0) > changed
+            reported = self._reported.get(dev_id, 0)
+            return reported > changed and (upto is None or reported <= upto)
 
     def settled(self, dev: DeviceSnapshot) -> bool:
         return device_settled(dev, answered=self.answered(dev.id))

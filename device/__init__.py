@@ -1,4 +1,4 @@
-"""vmemlab device layer: virtio-mem model, virtio-mmio transport, split virtqueue.
+"""vmemlab device layer: virtio-mem and virtio-balloon, virtio-mmio transport, split virtqueue.
 
 Pure Python (no Unicorn, no Flask) so the device semantics can be tested, replayed and
 reasoned about without an emulator; the machine plugs in guest memory, host backing and IRQs.
@@ -14,6 +14,10 @@ from device.errors import (
     VmemError,
 )
 from device.events import (
+    BalloonActual,
+    BalloonPages,
+    BalloonReport,
+    BalloonStats,
     BlockStateChange,
     ConfigChange,
     DeviceBroken,
@@ -22,12 +26,19 @@ from device.events import (
     VirtioRequest,
     VirtioResponse,
 )
+from device.virtio_balloon import BalloonBackend, BalloonOptions, VirtioBalloonDevice
 from device.virtio_mem import MemoryBackend, VirtioMemDevice, VirtioMemOptions
-from device.virtio_mmio import VirtioMmioTransport
+from device.virtio_mmio import QueueDevice, VirtioMmioTransport
 from device.virtqueue import Chain, GuestMemory, SplitVirtqueue
 
 __all__ = [
     "BackendError",
+    "BalloonActual",
+    "BalloonBackend",
+    "BalloonOptions",
+    "BalloonPages",
+    "BalloonReport",
+    "BalloonStats",
     "BlockStateChange",
     "Chain",
     "ConfigChange",
@@ -40,7 +51,9 @@ __all__ = [
     "MemoryBackend",
     "MigrationError",
     "ProtocolViolation",
+    "QueueDevice",
     "SplitVirtqueue",
+    "VirtioBalloonDevice",
     "VirtioMemDevice",
     "VirtioMemOptions",
     "VirtioMmioTransport",

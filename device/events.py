@@ -88,3 +88,49 @@ class DeviceReset(Event):
     kind: ClassVar[str] = "device_reset"
     device: str
     kind_of_reset: str
+
+
+@dataclass(frozen=True, slots=True)
+class BalloonPages(Event):
+    """One inflate or deflate buffer the balloon handled (QEMU's ``handle_output``).
+
+    ``pages``: 4 KiB pages in guest RAM it acted on (inflate: discarded); ``ignored``: PFNs
+    that name no RAM (QEMU traces ``virtio_balloon_bad_addr`` and goes on) or lie past
+    vmemlab's bound on one buffer.
+    """
+
+    kind: ClassVar[str] = "balloon_pages"
+    device: str
+    queue: str  # "inflate" | "deflate"
+    pages: int
+    ignored: int
+
+
+@dataclass(frozen=True, slots=True)
+class BalloonActual(Event):
+    """The driver wrote a new ``actual``: QEMU's ``BALLOON_CHANGE`` comes from this."""
+
+    kind: ClassVar[str] = "balloon_actual"
+    device: str
+    actual: int  # pages in the balloon
+    guest_size: int  # RAM size minus the balloon: QEMU's "actual" in bytes
+
+
+@dataclass(frozen=True, slots=True)
+class BalloonReport(Event):
+    """A free page report (``reporting_vq``): free guest memory the host may take back."""
+
+    kind: ClassVar[str] = "balloon_report"
+    device: str
+    ranges: int
+    bytes: int
+    discarded: bool  # False: kept, the guest expects its poison value (QEMU: poison_val)
+
+
+@dataclass(frozen=True, slots=True)
+class BalloonStats(Event):
+    """The driver sent a statistics buffer; ``last_update`` is QEMU's (seconds, epoch)."""
+
+    kind: ClassVar[str] = "balloon_stats"
+    device: str
+    last_update: int

@@ -18,7 +18,7 @@ VIRTQ_DESC_F_NEXT = 1
 VIRTQ_DESC_F_WRITE = 2
 VIRTQ_DESC_F_INDIRECT = 4
 VIRTQ_AVAIL_F_NO_INTERRUPT = 1
-MAX_QUEUE_SIZE = 128  # QEMU virtio-mem: virtio_add_queue(vdev, 128, ...)
+MAX_QUEUE_SIZE = 128  # QEMU virtio-mem (and balloon): virtio_add_queue(vdev, 128, ...)
 DESC_ALIGN, AVAIL_ALIGN, USED_ALIGN = 16, 2, 4
 
 _DESC = struct.Struct("<QIHH")
@@ -98,11 +98,13 @@ class Chain:
             raise VirtqueueError(f"virtio: bogus descriptor or out of resources ({exc})") from exc
 
 
-def check_queue_layout(size: int, desc_addr: int, avail_addr: int, used_addr: int) -> None:
-    """Raise VirtqueueError unless size and ring alignment are valid for a 1.x split ring."""
-    if not 1 <= size <= MAX_QUEUE_SIZE or size & (size - 1):
+def check_queue_layout(size: int, desc_addr: int, avail_addr: int, used_addr: int,
+                       max_size: int = MAX_QUEUE_SIZE) -> None:
+    """Raise VirtqueueError unless size and ring alignment are valid for a 1.x split ring
+    whose device offers at most ``max_size`` entries (QueueNumMax)."""
+    if not 1 <= size <= max_size or size & (size - 1):
         raise VirtqueueError(
-            f"virtio: queue size {size} is not a power of two in [1, {MAX_QUEUE_SIZE}]"
+            f"virtio: queue size {size} is not a power of two in [1, {max_size}]"
         )
     for name, addr, align in (
         ("descriptor table", desc_addr, DESC_ALIGN),
@@ -117,9 +119,10 @@ class SplitVirtqueue:
     """Device side of one split virtqueue: pop available chains, push used elements."""
 
     def __init__(
-        self, mem: GuestMemory, size: int, desc_addr: int, avail_addr: int, used_addr: int
+        self, mem: GuestMemory, size: int, desc_addr: int, avail_addr: int, used_addr: int,
+        *, max_size: int = MAX_QUEUE_SIZE,
     ) -> None:
-        check_queue_layout(size, desc_addr, avail_addr, used_addr)
+        check_queue_layout(size, desc_addr, avail_addr, used_addr, max_size)
         self.mem = mem
         self.size = size
         self.desc_addr = desc_addr

@@ -40,6 +40,7 @@ STATUS_BOOTED = 1
 STATUS_DRIVER = 2
 STATUS_PANIC = 3
 STATUS_FAULT = 4
+STATUS_BALLOON = 5
 
 DRIVER_STATES = {
     0: "probing",
@@ -53,6 +54,8 @@ DRIVER_STATES = {
     8: "retrying",
     9: "no-memory",
     10: "no-space",
+    11: "inflating",
+    12: "deflating",
 }
 DRV_PROBING = 0
 DRV_IDLE = 1
@@ -65,6 +68,8 @@ DRV_DISABLED = 7
 DRV_RETRYING = 8
 DRV_NO_MEMORY = 9
 DRV_NO_SPACE = 10
+DRV_INFLATING = 11
+DRV_DEFLATING = 12
 
 CMD_ALLOC = 1
 CMD_FREE = 2
@@ -78,6 +83,7 @@ CMD_REBOOT = 9
 CMD_POWEROFF = 10
 CMD_ONLINE = 11
 DUMP_LEGACY = 1
+CMD_BALLOON_ROGUE = 12
 
 # online types (Linux's enum mmop, memhp_default_state=) and online policies
 MMOP_OFFLINE = 0
@@ -143,6 +149,15 @@ ALLOC_RECORD = struct.Struct("<IIQQQ")  # id, flags, pages, seed, target
 DEVICE_VIEW = struct.Struct("<" + "Q" * 16 + "II" + "Q" * 9)
 VIEW_HEAD = struct.Struct("<QII" + "Q" * 8 + "IIQ")
 VIEW_SIZE = VIEW_HEAD.size + MAX_DEVICES * DEVICE_VIEW.size
+
+BALLOON_VIEW_MAGIC = 0x4E4F4F4C4C414256  # "VBALLOON"
+BALLOON_VIEW = struct.Struct("<QQIIQQQ" + "Q" * MAX_DEVICES + "Q" * 12)
+BALLOON_VIEW_FIELDS = (
+    "magic", "mmio_base", "state", "features", "num_pages", "actual", "pages_boot",
+    *(f"pages_dev{i}" for i in range(MAX_DEVICES)),
+    "inflated", "deflated", "requests", "oom_deflated", "out_of_puff", "migrated", "reports",
+    "reported_bytes", "rogue_pages", "stats_sent", "total_pages", "free_pages",
+)
 
 DEVICE_VIEW_FIELDS = (
     "mmio_base", "addr", "region_size", "block_size", "nb_blocks", "usage_addr",

@@ -54,6 +54,12 @@ class HostMemory:
         """Give the range back to the host; it reads as zeros from now on."""
         self._map.madvise(mmap.MADV_DONTNEED, offset, size)
 
+    def willneed(self, offset: int, size: int) -> None:
+        """``MADV_WILLNEED``: a hint that the range is needed again. For anonymous memory
+        that was discarded it brings nothing back (the pages are populated on next touch):
+        what QEMU does when a balloon deflates."""
+        self._map.madvise(mmap.MADV_WILLNEED, offset, size)
+
     def resident_pages(self, offset: int = 0, size: int | None = None) -> bytearray:
         """One byte per host page of the range: 1 if it holds host memory of its own.
 

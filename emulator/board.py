@@ -1,10 +1,11 @@
 """The board: one Unicorn engine, the guest-physical memory map and the devices on it.
 
 What a machine *is*, without what it *does*: boot RAM, the shared zero page, one host-backed
-region, virtio-mem device and virtio-mmio transport per configured device, the console UART,
-stage-2 translation over all of it, and the firmware's job of loading the guest image with its
-boot info. It owns no thread and no run state (``emulator.vcpu`` and ``emulator.machine`` do).
-Every method that touches the engine must run on the vCPU thread or before it starts.
+region, virtio-mem device and virtio-mmio transport per configured device, a virtio-balloon in
+the next virtio-mmio slot if configured, the console UART, stage-2 translation over all of it,
+and the firmware's job of loading the guest image with its boot info. It owns no thread and no
+run state (``emulator.vcpu`` and ``emulator.machine`` do). Every method that touches the engine
+must run on the vCPU thread or before it starts.
 """
 
 from __future__ import annotations
@@ -30,13 +31,17 @@ from unicorn import (
 from unicorn import arm64_const as arm
 from unicorn.unicorn_py3.arch.arm64 import UcAArch64
 
+from device import virtio_balloon_protocol as balloon_protocol
 from device.events import Event
+from device.virtio_balloon import BalloonOptions, VirtioBalloonDevice
 from device.virtio_mem import VirtioMemDevice, VirtioMemOptions
 from device.virtio_mmio import VirtioMmioTransport
 from emulator import abi
 from emulator.backing import HostMemory
+from emulator.balloon_ram import BalloonRam
 from emulator.config import MachineConfig, MachineLayout
 from emulator.guest_memory import CpuView, DmaMemory
+from emulator.host_timer import HostTimer
 from emulator.stage2 import TLB_PAGE_SIZE, Stage2
 
 # Host-physical home of the shared zero page: outside every window stage 2 maps, so the guest
@@ -162,6 +167,14 @@ class Board:
         self.transports: list[VirtioMmioTransport] = []
         self.regions: dict[str, HostMemory] = {}
         self._build_devices()
+        self.balloon: VirtioBalloonDevice | None = None
+        self.balloon_transport: VirtioMmioTransport | None = None
+        self.balloon_ram = BalloonRam(self.ram, self.ram_size)
+        self._stats_timer = HostTimer(self._stats_poll, "balloon-stats")
+        self._build_balloon()
+        # virtio-mmio slots in order: the memory devices, then the balloon
+        self.mmio_slots: list[VirtioMmioTransport] = [*self.transports] + (
+            [self.balloon_transport] if self.balloon_transport is not None else [])
         backed = [(d, self.regions[d.id]) for d in self.devices.values()]
         self.dma = DmaMemory(self.boot_ram, backed)
         self.cpu_view = CpuView(self.boot_ram, backed)
@@ -207,25 +220,52 @@ class Board:
             self.regions[cfg.id] = mem
             self.stage2.add_device(device)
 
+    def _build_balloon(self) -> None:
+        cfg = self.config.balloon
+        if cfg is None:
+            return
+        options = BalloonOptions(deflate_on_oom=cfg.deflate_on_oom,
+                                 free_page_reporting=cfg.free_page_reporting,
+                                 page_poison=cfg.page_poison, must_tell_host=cfg.must_tell_host)
+        balloon = VirtioBalloonDevice(cfg.id, options=options, backend=self.balloon_ram,
+                                      emit=self._emit)
+        balloon.schedule_poll = self._stats_timer.arm
+        self.balloon_transport = VirtioMmioTransport(balloon, _LazyDma(self), self._raise_irq,
+                                                     self._emit)
+        self.balloon = balloon
+        if cfg.stats_polling_interval:
+            balloon.set_poll_interval(cfg.stats_polling_interval)
+
+    def ram_size(self) -> int:
+        """QEMU 7.2's ``get_current_ram_size()``: ``-m`` RAM plus pc-dimm memory. virtio-mem
+        memory does not count (vmemlab has no pc-dimm yet)."""
+        return self.layout.boot_ram_size
+
+    def _stats_poll(self) -> None:
+        """The balloon's stats timer fired (on the timer's thread)."""
+        with self.device_lock:
+            if self.balloon is not None and not self._closed:
+                self.balloon.stats_timer_expired()
+
     # ---------------------------------------------------------------- firmware
 
     def bootinfo(self, cmdline: str) -> bytes:
         """``struct abi_bootinfo`` (docs/abi.md): RAM, NUMA nodes, virtio windows, cmdline."""
         lay = self.layout
+        slots = [(abi.VIRTIO_MMIO_BASE + d.index * abi.VIRTIO_MMIO_STRIDE, d.config.node)
+                 for d in lay.devices]
+        if lay.balloon_slot is not None:  # not NUMA aware: no node of its own (node 0)
+            slots.append((abi.VIRTIO_MMIO_BASE + lay.balloon_slot * abi.VIRTIO_MMIO_STRIDE, 0))
         head = abi.BOOTINFO_HEAD.pack(
             abi.BOOTINFO_MAGIC, abi.BOOTINFO_VERSION, abi.BOOTINFO_SIZE,
             lay.boot_ram_base, lay.boot_ram_size, abi.IMAGE_BASE + len(self.image),
-            abi.UART_BASE, len(lay.nodes), len(lay.devices),
+            abi.UART_BASE, len(lay.nodes), len(slots),
         )
         nodes = b"".join(
             abi.BOOTINFO_NODE.pack(n.node_id, n.ram_base, n.ram_size) for n in lay.nodes
         ).ljust(abi.MAX_NODES * abi.BOOTINFO_NODE.size, b"\0")
-        virtio = b"".join(
-            abi.BOOTINFO_VIRTIO.pack(
-                abi.VIRTIO_MMIO_BASE + d.index * abi.VIRTIO_MMIO_STRIDE, d.config.node
-            )
-            for d in lay.devices
-        ).ljust(abi.MAX_DEVICES * abi.BOOTINFO_VIRTIO.size, b"\0")
+        virtio = b"".join(abi.BOOTINFO_VIRTIO.pack(base, node) for base, node in slots
+                          ).ljust(abi.MAX_DEVICES * abi.BOOTINFO_VIRTIO.size, b"\0")
         text = cmdline.encode()[: abi.CMDLINE_LEN - 1].ljust(abi.CMDLINE_LEN, b"\0")
         return head + nodes + virtio + text
 
@@ -239,11 +279,15 @@ class Board:
         self.flush_tlb()
 
     def reset_devices(self) -> None:
-        """The devices' part of a system reset (virtio-mem unplugs everything)."""
+        """The devices' part of a system reset (virtio-mem unplugs everything; the balloon
+        keeps its target)."""
         with self.device_lock:
             for dev in self.devices.values():
                 dev.system_reset()
-            for transport in self.transports:
+            if self.balloon is not None:
+                self.balloon.system_reset()
+                self.balloon_ram.forget()  # the new guest gave nothing: it has all its RAM
+            for transport in self.mmio_slots:
                 transport.reset_state()
             self.stage2.sync()  # the features are gone; the next boot's load flushes the TLB
 
@@ -289,6 +333,22 @@ class Board:
             self.uc.reg_write(CPU_REGISTERS[name], state[name])
         self.flush_tlb()
 
+    def balloon_state(self) -> dict[str, Any] | None:
+        """The balloon's and its transport's saved state (under the lock), or None."""
+        if self.balloon is None or self.balloon_transport is None:
+            return None
+        with self.device_lock:
+            return {"device": self.balloon.save(), "transport": self.balloon_transport.save()}
+
+    def restore_balloon(self, state: dict[str, Any]) -> None:
+        """Load ``balloon_state()`` output; a kept stats buffer is popped again later, as
+        QEMU rewinds the stats queue (``virtqueue_rewind``)."""
+        assert self.balloon is not None and self.balloon_transport is not None
+        held = self.balloon.load(state["device"])
+        self.balloon_transport.load(state["transport"])
+        if held:
+            self.balloon_transport.rewind(balloon_protocol.STATSQ)
+
     def devices_state(self) -> dict[str, dict[str, Any]]:
         """Each device's and its transport's saved state, by device id (under the lock)."""
         with self.device_lock:
@@ -307,17 +367,17 @@ class Board:
 
     def _virtio_read(self, _uc: object, offset: int, size: int, _ud: object) -> int:
         index, reg = divmod(offset, abi.VIRTIO_MMIO_STRIDE)
-        if index < len(self.transports):
+        if index < len(self.mmio_slots):
             with self.device_lock:
-                return self.transports[index].read(reg, size)
+                return self.mmio_slots[index].read(reg, size)
         return 0  # an empty slot reads as zero (no magic value): the guest skips it
 
     def _virtio_write(self, _uc: object, offset: int, size: int, value: int,
                       _ud: object) -> None:
         index, reg = divmod(offset, abi.VIRTIO_MMIO_STRIDE)
-        if index < len(self.transports):
+        if index < len(self.mmio_slots):
             with self.device_lock:
-                self.transports[index].write(reg, size, value)
+                self.mmio_slots[index].write(reg, size, value)
                 # feature negotiation and device resets change what stage 2 allows
                 if self.stage2.sync():
                     self.uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
@@ -332,7 +392,9 @@ class Board:
         """
         if self._closed:
             return
-        self._closed = True
+        with self.device_lock:  # a stats timer that fired waits for it, then sees _closed
+            self._closed = True
+            self._stats_timer.close()
         finalizer = getattr(self.uc, "_Uc__finalizer", None)
         mems = [self.boot_ram, self.zero_page, *self.regions.values()]
         if finalizer is not None:

@@ -89,6 +89,18 @@ class MemoryDeviceConfig:
 
 
 @dataclass
+class BalloonConfig:
+    """``-device virtio-balloon-pci,id=ID[,deflate-on-oom=on][,free-page-reporting=on]``."""
+
+    id: str = "balloon0"
+    deflate_on_oom: bool = False
+    free_page_reporting: bool = False
+    page_poison: bool = True  # QEMU's default: offered (Linux does not accept it)
+    must_tell_host: bool = False  # x-must-tell-host: vmemlab's; QEMU never offers the bit
+    stats_polling_interval: int = 0  # guest-stats-polling-interval, seconds (0: off)
+
+
+@dataclass
 class MachineConfig:
     """The whole machine; defaults give a small machine that boots in milliseconds."""
 
@@ -106,6 +118,7 @@ class MachineConfig:
     def personality(self) -> Personality:
         """The QEMU rules this machine follows (ConfigError for an unknown -machine)."""
         return personality(self.machine)
+    balloon: BalloonConfig | None = None  # a virtio-balloon device, after the memory devices
 
     def layout(self) -> MachineLayout:
         return _layout(self)
@@ -141,6 +154,7 @@ class MachineLayout:
     device_area_base: int
     device_area_size: int
     devices: tuple[DeviceLayout, ...]
+    balloon_slot: int | None = None  # virtio-mmio slot of the balloon (after the devices)
 
 
 def _align_up(value: int, align: int) -> int:
@@ -237,6 +251,7 @@ def _layout(cfg: MachineConfig) -> MachineLayout:
         raise ConfigError(f"boot RAM size 0x{cfg.boot_ram:x} must be a multiple of 2 MiB")
     if len(cfg.devices) > MAX_DEVICES:
         raise ConfigError(f"at most {MAX_DEVICES} virtio-mem devices are supported")
+    _check_balloon(cfg)
     nodes = _nodes(cfg)
     node_layouts = []
     base = RAM_BASE
@@ -307,7 +322,25 @@ def _layout(cfg: MachineConfig) -> MachineLayout:
         device_area_base=device_area_base,
         device_area_size=area_size,
         devices=tuple(placed),
+        balloon_slot=len(placed) if cfg.balloon is not None else None,
     )
+
+
+def _check_balloon(cfg: MachineConfig) -> None:
+    """The balloon takes the virtio-mmio slot after the memory devices (QEMU's texts)."""
+    balloon = cfg.balloon
+    if balloon is None:
+        return
+    if not id_wellformed(balloon.id):
+        raise ConfigError("Parameter 'id' expects an identifier")
+    if any(dev.id == balloon.id for dev in cfg.devices):
+        raise ConfigError(f"Duplicate ID '{balloon.id}' for device")
+    if len(cfg.devices) + 1 > MAX_DEVICES:
+        raise ConfigError(f"at most {MAX_DEVICES} virtio devices are supported "
+                          f"({len(cfg.devices)} virtio-mem devices and a balloon)")
+    if not 0 <= balloon.stats_polling_interval <= 0xFFFF_FFFF:
+        raise ConfigError("timer value must be greater than zero"
+                          if balloon.stats_polling_interval < 0 else "timer value is too big")
 
 
 assert 4 * KiB == PAGE_SIZE

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from device.errors import DeviceNotFound
 from device.events import Event
+from device.virtio_balloon import VirtioBalloonDevice
 from device.virtio_mem import VirtioMemDevice
 from device.virtio_mmio import VirtioMmioTransport
 from emulator.backing import HostMemory
@@ -65,8 +66,10 @@ class Machine:
         self.board = Board(config, image if image is not None else load_guest_image(),
                            emit=self._emit, raise_irq=lambda: self.paravirt.raise_irq(),
                            uart_write=self._console.write)
-        self.paravirt = Paravirt(self.bus, list(self.board.devices), self,
-                                 wake=lambda: self.vcpu.notify())
+        slot_ids = list(self.board.devices)  # the guest reports drivers by virtio-mmio slot
+        if self.board.balloon is not None:
+            slot_ids.append(self.board.balloon.id)
+        self.paravirt = Paravirt(self.bus, slot_ids, self, wake=lambda: self.vcpu.notify())
         self.faults = GuestFaults(self.board.uc, self.board.stage2, self.bus,
                                   self.set_runstate)
         self.vcpu = VcpuRunner(self.board.uc, self.paravirt, self.faults,
@@ -92,6 +95,16 @@ class Machine:
     @property
     def transports(self) -> list[VirtioMmioTransport]:
         return self.board.transports
+
+    @property
+    def balloon(self) -> VirtioBalloonDevice | None:
+        """The virtio-balloon device, if the machine has one."""
+        return self.board.balloon
+
+    @property
+    def balloon_view_addr(self) -> int:
+        """Where the guest's balloon driver exports its view (0: it has not bound yet)."""
+        return self.paravirt.balloon_view_addr
 
     @property
     def regions(self) -> dict[str, HostMemory]:
@@ -297,6 +310,26 @@ class Machine:
         self._check_open()
         with self.device_lock:
             device.set_requested_size(size)
+
+    def set_balloon_target(self, target: int) -> None:
+        """QEMU's ``balloon``: the guest should have ``target`` bytes (``ConfigError`` with
+        QEMU's text for a bad one). Like any host register write: under the device lock,
+        the guest learns of it through the config-change interrupt."""
+        balloon = self._balloon()
+        with self.device_lock:
+            balloon.set_target(target)
+
+    def set_balloon_poll_interval(self, seconds: int) -> None:
+        """``qom-set ID guest-stats-polling-interval N`` (QEMU's checks and texts)."""
+        balloon = self._balloon()
+        with self.device_lock:
+            balloon.set_poll_interval(seconds)
+
+    def _balloon(self) -> VirtioBalloonDevice:
+        self._check_open()
+        if self.board.balloon is None:
+            raise MachineError("No balloon device has been activated")
+        return self.board.balloon
 
     def system_reset(self, *, cmdline: str | None = None,
                      reason: str = "host-qmp-system-reset") -> None:

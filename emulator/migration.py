@@ -104,13 +104,17 @@ def _write_pages(stream: BinaryIO, mem: HostMemory, runs: list[tuple[int, int]])
 
 
 def _header(machine: Machine) -> dict[str, Any]:
-    return {
+    header = {
         "version": VERSION,
         "ramblocks": {name: m.size for name, m in machine.board.ramblocks().items()},
         "cpu": machine.board.cpu_state(),
         "devices": machine.board.devices_state(),
         "machine": machine.state(),
     }
+    balloon = machine.board.balloon_state()
+    if balloon is not None:
+        header["balloon"] = balloon
+    return header
 
 
 def save_machine(machine: Machine, stream: BinaryIO) -> int:
@@ -226,8 +230,17 @@ def _check_layout(machine: Machine, header: dict[str, Any]) -> None:
     for dev_id in machine.devices:
         if dev_id not in header["devices"]:
             raise MigrationError(f"Missing section for device '{dev_id}' in migration stream")
+    balloon = machine.balloon
+    ours = balloon.id if balloon is not None else None
+    theirs = header["balloon"]["device"].get("id") if "balloon" in header else None
+    if theirs is not None and theirs != ours:
+        raise MigrationError(
+            f"Unknown savevm section or instance '{str(theirs)[:64]}' 0. Make sure that your "
+            "current VM setup matches your saved VM setup, including any hotplugged devices")
+    if ours is not None and theirs is None:
+        raise MigrationError(f"Missing section for device '{ours}' in migration stream")
     for dev_id in header["machine"]["guest_states"]:
-        if dev_id not in machine.devices:
+        if dev_id not in machine.devices and dev_id != ours:
             raise MigrationError(f"Migration stream: guest state for unknown device "
                                  f"'{dev_id[:64]}'")
 
@@ -267,6 +280,8 @@ def _load(machine: Machine, stream: BinaryIO) -> None:
         state = header["devices"][dev_id]
         dev.load(state["device"])
         machine.transports[i].load(state["transport"])
+    if "balloon" in header:
+        machine.board.restore_balloon(header["balloon"])
     regions = machine.board.ram()
     number = 1
     while True:

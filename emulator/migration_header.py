@@ -54,6 +54,39 @@ _TRANSPORT = {
         "queue_ready": {"type": "boolean"},
     },
 }
+_QUEUE = {
+    "type": "object",
+    "required": ["num", "desc", "driver", "device", "ready", "last_avail_idx", "used_idx"],
+    "properties": {**{key: U32 for key in ("num", "last_avail_idx", "used_idx")},
+                   **{key: U64 for key in ("desc", "driver", "device")},
+                   "ready": {"type": "boolean"}},
+}
+_BALLOON = {
+    "type": "object",
+    "required": ["device", "transport"],
+    "additionalProperties": False,
+    "properties": {
+        "device": {
+            "type": "object",
+            "required": ["format", "id", "num_pages", "actual", "poison_val",
+                         "driver_features", "stats", "stats_last_update",
+                         "stats_poll_interval", "stats_held", "broken", "broken_reason"],
+            "properties": {
+                "format": {"type": "string", "maxLength": 64},
+                "id": {"type": "string", "maxLength": 128},
+                **{key: U32 for key in ("num_pages", "actual", "poison_val",
+                                        "stats_poll_interval")},
+                **{key: U64 for key in ("driver_features", "stats_last_update")},
+                "stats": {"type": "array", "maxItems": 16, "items": U64},
+                "stats_held": {"type": "boolean"}, "broken": {"type": "boolean"},
+                "broken_reason": {"type": ["string", "null"], "maxLength": 4096},
+            },
+        },
+        "transport": {**_TRANSPORT, "properties": {
+            **_TRANSPORT["properties"],  # type: ignore[dict-item]
+            "queues": {"type": "array", "maxItems": 8, "items": _QUEUE}}},
+    },
+}
 SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["version", "ramblocks", "cpu", "devices", "machine"],
@@ -66,6 +99,7 @@ SCHEMA: dict[str, Any] = {
             "type": "object", "required": ["device", "transport"],
             "additionalProperties": False,
             "properties": {"device": _DEVICE, "transport": _TRANSPORT}}},
+        "balloon": _BALLOON,
         "machine": {
             "type": "object",
             "required": ["cmdline", "waiting", "wait_remaining", "pending_events", "view_addr",
@@ -76,7 +110,8 @@ SCHEMA: dict[str, Any] = {
                 "waiting": {"type": "boolean"},
                 "wait_remaining": {"anyOf": [{"type": "null"}, {
                     "type": "number", "minimum": 0, "maximum": MAX_WAIT_S}]},
-                "pending_events": U64, "view_addr": U64, "guest_faults": S64,
+                "pending_events": U64, "view_addr": U64, "balloon_view_addr": U64,
+                "guest_faults": S64,
                 "guest_booted": {"type": "boolean"},
                 "guest_states": {"type": "object", "maxProperties": 64,
                                  "additionalProperties": {

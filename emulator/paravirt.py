@@ -43,6 +43,7 @@ COMMANDS = {
     "reboot": abi.CMD_REBOOT,
     "poweroff": abi.CMD_POWEROFF,
     "online": abi.CMD_ONLINE,
+    "balloon-rogue": abi.CMD_BALLOON_ROGUE,
 }
 _COMMAND_NAMES = {v: k for k, v in COMMANDS.items()}
 
@@ -107,6 +108,7 @@ class Paravirt:
         """A new boot: the guest knows nothing yet and reports nothing yet."""
         self._boot_ns = time.monotonic_ns()
         self.view_addr = 0
+        self.balloon_view_addr = 0
         self.booted = False
         self.waiting = False
         self._wait_deadline: float | None = None
@@ -234,6 +236,8 @@ class Paravirt:
             if name is not None and state is not None:
                 self.guest_states[name] = state
             self._bus.publish(GuestStatus(state or f"unknown({b})", name, _signed(c)))
+        elif kind == abi.STATUS_BALLOON:
+            self.balloon_view_addr = a
         elif kind == abi.STATUS_FAULT:
             self.guest_faults += 1
             self._bus.publish(GuestStatus("fault", None, b))
@@ -255,6 +259,7 @@ class Paravirt:
             "wait_remaining": remaining,
             "pending_events": self._pending_events,
             "view_addr": self.view_addr,
+            "balloon_view_addr": self.balloon_view_addr,
             "guest_booted": self.booted,
             "guest_faults": self.guest_faults,
             "guest_states": {k: str(v) for k, v in self.guest_states.items()},
@@ -269,6 +274,7 @@ class Paravirt:
         self._wait_deadline = None if remaining is None else time.monotonic() + remaining
         self._pending_events = int(state["pending_events"])
         self.view_addr = int(state["view_addr"])
+        self.balloon_view_addr = int(state.get("balloon_view_addr", 0))
         self.booted = bool(state["guest_booted"])
         self.guest_faults = int(state["guest_faults"])
         for name, value in state["guest_states"].items():

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Generic, TypedDict, TypeVar
 
 from device.virtio_mem import VirtioMemOptions
+from emulator.balloon_view import BalloonGuestView, read_balloon_view
 from emulator.guest_view import GuestView, read_guest_view
 
 if TYPE_CHECKING:
@@ -71,6 +72,34 @@ class NodeSnapshot:
 
 
 @dataclass(frozen=True)
+class BalloonSnapshot:
+    """The balloon: the host's side (QEMU's numbers) and, once booted, the driver's view."""
+
+    id: str
+    ram_size: int  # QEMU's get_current_ram_size()
+    num_pages: int  # the host's target: pages it wants in the balloon
+    actual: int  # pages in the balloon, as the driver last wrote
+    target_size: int  # ram_size - num_pages pages: what "balloon N" asked for
+    guest_size: int  # ram_size - actual pages: QEMU's "actual" (info balloon)
+    device_features: int
+    driver_features: int
+    deflate_on_oom: bool  # negotiated
+    free_page_reporting: bool  # negotiated
+    broken: bool
+    driver_state: str  # what the guest driver last reported
+    stats: dict[str, int]  # QEMU's guest-stats, by name
+    stats_last_update: int
+    stats_poll_interval: int
+    inflated_pages: int  # pages the device discarded on inflate requests, since start
+    deflated_pages: int
+    ignored_pfns: int  # PFNs that named no RAM
+    reported_bytes: int  # free page reporting: bytes discarded
+    host_inflated: int  # pages the host counts as in the balloon now (vmemlab's record)
+    host_inflated_resident: int | None  # of those, backed by host memory again (residency)
+    guest: BalloonGuestView | None
+
+
+@dataclass(frozen=True)
 class MachineSnapshot:
     seq: int  # the last event number this picture includes
     runstate: str
@@ -87,6 +116,7 @@ class MachineSnapshot:
     machine: str = "virt"  # -machine: the QEMU rules followed (emulator.machine_types)
     qemu_machine: str = "virt-7.2"  # what QEMU calls that machine type
     qemu_version: str = "7.2"
+    balloon: BalloonSnapshot | None = None
 
     def device(self, dev_id: str) -> DeviceSnapshot:
         for dev in self.devices:
@@ -199,6 +229,12 @@ def take_snapshot(machine: Machine, *, residency: bool = False) -> MachineSnapsh
                 written_unplugged=machine.board.stage2.written_blocks(dev),
             ))
         runstate = machine.runstate
+        balloon = _balloon(machine)
+    if balloon is not None:
+        balloon = replace(balloon, host_inflated_resident=(
+            machine.board.balloon_ram.inflated_resident() if residency else None),
+            guest=read_balloon_view(machine.boot_ram, machine.balloon_view_addr,
+                                    len(devices)))
     if residency:
         devices = [
             replace(d, resident=tuple(machine.regions[d.id].resident_per_block(d.block_size)))
@@ -222,6 +258,30 @@ def take_snapshot(machine: Machine, *, residency: bool = False) -> MachineSnapsh
         boot_resident=machine.boot_ram.resident_bytes() if residency else None,
         machine=machine.layout.machine.name, qemu_machine=machine.layout.machine.qemu_machine,
         qemu_version=machine.layout.machine.qemu_version,
+        balloon=balloon,
+    )
+
+
+def _balloon(machine: Machine) -> BalloonSnapshot | None:
+    """The balloon's host-side state (called under the device lock)."""
+    dev = machine.balloon
+    if dev is None:
+        return None
+    from device import virtio_balloon_protocol as b
+
+    return BalloonSnapshot(
+        id=dev.id, ram_size=dev.ram_size, num_pages=dev.num_pages, actual=dev.actual,
+        target_size=dev.target_size, guest_size=dev.guest_size,
+        device_features=dev.device_features, driver_features=dev.driver_features,
+        deflate_on_oom=dev.negotiated(b.VIRTIO_BALLOON_F_DEFLATE_ON_OOM),
+        free_page_reporting=dev.negotiated(b.VIRTIO_BALLOON_F_REPORTING),
+        broken=dev.broken, driver_state=machine.guest_states.get(dev.id, "absent"),
+        stats=dict(dev.guest_stats()["stats"]), stats_last_update=dev.stats_last_update,
+        stats_poll_interval=dev.stats_poll_interval, inflated_pages=dev.inflated_pages,
+        deflated_pages=dev.deflated_pages, ignored_pfns=dev.ignored_pfns,
+        reported_bytes=dev.reported_bytes,
+        host_inflated=machine.board.balloon_ram.inflated_pages(),
+        host_inflated_resident=None, guest=None,
     )
 
 

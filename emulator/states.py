@@ -40,7 +40,8 @@ _RESUMABLE = frozenset({RunState.PAUSED, RunState.PRELAUNCH, RunState.POSTMIGRAT
 
 
 class DriverState(StrEnum):
-    """What the guest's virtio-mem driver last reported for a device (``ABI_DRV_*``).
+    """What the guest's driver last reported for a device (``ABI_DRV_*``): virtio-mem's
+    states, and the balloon's (idle, inflating, deflating, retrying when out of puff).
 
     ``ABSENT`` is the host's word for "no driver has said anything since the last boot".
     """
@@ -57,6 +58,8 @@ class DriverState(StrEnum):
     RETRYING = "retrying"
     NO_MEMORY = "no-memory"
     NO_SPACE = "no-space"  # Linux's -ENOSPC: too much added memory is offline (threshold)
+    INFLATING = "inflating"  # virtio-balloon: giving pages to the host
+    DEFLATING = "deflating"  # virtio-balloon: taking pages back
 
     @classmethod
     def from_code(cls, code: int) -> DriverState | None:
@@ -72,7 +75,8 @@ class DriverState(StrEnum):
     @property
     def working(self) -> bool:
         """The driver is in the middle of plugging or unplugging."""
-        return self in (DriverState.PROBING, DriverState.PLUGGING, DriverState.UNPLUGGING)
+        return self in (DriverState.PROBING, DriverState.PLUGGING, DriverState.UNPLUGGING,
+                        DriverState.INFLATING, DriverState.DEFLATING)
 
 
 _FINAL = frozenset({DriverState.STOPPED_SHORT, DriverState.BROKEN, DriverState.FAILED,

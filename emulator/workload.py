@@ -124,6 +124,11 @@ class Workload:
         which = 0xFFFF_FFFF_FFFF_FFFF if index is None else int(index)
         return self._run("online", which, types[online_type]).values[0]
 
+    def balloon_rogue(self, pages: int) -> tuple[int, int]:
+        """Write to ``pages`` balloon pages without telling the host: (written, bad)."""
+        v = self._run("balloon-rogue", pages).values
+        return v[0], v[1]
+
     def reboot(self) -> None:
         """Ask the guest to reboot itself (PSCI SYSTEM_RESET); it never answers."""
         self.machine.submit_command("reboot")

@@ -1,5 +1,6 @@
 /* kmain, command line, the event loop, workload commands and the exception handler. */
 #include "guest.h"
+#include "virtio_mmio.h"
 
 #define CMDQ_LEN 16
 static struct command cmdq[CMDQ_LEN];
@@ -126,6 +127,7 @@ static int online_type_from_str(const char *v, u64 len)
 static void parse_cmdline(void)
 {
     opts.blacklisted = 0;
+    opts.balloon_blacklisted = 0;
     opts.memory_block_size = 128UL << 20;
     opts.retry_ms = 1000;
     opts.adopt = 0;
@@ -152,6 +154,8 @@ static void parse_cmdline(void)
                     e++;
                 if (e - v == 10 && !strncmp(v, "virtio_mem", 10))
                     opts.blacklisted = 1;
+                else if (e - v == 14 && !strncmp(v, "virtio_balloon", 14))
+                    opts.balloon_blacklisted = 1;
                 v = e + 1;
             }
         } else if (has_prefix(tok, len, "memory_block_size=")) {
@@ -246,9 +250,13 @@ static void run_command(struct command *c)
     case ABI_CMD_ONLINE:
         st = vmem_online(c->a0, c->a1, &v0);
         break;
+    case ABI_CMD_BALLOON_ROGUE:
+        st = balloon_rogue(c->a0, &v0, &v1);
+        break;
     case ABI_CMD_STATS:
         mm_stats();
         vmem_stats();
+        balloon_stats();
         break;
     case ABI_CMD_REBOOT:
         printk("reboot: Restarting system\n");
@@ -346,6 +354,14 @@ void kmain(const struct abi_bootinfo *bi)
     if (opts.blacklisted)
         printk("virtio_mem: driver blacklisted on the command line, device memory stays unused\n");
     vmem_probe_all(bi);
+    /* the other drivers, by device id (virtio_mem bound its own above) */
+    for (u64 i = 0; i < bi->nr_virtio && i < ABI_MAX_DEVICES; i++) {
+        u64 mmio = bi->virtio[i].mmio_base;
+        if (mmio_read32(mmio + VM_MAGIC) == VIRTIO_MMIO_MAGIC &&
+            mmio_read32(mmio + VM_VERSION) == 2 &&
+            mmio_read32(mmio + VM_DEVICE_ID) == VIRTIO_ID_BALLOON)
+            balloon_probe(bi, (int)i);
+    }
 
     for (;;) {
         if (cq_head != cq_tail) {
@@ -356,11 +372,16 @@ void kmain(const struct abi_bootinfo *bi)
         if (irq_pending) {
             irq_pending = 0;
             vmem_handle_irq();
+            balloon_handle_irq();
             continue;
         }
         vmem_run_timers();
+        balloon_run_timers();
         if (cq_head != cq_tail || irq_pending)
             continue;
-        guest_wait(vmem_next_timeout_us());
+        if (balloon_work()) /* the balloon's work item: one array of pages at a time */
+            continue;
+        u64 t = vmem_next_timeout_us(), tb = balloon_next_timeout_us();
+        guest_wait(!t || (tb && tb < t) ? tb : t);
     }
 }

@@ -23,6 +23,8 @@ struct area boot_area;
 static u16 *boot_owner_ptr[1];
 static struct area *dev_areas[ABI_MAX_DEVICES];
 static u64 next_alloc_id;
+static u64 boot_reserved; /* boot RAM pages the memory map and metadata took at boot */
+u64 pgfault_count;
 static struct abi_bootinfo_node boot_nodes[ABI_MAX_NODES];
 static u32 nr_boot_nodes;
 
@@ -87,7 +89,7 @@ u64 boot_node_pages(int nid)
 }
 
 /* ---- accounting ---- */
-enum { C_FREE, C_MOV, C_UNMOV, C_KERN, C_NA };
+enum { C_FREE, C_MOV, C_UNMOV, C_KERN, C_NA, C_BALLOON };
 
 static int owner_cat(u16 o)
 {
@@ -95,6 +97,8 @@ static int owner_cat(u16 o)
         return C_FREE;
     if (o == OWN_NA)
         return C_NA;
+    if (o == OWN_BALLOON)
+        return C_BALLOON;
     if (o == OWN_KERNEL || o > ABI_MAX_ALLOCS)
         return C_KERN;
     return (allocs[o - 1].flags & ABI_ALLOC_UNMOVABLE) ? C_UNMOV : C_MOV;
@@ -111,6 +115,19 @@ static void acct(struct area *z, u64 b, int c, long d)
         z->free_zone[u->zone & 3] = (u64)((long)z->free_zone[u->zone & 3] + d);
         if (boot)
             guest_view.boot_free = (u64)((long)guest_view.boot_free + d);
+        if (z->reported) { /* free page reporting: a taken page is no longer reported */
+            if (d < 0)
+                z->reported[b] = 0;
+            else if (u->free == block_valid_pages(z, b))
+                page_reporting_notify();
+        }
+        break;
+    case C_BALLOON: /* movable (balloon compaction migrates it), counted by the balloon */
+        u->movable = (u32)((long)u->movable + d);
+        if (boot)
+            balloon_view.pages_boot = (u64)((long)balloon_view.pages_boot + d);
+        else if (z->dev >= 0 && z->dev < ABI_MAX_DEVICES)
+            balloon_view.pages_dev[z->dev] = (u64)((long)balloon_view.pages_dev[z->dev] + d);
         break;
     case C_MOV:
         u->movable = (u32)((long)u->movable + d);
@@ -231,6 +248,7 @@ void mm_init(const struct abi_bootinfo *bi)
     guest_view.boot_pages = npages;
     guest_view.boot_free = npages - meta;
     guest_view.boot_kernel = meta;
+    boot_reserved = meta;
 }
 
 /*
@@ -513,6 +531,23 @@ static u64 free_in_zone(u32 zone)
     return sum;
 }
 
+/* Pages an allocation can get from `order`, plus (for a pin aimed at a device without
+ * enough ZONE_NORMAL memory) from the ZONE_NORMAL picks it fills `out` with. */
+static u64 alloc_avail(struct pick *order, int n, int unmovable, u64 target, u64 pages,
+                       struct pick *out, int *nout)
+{
+    u64 avail = picks_free(order, n);
+    *nout = 0;
+    if (unmovable && target < ABI_MAX_DEVICES && avail < pages) {
+        struct area *dz = dev_areas[target];
+        out[(*nout)].z = &boot_area;
+        out[(*nout)++].zone = ABI_ZONE_NORMAL;
+        *nout = add_devs(out, *nout, ABI_ZONE_NORMAL, -1, 1, dz);
+        avail += MIN(pages - avail, MIN(dz->free_zone[ABI_ZONE_MOVABLE], picks_free(out, *nout)));
+    }
+    return avail;
+}
+
 /*
  * ALLOC. An unmovable allocation aimed at a device that has no (or too little) ZONE_NORMAL
  * memory is a long-term pin of pages that would first be faulted in there: Linux migrates
@@ -540,15 +575,11 @@ long cmd_alloc(u64 bytes, u64 flags, u64 seed, u64 *v0, u64 *v1)
         }
     if (!r)
         return -ABI_ENOMEM;
-    u64 avail = picks_free(order, n), pinned_out = 0;
-    if (unmovable && target < ABI_MAX_DEVICES && avail < pages) {
-        struct area *dz = dev_areas[target];
-        out[nout].z = &boot_area;
-        out[nout++].zone = ABI_ZONE_NORMAL;
-        nout = add_devs(out, nout, ABI_ZONE_NORMAL, -1, 1, dz);
-        pinned_out = MIN(pages - avail, MIN(dz->free_zone[ABI_ZONE_MOVABLE], picks_free(out, nout)));
-        avail += pinned_out;
-    }
+    u64 avail = alloc_avail(order, n, unmovable, target, pages, out, &nout);
+    /* out_of_memory(): the OOM notifiers run first; virtio-balloon's (DEFLATE_ON_OOM) gives
+     * back up to 256 pages a call, and the allocation is retried while that helps */
+    while (avail < pages && balloon_oom_notify())
+        avail = alloc_avail(order, n, unmovable, target, pages, out, &nout);
     if (avail < pages) {
         printk("alloc: 0x%lx bytes %s: page allocation failure (%lu pages free in ZONE_NORMAL, "
                "%lu in ZONE_MOVABLE)\n", bytes, unmovable ? "unmovable" : "movable",
@@ -569,6 +600,7 @@ long cmd_alloc(u64 bytes, u64 flags, u64 seed, u64 *v0, u64 *v1)
         got += pick_take(&out[i], pages - got, slot, seed);
     *v0 = r->id;
     *v1 = got;
+    pgfault_count += got;
     if (got > direct)
         printk("alloc: id %u, %lu pages unmovable; %lu of them pinned outside ZONE_MOVABLE "
                "(long-term pins are migrated out of ZONE_MOVABLE first)\n", r->id, got,
@@ -764,16 +796,20 @@ int isolate_and_migrate(struct area *z, u64 b0, u64 b1, u64 *migrated)
         u64 base = block_addr(z, b);
         for (u64 p = 0; p < z->block_pages && u->movable; p++) {
             u16 v = o[p];
-            if (v == 0 || v > ABI_MAX_ALLOCS)
+            if (v == 0 || (v > ABI_MAX_ALLOCS && v != OWN_BALLOON))
                 continue;
             struct pick *dp;
             u64 db, dpa;
             u16 *dop;
             if (find_dest(order, n, &dp, &db, &dop, &dpa)) {
+                balloon_migrate_flush();
                 unisolate(z, b0, b1);
                 return -ABI_ENOMEM;
             }
-            copy_page((void *)dpa, (const void *)(base + p * PAGE_SIZE));
+            if (v == OWN_BALLOON) /* balloon compaction: no contents to copy, tell the host */
+                balloon_page_migrated(base + p * PAGE_SIZE, dpa);
+            else
+                copy_page((void *)dpa, (const void *)(base + p * PAGE_SIZE));
             cond_resched();
             set_owner(dp->z, db, dop, v);
             set_owner(z, b, &o[p], OWN_ISOLATED);
@@ -782,7 +818,78 @@ int isolate_and_migrate(struct area *z, u64 b0, u64 b1, u64 *migrated)
                 guest_view.dev[z->dev].migrated_pages++;
         }
     }
+    balloon_migrate_flush();
     return 0;
+}
+
+/* ---- virtio-balloon's pages ---- */
+
+/* The page's two list links (prev, next PFN), in its memory map after the owner array: the
+ * balloon threads its pages through the memory map as Linux does through page->lru. */
+u32 *page_links(u64 pa)
+{
+    struct area *z = area_of_addr(pa);
+    if (!z)
+        return NULL;
+    u64 pg = (pa - z->base) >> PAGE_SHIFT, b = pg / z->block_pages;
+    if (b < z->mb_first)
+        return NULL;
+    u64 m = mb_of_block(z, b);
+    if (m >= z->nmbs || !z->owners[m])
+        return NULL;
+    u64 mb_pages = z->mb_blocks * z->block_pages;
+    u64 index = (b - z->mb_first - m * z->mb_blocks) * z->block_pages + pg % z->block_pages;
+    u32 *links = (u32 *)((u8 *)z->owners[m] + ALIGN_UP(mb_pages * 2, 8));
+    return links + 2 * index;
+}
+
+/*
+ * balloon_page_alloc(): GFP_HIGHUSER_MOVABLE | __GFP_NORETRY -- any zone a movable page may
+ * live in, ZONE_MOVABLE first, every node, boot RAM included; never the OOM killer. Up to n
+ * pages, their addresses in `pas`.
+ */
+u64 balloon_take_pages(u64 n, u64 *pas)
+{
+    struct pick order[MAX_PICKS];
+    int np = alloc_order(ABI_TARGET_ANY, 0, order);
+    u64 got = 0;
+    for (int i = 0; i < np && got < n; i++) {
+        u64 b = 0, p = 0;
+        u16 *o;
+        while (got < n && (o = next_free_page(order[i].z, order[i].zone, &b, &p))) {
+            set_owner(order[i].z, b, o, OWN_BALLOON);
+            pas[got++] = block_addr(order[i].z, b) + p * PAGE_SIZE;
+        }
+    }
+    return got;
+}
+
+void balloon_put_page(u64 pa)
+{
+    run_free((void *)pa, 1);
+}
+
+/* totalram_pages(): boot RAM the kernel did not reserve at boot, plus online device memory */
+u64 mm_managed_pages(void)
+{
+    u64 pages = guest_view.boot_pages - boot_reserved;
+    for (int i = 0; i < ABI_MAX_DEVICES; i++) {
+        struct area *z = dev_areas[i];
+        if (!z)
+            continue;
+        for (u64 b = 0; b < z->nblocks; b++)
+            pages += z->usage[b].free + z->usage[b].movable + z->usage[b].unmovable;
+    }
+    return pages;
+}
+
+u64 mm_free_pages(void)
+{
+    u64 pages = boot_area.free_total;
+    for (int i = 0; i < ABI_MAX_DEVICES; i++)
+        if (dev_areas[i])
+            pages += dev_areas[i]->free_total;
+    return pages;
 }
 
 /* ---- STATS ---- */

@@ -2,7 +2,8 @@
 
 Accepts the subset of ``qemu-system-*`` options that describes a vmemlab machine (``-m``,
 ``-smp``, ``-numa``, ``-machine virt|pc|q35``, ``-object memory-backend-*``, ``-device
-virtio-mem-pci``, ``-incoming``, ``-append``, ``-qmp``, ``-monitor``, ``-chardev``/``-mon``,
+virtio-mem-pci``, ``-device virtio-balloon-pci``, ``-incoming``, ``-append``, ``-qmp``,
+``-monitor``, ``-chardev``/``-mon``,
 ``-S``) and fails with QEMU 7.2's startup error texts, prefixed ``vmemlab: <the option>: ``
 where QEMU writes ``qemu-system-x86_64: …``. ``-machine`` picks whose rules the device follows
 (``emulator.machine_types``: arm ``virt`` by default, x86 ``pc``/``q35``). Options that make
@@ -20,6 +21,7 @@ from device.errors import ConfigError
 from emulator.config import (
     DEFAULT_BLOCK_SIZE,
     ID_HINT,
+    BalloonConfig,
     MachineConfig,
     MemoryDeviceConfig,
     NumaNodeConfig,
@@ -79,6 +81,10 @@ KNOWN_FLAGS = {"S", "no-shutdown"}
 DEVICE_PROPS = {"id", "memdev", "node", "requested-size", "block-size", "memaddr",
                 "unplugged-inaccessible", "prealloc", "bus", "addr", "size",
                 "x-rfc-shrink-on-reboot", "dynamic-memslots", "x-rfc-write-protect"}
+BALLOON_DRIVERS = ("virtio-balloon-pci", "virtio-balloon", "virtio-balloon-device")
+BALLOON_PROPS = {"id", "deflate-on-oom", "free-page-reporting", "page-poison", "free-page-hint",
+                 "guest-stats-polling-interval", "x-must-tell-host", "iothread",
+                 "qemu-4-0-config-size", "bus", "addr", "disable-legacy", "disable-modern"}
 OBJECT_PROPS = {"id", "size", "max-size", "prealloc", "share", "merge", "dump", "policy",
                 "host-nodes", "reserve", "prealloc-threads", "x-use-canonical-path-for-ramblock-id",
                 "seal", "hugetlb", "hugetlbsize", "mem-path", "discard-data", "align", "readonly"}
@@ -367,8 +373,14 @@ def parse_args(argv: list[str]) -> RunOptions:
         elif name == "device":
             parts = split_opts(value)
             driver = parts[0][0] if parts and parts[0][1] is None else ""
+            if driver in BALLOON_DRIVERS:
+                if cfg.balloon is not None:
+                    raise CmdlineError("Only one balloon device is supported", option)
+                cfg.balloon = _parse_balloon(driver, parts[1:], option)
+                continue
             if driver not in ("virtio-mem-pci", "virtio-mem", "virtio-mem-device"):
-                opts.notes.append(f"{option}: ignored (vmemlab has only virtio-mem devices)")
+                opts.notes.append(f"{option}: ignored (vmemlab has only virtio-mem and "
+                                  "virtio-balloon devices)")
                 continue
             devices.append(_parse_device(parts[1:], option, len(devices)))
         elif name == "incoming":
@@ -516,6 +528,46 @@ def _parse_machine(cfg: MachineConfig, value: str, option: str, arg: str,
             rest.append(key if val is None else f"{key}={val}")
     if rest:
         opts.notes.append(f"{arg} {','.join(rest)}: ignored (no meaning in vmemlab)")
+def _parse_balloon(driver: str, parts: list[tuple[str, str | None]], option: str
+                   ) -> BalloonConfig:
+    """``-device virtio-balloon-pci,id=ID[,deflate-on-oom=on][,free-page-reporting=on]``."""
+    balloon = BalloonConfig(id="balloon0")
+    iothread = None
+    hint = False
+    for key, val in parts:
+        if key not in BALLOON_PROPS:
+            raise CmdlineError(f"Property '{driver}.{key}' not found", option)
+        if key == "id":
+            balloon.id = _check_id(val, option)
+        elif key == "deflate-on-oom":
+            balloon.deflate_on_oom = _bool(key, val, option)
+        elif key == "free-page-reporting":
+            balloon.free_page_reporting = _bool(key, val, option)
+        elif key == "page-poison":
+            balloon.page_poison = _bool(key, val, option)
+        elif key == "x-must-tell-host":
+            balloon.must_tell_host = _bool(key, val, option)
+        elif key == "free-page-hint":
+            hint = _bool(key, val, option)
+        elif key == "iothread":
+            iothread = val
+        elif key == "guest-stats-polling-interval":
+            number = _uint(val.lstrip("+") if val else val)
+            if val and val.startswith("-") and _uint(val[1:]) is not None:
+                raise CmdlineError("timer value must be greater than zero", option)
+            if number is None or number > (1 << 63) - 1:
+                raise CmdlineError(f"Parameter '{key}' expects int64", option)
+            if number > 0xFFFF_FFFF:
+                raise CmdlineError("timer value is too big", option)
+            balloon.stats_polling_interval = number
+    if hint and iothread is None:
+        raise CmdlineError("'free-page-hint' requires 'iothread' to be set", option)
+    if hint:
+        raise CmdlineError("free page hinting (a migration optimisation) is not modelled by "
+                           "vmemlab", option)
+    if iothread is not None:
+        raise CmdlineError(f"Device '{iothread}' not found", option)
+    return balloon
 
 
 def _build_numa(cfg: MachineConfig, numa: list, objects: dict[str, _Object], ram: int,
@@ -629,6 +681,10 @@ Machine (QEMU's syntax and error messages):
           [,memaddr=ADDR][,unplugged-inaccessible=on|off|auto (pc/q35 only)]
           [,dynamic-memslots=on (QEMU 8.2)][,x-rfc-write-protect=on (the RFC's design)]
           [,x-rfc-shrink-on-reboot=on]
+          [,memaddr=ADDR][,unplugged-inaccessible=on|off|auto][,x-rfc-shrink-on-reboot=on]
+  -device virtio-balloon-pci,id=ID[,deflate-on-oom=on][,free-page-reporting=on]
+          [,page-poison=on|off][,guest-stats-polling-interval=SECONDS][,x-must-tell-host=on]
+  -machine rfc-shrink-on-reboot=on   the RFC's reboot behaviour instead of unplug-all
   -append "OPTIONS"         guest boot options, e.g. modprobe.blacklist=virtio_mem,
                             memory_block_size=128M
   -incoming "exec:cat FILE" start from a saved machine (HMP: migrate "exec:cat > FILE")

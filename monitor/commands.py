@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from control import (
     Alloc,
+    BalloonRogue,
     ControlError,
     Dump,
     ErrorKind,
@@ -28,6 +29,7 @@ from control import (
     Online,
     Outcome,
     Poweroff,
+    Pressure,
     Read,
     RogueWrite,
     Stats,
@@ -39,6 +41,7 @@ from control.errors import ENGINE_ERRORS
 from control.guest_ops import ONLINE_TYPES
 from control.sizes import U64_MAX, json_to_uint64, parse_option_size
 from device.errors import GuestMemoryError, VmemError
+from monitor import balloon as balloon_qom
 
 if TYPE_CHECKING:
     from emulator.machine import Machine
@@ -169,6 +172,9 @@ def _objects(machine: Machine) -> dict[str, QomObject]:
                                                   "backend", dev_id)
         mem = "/objects/" + _memdev_name(machine, dev_id)
         objs[mem] = QomObject(mem, "memory-backend-ram", "memdev", dev_id)
+    if machine.balloon is not None:
+        for path, (qom_type, kind) in balloon_qom.objects(machine).items():
+            objs[path] = QomObject(path, qom_type, kind, machine.balloon.id)
     return objs
 
 
@@ -279,6 +285,8 @@ def _props(ctx: MonitorContext, obj: QomObject) -> tuple[tuple[str, str], ...]:
         return tuple(p for p in props if p[0] not in hidden)
     if obj.kind == "memdev":
         return MEMDEV_PROPS
+    if obj.kind.startswith("balloon-"):
+        return balloon_qom.props(obj.kind)
     return (("type", "string"),)
 
 
@@ -305,6 +313,8 @@ def qom_get(ctx: MonitorContext, path: str, prop: str) -> Any:
         raise MonitorError(f"Property '{obj.type}.{prop}' not found")
     if prop == "type":
         return obj.type
+    if obj.kind.startswith("balloon-"):
+        return balloon_qom.qom_get(ctx, obj.kind, prop)
     machine = ctx.machine
     if obj.kind == "memdev":
         dev = machine.devices[obj.dev_id]
@@ -344,6 +354,9 @@ def qom_set(ctx: MonitorContext, path: str, prop: str, value: Any, *, text: bool
     ptype = _type_of(ctx, obj, prop)
     if ptype is None:
         raise MonitorError(f"Property '{obj.type}.{prop}' not found")
+    if obj.kind.startswith("balloon-"):
+        balloon_qom.qom_set(ctx, obj.kind, obj.path, prop, value, text=text)
+        return
     if obj.kind == "memdev":
         raise MonitorError(f"cannot change property '{prop}' of {obj.path.rsplit('/', 1)[1]}")
     if obj.kind == "container" or prop == "type" or ptype.startswith("child<"):
@@ -379,8 +392,8 @@ def qom_set(ctx: MonitorContext, path: str, prop: str, value: Any, *, text: bool
 
 def monitor_error(err: ControlError) -> MonitorError:
     """QEMU's error class for a control error's kind (the text is already QEMU's)."""
-    return MonitorError(err.message, "DeviceNotFound" if err.kind is ErrorKind.NOT_FOUND
-                        else "GenericError")
+    classes = {ErrorKind.NOT_FOUND: "DeviceNotFound", ErrorKind.NOT_ACTIVE: "DeviceNotActive"}
+    return MonitorError(err.message, classes.get(err.kind, "GenericError"))
 
 
 def controlled(fn: Callable[[], T]) -> T:
@@ -611,7 +624,7 @@ def read_memory(ctx: MonitorContext, addr: int, size: int) -> bytes:
 # ------------------------------------------------------------------------------ guest
 
 GUEST_COMMANDS = ("alloc", "pin", "free", "touch", "verify", "dump", "rogue-write", "read",
-                  "online", "stats", "reboot", "poweroff")
+                  "online", "stats", "reboot", "poweroff", "balloon-rogue", "pressure")
 
 
 def _number(word: str) -> int:
@@ -648,6 +661,17 @@ def parse_guest_op(ctx: MonitorContext, command: str, args: list[str]) -> GuestO
             else:
                 where = target(word[7:] if word.startswith("target=") else word)
         return Alloc(size, unmovable=unmovable, target=where)
+    if command == "pressure":
+        if not args:
+            raise MonitorError("usage: guest pressure SIZE")
+        try:
+            return Pressure(parse_option_size("size", args[0]))
+        except ValueError as err:
+            raise MonitorError(str(err)) from None
+    if command == "balloon-rogue":
+        if not args:
+            raise MonitorError("usage: guest balloon-rogue PAGES")
+        return BalloonRogue(_number(args[0]))
     if command == "dump":
         # "--legacy": the RFC's / a pre-5.16 kdump that also reads unplugged memory
         legacy = "--legacy" in args

@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from control.sizes import format_mib
+from monitor import balloon as b
 from monitor import commands as c
 from monitor import info as mem_info
 from monitor import virtio_status as vs
 from monitor.commands import MonitorContext, MonitorError, context_for
+from monitor.hmp_expr import ExprError, get_expr
 from monitor.hmp_line import line_error
 
 if TYPE_CHECKING:
@@ -342,6 +344,8 @@ def _printc(v: int) -> str:
 
 def _h_qom_get(ctx: MonitorContext, a: dict[str, Any]) -> str:
     value = c.qom_get(ctx, a["path"], a["property"])
+    if isinstance(value, dict):  # qobject_to_json_pretty(): QEMU pretty-prints objects
+        return json.dumps(value, indent=4) + "\n"
     return json.dumps(value) + "\n"
 
 
@@ -415,6 +419,11 @@ def _h_virtio_mem(ctx: MonitorContext, a: dict[str, Any]) -> str:
     return ""
 
 
+def _h_balloon(ctx: MonitorContext, a: dict[str, Any]) -> str:
+    b.balloon(ctx, a["value"])  # 'M': already in bytes (QEMU's monitor multiplies by MiB)
+    return ""
+
+
 def _h_device_del(ctx: MonitorContext, a: dict[str, Any]) -> str:
     c.resolve_device(ctx, a["id"])
     raise MonitorError("Bus 'pcie.0' does not support hotplugging")
@@ -428,6 +437,9 @@ def _simple(fn: Callable[[MonitorContext], object]) -> Handler:
 
 
 COMMANDS: list[HmpCommand] = [
+    HmpCommand("balloon", "value:M", "target",
+               "request VM to change its memory allocation (in MB)", _h_balloon,
+               visitor_safe=True),
     HmpCommand("cont|c", "", "", "resume emulation", _simple(c.cont), visitor_safe=True),
     HmpCommand("device_del", "id:s", "device", "remove device",
                _h_device_del, visitor_safe=True),
@@ -436,7 +448,7 @@ COMMANDS: list[HmpCommand] = [
                "pin SIZE [DEVICE], free ID, touch ID, verify [ID], dump [--legacy] [DEVICE], "
                "rogue-write [OFFSET] [DEVICE], read ADDR, "
                "online [DEVICE] [online_movable|online_kernel|online], stats, reboot, "
-               "poweroff (vmemlab)",
+               "poweroff, pressure SIZE, balloon-rogue PAGES (vmemlab)",
                _h_guest, visitor_safe=True),
     HmpCommand("help|?", "name:S?", "[cmd]", "show the help", _h_help, visitor_safe=True),
     HmpCommand("info", "item:s?", "[subcommand]", "show various information about the system "
@@ -468,6 +480,8 @@ COMMANDS: list[HmpCommand] = [
 
 # every ``info`` subcommand only reads the machine
 INFO_COMMANDS: list[HmpCommand] = [
+    HmpCommand("balloon", "", "", "show balloon information",
+               lambda ctx, a: b.fmt_info_balloon(b.query_balloon(ctx)), visitor_safe=True),
     HmpCommand("guest", "", "", "show what the guest reports about its memory (vmemlab)",
                lambda ctx, a: fmt_guest(c.guest_info(ctx)), visitor_safe=True),
     HmpCommand("memdev", "", "", "show memory backends",
@@ -633,6 +647,14 @@ def _parse_args(cmd: HmpCommand, line: str, p: int, shown: str) -> dict[str, Any
                     continue
                 raise ParseError(f"{shown}: integer expected", shown)
             args[key] = number
+        elif typ == "M":  # QEMU: get_expr(), must be >= 0, then times 1 MiB
+            try:
+                number, p = get_expr(line, p)
+            except ExprError as err:
+                raise ParseError(str(err), shown) from None
+            if number < 0:
+                raise ParseError("enter a positive value", shown)
+            args[key] = ((number << 20) + (1 << 63)) % (1 << 64) - (1 << 63)  # int64 wraps
         elif typ == "/":
             q = _skip(line, p)
             if q < len(line) and line[q] == "/":
@@ -730,8 +752,11 @@ def complete(ctx: MonitorContext | None, before: str, policy: Policy = FULL) -> 
                       and ((n.startswith(current) and len(n) > 1) or n == current))
     first = done[0]
     ids: list[str] = []
+    qom_ids: list[str] = []
     if ctx is not None:
         ids = list(ctx.machine.devices)
+        balloon = ctx.machine.balloon
+        qom_ids = ids + ([balloon.id] if balloon is not None else [])
     if first == "info":
         if len(done) == 1:
             return sorted(n for cmd in INFO_COMMANDS for n in cmd.names
@@ -743,12 +768,14 @@ def complete(ctx: MonitorContext | None, before: str, policy: Policy = FULL) -> 
         return []
     args = [w for w in done[1:] if not w.startswith("-")]
     if first in ("qom-get", "qom-set", "qom-list", "virtio-mem", "device_del") and not args:
-        paths = ids + [f"/machine/peripheral/{i}" for i in ids] + [
-            f"/machine/peripheral/{i}/virtio-backend" for i in ids]
+        named = qom_ids if first.startswith("qom-") else ids
+        paths = named + [f"/machine/peripheral/{i}" for i in named] + [
+            f"/machine/peripheral/{i}/virtio-backend" for i in named]
         return [p for p in paths if p.startswith(current)]
     if first in ("qom-get", "qom-set") and len(args) == 1:
         names = ["requested-size", "size", "block-size", "memaddr", "node", "memdev",
-                 "unplugged-inaccessible", "prealloc", "type"]
+                 "unplugged-inaccessible", "prealloc", "type", "guest-stats",
+                 "guest-stats-polling-interval", "deflate-on-oom", "free-page-reporting"]
         return [n for n in names if n.startswith(current)]
     if first == "guest" and not args:
         return sorted(g for g in c.GUEST_COMMANDS if g.startswith(current))

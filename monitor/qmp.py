@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from monitor import balloon as b
 from monitor import commands as c
 from monitor import info as mem_info
 from monitor import virtio_status as vs
@@ -236,6 +237,11 @@ def _migrate(ctx: MonitorContext, a: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+def _balloon(ctx: MonitorContext, a: dict[str, Any]) -> dict[str, Any]:
+    b.balloon(ctx, a["value"])
+    return {}
+
+
 def _query_version(ctx: MonitorContext) -> dict[str, Any]:
     return {"qemu": dict(QEMU_VERSION), "package": PACKAGE}
 
@@ -268,6 +274,8 @@ QMP_COMMANDS: dict[str, tuple[ArgSpec, Callable[[MonitorContext, dict[str, Any]]
     "x-query-virtio": ({}, lambda ctx, a: qobject(vs.query_virtio(ctx))),
     "x-query-virtio-status": ({"path": ("str", True)},
                               lambda ctx, a: qobject(vs.query_virtio_status(ctx, a["path"]))),
+    "balloon": ({"value": ("int", True)}, _balloon),
+    "query-balloon": ({}, _no_args(b.query_balloon)),
 }
 _TYPE_NAMES = {"str": "string", "bool": "boolean", "int": "integer", "array": "array"}
 

@@ -1,10 +1,11 @@
 """Machine events -> QMP events, with QEMU's per-device throttling.
 
-QEMU throttles ``MEMORY_DEVICE_SIZE_CHANGE`` to one event per second per ``qom-path``
-(``monitor_qapi_event_queue``): the first change is delivered at once; changes inside that
-second are merged into one event, delivered about 1 s after the previous one, carrying the last
-size *and the timestamp of the last change*; the last value is never lost. Other events
-(``RESET``, ``STOP``, ``RESUME``, ``SHUTDOWN``) are delivered at once.
+QEMU throttles ``MEMORY_DEVICE_SIZE_CHANGE`` to one event per second per ``qom-path`` and
+``BALLOON_CHANGE`` to one a second (``monitor_qapi_event_queue``): the first change is
+delivered at once; changes inside that second are merged into one event, delivered about 1 s
+after the previous one, carrying the last size *and the timestamp of the last change*; the last
+value is never lost. Other events (``RESET``, ``STOP``, ``RESUME``, ``SHUTDOWN``) are delivered
+at once.
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ if TYPE_CHECKING:
     from emulator.machine import Machine
 
 Sink = Callable[[dict[str, Any]], None]
-THROTTLED = {"MEMORY_DEVICE_SIZE_CHANGE": 1.0}
+THROTTLED = {"MEMORY_DEVICE_SIZE_CHANGE": 1.0, "BALLOON_CHANGE": 1.0}
 #: every event vmemlab emits, in the order of QEMU 7.2's schema (qapi/run-state.json, then
 #: qapi/machine.json); ``query-events`` lists exactly these. :func:`make_event` refuses any
 #: other name, so an event added without being declared here fails its first test.
 EVENTS: tuple[str, ...] = (
     "SHUTDOWN", "RESET", "STOP", "RESUME", "GUEST_PANICKED",  # run-state.json
-    "MEMORY_DEVICE_SIZE_CHANGE",  # machine.json
+    "BALLOON_CHANGE", "MEMORY_DEVICE_SIZE_CHANGE",  # machine.json
 )
 
 
@@ -160,6 +161,8 @@ class EventTranslator:
                 out.append(("MEMORY_DEVICE_SIZE_CHANGE", {
                     "size": fields["plugged_size"],
                     "qom-path": f"/machine/peripheral/{dev}", "id": dev}))
+        elif kind == "balloon_actual":  # virtio_balloon_set_config(): the guest's size
+            out.append(("BALLOON_CHANGE", {"actual": getattr(ev, "guest_size", 0)}))
         elif kind == "reset":
             out.append(("RESET", {"guest": bool(getattr(ev, "guest", False)),
                                   "reason": getattr(ev, "reason", "")}))
@@ -180,7 +183,7 @@ class EventTranslator:
         for name, data in self.translate(record):
             msg = make_event(name, data, record.wall)
             if name in THROTTLED and data is not None:
-                self.limiter.submit(f"{name}:{data['qom-path']}", msg)
+                self.limiter.submit(f"{name}:{data.get('qom-path', '')}", msg)
             else:
                 self._fan_out(msg)
 

@@ -93,9 +93,13 @@ def backend_path(dev_id: str) -> str:
 
 
 def query_virtio(ctx: MonitorContext) -> list[dict[str, str]]:
-    """``x-query-virtio``: QEMU prepends each device it finds, so the last created is first."""
-    return [{"path": backend_path(dev_id), "name": DEVICE_NAME}
-            for dev_id in reversed(list(ctx.machine.devices))]
+    """``x-query-virtio``: QEMU prepends each device it finds, so the last created is first
+    (the balloon sits after the memory devices)."""
+    found = [{"path": backend_path(dev_id), "name": DEVICE_NAME} for dev_id in ctx.machine.devices]
+    balloon = ctx.machine.balloon
+    if balloon is not None:
+        found.append({"path": backend_path(balloon.id), "name": "virtio-balloon"})
+    return list(reversed(found))
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from control.sizes import U64_MAX, SizeError, strtosz
 from device.errors import ConfigError
 from emulator.config import (
     DEFAULT_BLOCK_SIZE,
+    BalloonConfig,
     MachineConfig,
     MemoryDeviceConfig,
     NumaNodeConfig,
@@ -43,7 +44,7 @@ SCHEMA_PATH = os.path.join(HERE, "scenario.schema.json")
 BUNDLED_DIR = os.path.join(HERE, "bundled")
 LESSONS_DIR = os.path.join(BUNDLED_DIR, "lessons")
 STEP_KINDS = ("say", "pause", "monitor", "qmp", "set-requested-size", "guest", "reboot",
-              "migrate", "wait-until", "expect")
+              "migrate", "balloon", "wait-until", "expect")
 GUEST_KEYS: dict[str, tuple[str, ...]] = {
     "alloc": ("size", "unmovable", "target", "as"),
     "free": ("alloc",),
@@ -53,16 +54,20 @@ GUEST_KEYS: dict[str, tuple[str, ...]] = {
     "rogue-write": ("device", "addr", "offset"),
     "read": ("device", "addr", "offset"),
     "stats": (),
+    "balloon-rogue": ("pages",),
+    "pressure": ("size",),
 }
 GUEST_COMMON = ("guest", "expect", "expect-error", "timeout", "machine")
 SIZE_KEYS = ("plugged", "requested", "usable", "resident", "unplugged-resident", "node-size",
-             "node-plugged")
+             "node-plugged", "boot-resident")
+BALLOON_SIZE_KEYS = ("actual", "target", "resident", "in-boot", "oom-deflated", "reported",
+                     "memtotal")
 COUNT_KEYS = ("plugged-blocks", "guest-faults", "violations")
 DEVICE_KEYS = ("plugged", "requested", "usable", "plugged-blocks", "resident", "driver",
                "unplugged-inaccessible", "unplugged-resident")
 # HMP / QMP commands after which "settled" waits for the guest to answer again
-MUTATING_HMP = ("virtio-mem", "qom-set", "system_reset")
-MUTATING_QMP = ("qom-set", "system_reset", "human-monitor-command")
+MUTATING_HMP = ("virtio-mem", "qom-set", "system_reset", "balloon")
+MUTATING_QMP = ("qom-set", "system_reset", "human-monitor-command", "balloon")
 _COMPARE_OPS = ("<=", ">=", "==", "!=", "<", ">")
 
 
@@ -147,9 +152,13 @@ class Step:
         if self.kind == "reboot":
             how = "without the driver" if p["driver"] is False else (
                 "with the driver" if p["driver"] else "")
-            return f"by the {p['by']} {how}".strip()
+            if p.get("balloon_driver") is not None:
+                how += (" with" if p["balloon_driver"] else " without") + " virtio_balloon"
+            return f"by the {p['by']} {how.strip()}".strip()
         if self.kind == "migrate":
             return "save, load into a fresh machine, continue there"
+        if self.kind == "balloon":
+            return ", ".join(f"{k}: {_show(v)}" for k, v in self.raw["balloon"].items())
         if self.kind in ("wait-until", "expect"):
             return ", ".join(f"{k}: {_show(v)}" for k, v in self.raw[self.kind].items())
         return ""
@@ -445,6 +454,13 @@ def _machine(chk: _Checker, name: str, spec: Any, where: list[Any]) -> MachineSp
     cfg.rfc_shrink_on_reboot = spec.get("rfc-shrink-on-reboot", False)
     cfg.persistent_suspend = spec.get("persistent-suspend", False)
     cfg.machine = spec.get("machine", cfg.machine)
+    if "balloon" in spec:
+        b = spec["balloon"]
+        cfg.balloon = BalloonConfig(
+            id=b.get("id", "balloon0"), deflate_on_oom=b.get("deflate-on-oom", False),
+            free_page_reporting=b.get("free-page-reporting", False),
+            page_poison=b.get("page-poison", True),
+            stats_polling_interval=b.get("guest-stats-polling-interval", 0))
     for i, node in enumerate(spec.get("nodes", [])):
         mem = chk.size(node["mem"], [*where, "nodes", i, "mem"]) if "mem" in node else None
         cfg.nodes.append(NumaNodeConfig(i, list(node.get("cpus", [])), mem))
@@ -500,7 +516,11 @@ def _condition(chk: _Checker, cond: dict[str, Any], where: list[Any], spec: Mach
         if cond["node"] >= nodes:
             chk.fail([*where, "node"], f"machine '{spec.name}' has {nodes} NUMA node(s)")
     out["device"] = device
+    if "balloon" in cond:
+        out["balloon"] = _balloon_condition(chk, cond["balloon"], [*where, "balloon"], spec)
     for key, value in cond.items():
+        if key == "balloon":
+            continue
         if key in SIZE_KEYS:
             out[key] = chk.compare(value, [*where, key], sizes=True)
         elif key in COUNT_KEYS:
@@ -511,6 +531,35 @@ def _condition(chk: _Checker, cond: dict[str, Any], where: list[Any], spec: Mach
         elif key == "console":
             out[key] = chk.regex(value, [*where, key])
         elif key != "device":
+            out[key] = value
+    return out
+
+
+def _no_balloon(spec: MachineSpec) -> str:
+    return (f"machine '{spec.name}' has no balloon (add -device virtio-balloon-pci,"
+            "id=balloon0)")
+
+
+def _balloon_condition(chk: _Checker, cond: dict[str, Any], where: list[Any],
+                       spec: MachineSpec) -> dict[str, Any]:
+    """The ``balloon:`` part of a condition: sizes in bytes, ``pages`` a count."""
+    if spec.config.balloon is None:
+        chk.fail(where, _no_balloon(spec))
+    out: dict[str, Any] = {}
+    devs = _devices(spec)
+    for key, value in cond.items():
+        if key in BALLOON_SIZE_KEYS:
+            out[key] = chk.compare(value, [*where, key], sizes=True)
+        elif key == "pages":
+            out[key] = chk.compare(value, [*where, key], sizes=False)
+        elif key == "in":
+            out[key] = {}
+            for dev, want in value.items():
+                if dev not in devs:
+                    chk.fail([*where, "in", dev], f"machine '{spec.name}' has no device "
+                                                  f"'{dev}' (it has: {', '.join(devs) or 'none'})")
+                out[key][dev] = chk.compare(want, [*where, "in", dev], sizes=True)
+        else:
             out[key] = value
     return out
 
@@ -628,6 +677,17 @@ def _step(chk: _Checker, index: int, raw: dict[str, Any], machines: dict[str, Ma
             chk.fail(where, "'guest: read' needs 'addr' or 'device' + 'offset'")
         if value == "dump":
             p["legacy"] = raw.get("legacy", False)
+        if value == "balloon-rogue":
+            if spec.config.balloon is None:
+                chk.fail(where, _no_balloon(spec))
+            if "pages" not in raw:
+                chk.fail(where, "'guest: balloon-rogue' needs 'pages'")
+            p["pages"] = raw.get("pages", 1)
+        if value == "pressure":
+            if "size" not in raw:
+                chk.fail(where, "'guest: pressure' needs 'size'")
+            else:
+                p["size"] = chk.size(raw["size"], [*where, "size"])
         p["expect"] = raw.get("expect")
         p["expect_error"] = (chk.regex(raw["expect-error"], [*where, "expect-error"])
                              if "expect-error" in raw else None)
@@ -635,9 +695,19 @@ def _step(chk: _Checker, index: int, raw: dict[str, Any], machines: dict[str, Ma
     elif kind == "reboot":
         opts = value or {}
         p["driver"], p["by"] = opts.get("driver"), opts.get("by", "host")
-        if p["by"] == "guest" and p["driver"] is not None:
+        p["balloon_driver"] = opts.get("balloon-driver")
+        if p["by"] == "guest" and (p["driver"] is not None or p["balloon_driver"] is not None):
             chk.fail([*where, "reboot"], "a guest reboot keeps its kernel command line: "
                                          "'driver' needs 'by: host'")
+    elif kind == "balloon":
+        if spec.config.balloon is None:
+            chk.fail([*where, "balloon"], _no_balloon(spec))
+        if "target" in value:
+            p["target"] = chk.size(value["target"], [*where, kind, "target"])
+            if p["target"] == 0:
+                chk.fail([*where, kind, "target"], "Parameter 'target' expects a size")
+        if "poll-interval" in value:
+            p["poll_interval"] = value["poll-interval"]
     elif kind == "migrate":
         opts = value or {}
         dest = None

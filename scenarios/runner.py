@@ -18,21 +18,24 @@ from typing import Any
 
 from control import (
     Alloc,
+    BalloonRogue,
     ControlError,
     Dump,
     Free,
     GuestOp,
     MachineControl,
+    Pressure,
     Read,
     RogueWrite,
     Touch,
     Verify,
     control_for,
 )
+from control.settle import balloon_settled
 from control.sizes import format_mib
 from emulator.events import Record
 from emulator.machine import Machine
-from emulator.snapshot import DeviceSnapshot, MachineSnapshot
+from emulator.snapshot import BalloonSnapshot, DeviceSnapshot, MachineSnapshot
 from monitor.commands import context_for
 from scenarios.loader import Compare, MachineSpec, Scenario, Step
 from scenarios.patterns import Pattern
@@ -169,7 +172,8 @@ class Player:
                 counts = Counter(tracked.counts)
             self._goals[i] = evaluate(snap, goal.condition, counts,
                                       list(tracked.machine.console),
-                                      tracked.control.watch.settled)
+                                      tracked.control.watch.settled,
+                                      unsettled=tracked.control.unsettled)
 
     def _check_goals(self) -> bool:
         """After the worked solution every goal must have been reached at some point."""
@@ -298,6 +302,10 @@ class Player:
             if "offset" in p:
                 addr = t.machine.devices[p["device"]].addr + p["offset"]
             return RogueWrite(addr, p.get("device")) if action == "rogue-write" else Read(addr)
+        if action == "balloon-rogue":
+            return BalloonRogue(int(p["pages"]))
+        if action == "pressure":
+            return Pressure(p["size"])
         raise StepFailed(f"unknown guest action '{action}'")
 
     def _do_guest(self, step: Step, t: _Tracked, r: StepReport) -> None:
@@ -329,11 +337,27 @@ class Player:
                 r.summary = "the guest rebooted itself (PSCI SYSTEM_RESET)"
                 return
             before = t.machine.config.cmdline
-            cmdline = t.control.reboot(driver=p["driver"])
+            cmdline = t.control.reboot(driver=p["driver"],
+                                       balloon_driver=p.get("balloon_driver"))
         except ControlError as err:
             raise StepFailed(err.message) from None
         r.summary = "system_reset" + (f"; guest command line: '{cmdline}'"
                                       if p["driver"] is not None or cmdline != before else "")
+
+    def _do_balloon(self, step: Step, t: _Tracked, r: StepReport) -> None:
+        p = step.params
+        done = []
+        try:
+            if "target" in p:
+                t.control.balloon.set_target(p["target"])
+                done.append(f"target {format_mib(p['target'])}")
+            if "poll_interval" in p:
+                t.control.balloon.set_poll_interval(p["poll_interval"])
+                done.append(f"stats every {p['poll_interval']} s" if p["poll_interval"]
+                            else "stats polling off")
+        except ControlError as err:
+            raise StepFailed(err.message) from None
+        r.summary = "balloon: " + ", ".join(done)
 
     def _do_migrate(self, step: Step, t: _Tracked, r: StepReport) -> None:
         source = t.machine
@@ -388,24 +412,32 @@ class Player:
         snap: MachineSnapshot = t.machine.snapshot(residency=needs_residency(cond))
         with self._lock:
             window = t.counts - t.window
-        return evaluate(snap, cond, window, list(t.machine.console), t.control.watch.settled)
+        return evaluate(snap, cond, window, list(t.machine.console), t.control.watch.settled,
+                        unsettled=t.control.unsettled)
 
 
-RESIDENCY_KEYS = ("resident", "unplugged-resident")
+Unsettled = Callable[[MachineSnapshot, str | None], list[str]]
+
+
+RESIDENCY_KEYS = ("resident", "unplugged-resident", "boot-resident")
 
 
 def needs_residency(cond: dict[str, Any]) -> bool:
-    """Whether ``cond`` needs a snapshot with host residency (``snapshot(residency=True)``)."""
-    return any(key in cond for key in RESIDENCY_KEYS)
+    """Whether ``cond`` needs a snapshot with host residency (``snapshot(residency=True)``):
+    host residency (pagemap) is read only then."""
+    balloon = cond.get("balloon") or {}
+    return any(key in cond for key in RESIDENCY_KEYS) or "resident" in balloon
 
 
 def evaluate(snap: MachineSnapshot, cond: dict[str, Any], window: Counter[str],
-             console: list[str], settled: Callable[[DeviceSnapshot], bool]) -> list[str]:
+             console: list[str], settled: Callable[[DeviceSnapshot], bool], *,
+             unsettled: Unsettled | None = None) -> list[str]:
     """What does not hold of a parsed condition (``Step.params["condition"]``, ``Goal``).
 
     ``window`` counts events by kind (for ``events``/``violations``), ``console`` holds recent
     guest console lines, ``settled(device_snapshot)`` decides ``settled`` (the machine's
-    ``SettleWatch.settled``: control/settle.py).
+    ``SettleWatch.settled``: control/settle.py); ``unsettled`` (``MachineControl.unsettled``),
+    when given, decides it for the whole machine, the balloon included.
     """
     why: list[str] = []
     dev_id = cond.get("device")
@@ -433,10 +465,20 @@ def evaluate(snap: MachineSnapshot, cond: dict[str, Any], window: Counter[str],
                 dev.unplugged_inaccessible != cond["unplugged-inaccessible"]:
             why.append(f"{dev.id} unplugged-inaccessible is {dev.unplugged_inaccessible}")
     if "settled" in cond:
-        devices = [dev] if dev is not None else list(snap.devices)
-        unsettled = [d.id for d in devices if not settled(d)]
-        if bool(cond["settled"]) == bool(unsettled):
-            why.append(f"not settled: {', '.join(unsettled)}" if unsettled else "settled")
+        if unsettled is not None:
+            pending = unsettled(snap, dev.id if dev is not None else None)
+        else:
+            devices = [dev] if dev is not None else list(snap.devices)
+            pending = [d.id for d in devices if not settled(d)]
+        if bool(cond["settled"]) == bool(pending):
+            why.append(f"not settled: {', '.join(pending)}" if pending else "settled")
+    if "balloon" in cond:
+        _balloon_checks(snap, cond["balloon"], why, unsettled)
+    if "boot-resident" in cond and snap.boot_resident is not None:
+        want: Compare = cond["boot-resident"]
+        if not want.check(snap.boot_resident):
+            why.append(f"boot RAM resident on the host is {_fmt(snap.boot_resident, 'resident')}"
+                       f", expected {want}")
     if "runstate" in cond and snap.runstate != cond["runstate"]:
         why.append(f"runstate is {snap.runstate}, expected {cond['runstate']}")
     if "booted" in cond and snap.guest_booted != cond["booted"]:
@@ -458,6 +500,51 @@ def evaluate(snap: MachineSnapshot, cond: dict[str, Any], window: Counter[str],
     if pattern is not None and not pattern.search_lines(console):
         why.append(f"no console line matches /{pattern.pattern}/")
     return why
+
+
+def _balloon_checks(snap: MachineSnapshot, cond: dict[str, Any], why: list[str],
+                    unsettled: Unsettled | None) -> None:
+    b: BalloonSnapshot | None = snap.balloon
+    if b is None:
+        why.append("the machine has no balloon")
+        return
+    g = b.guest if b.guest is not None and b.guest.state != "disabled" else None
+    dev_ids = [d.id for d in snap.devices]
+    sizes: dict[str, tuple[int | None, str]] = {
+        "actual": (b.guest_size, "balloon actual (the guest's size)"),
+        "target": (b.target_size, "balloon target"),
+        "resident": (None if b.host_inflated_resident is None else
+                     b.host_inflated_resident * 4096, "inflated memory backed again"),
+        "in-boot": (None if g is None else g.pages_boot * 4096, "balloon memory in boot RAM"),
+        "oom-deflated": (None if g is None else g.oom_deflated * 4096,
+                         "memory taken back on OOM"),
+        "reported": (b.reported_bytes, "free memory reported"),
+        "memtotal": (None if g is None else g.total_pages * 4096, "guest MemTotal"),
+    }
+    for key, (actual, what) in sizes.items():
+        want: Compare | None = cond.get(key)
+        if want is None:
+            continue
+        if actual is None:
+            why.append(f"{what}: not known yet (the balloon driver has not bound)")
+        elif not want.check(actual):
+            why.append(f"{what} is {_fmt(actual, 'resident')}, expected {want}")
+    pages: Compare | None = cond.get("pages")
+    if pages is not None and not pages.check(b.actual):
+        why.append(f"balloon pages: {b.actual}, expected {pages}")
+    for dev_id, want in (cond.get("in") or {}).items():
+        index = dev_ids.index(dev_id) if dev_id in dev_ids else -1
+        if g is None or not 0 <= index < len(g.pages_dev):
+            why.append(f"balloon memory in {dev_id}: not known yet")
+        elif not want.check(g.pages_dev[index] * 4096):
+            why.append(f"balloon memory in {dev_id} is "
+                       f"{_fmt(g.pages_dev[index] * 4096, 'resident')}, expected {want}")
+    if "driver" in cond and b.driver_state != cond["driver"]:
+        why.append(f"balloon driver is {b.driver_state}, expected {cond['driver']}")
+    if "settled" in cond:
+        done = (not unsettled(snap, b.id)) if unsettled is not None else balloon_settled(b)
+        if bool(cond["settled"]) != done:
+            why.append("balloon not settled" if not done else "balloon settled")
 
 
 def _fmt(value: int, key: str) -> str:

@@ -15,10 +15,12 @@ from typing import IO, Any
 
 from control import (
     Alloc,
+    BalloonRogue,
     Dump,
     Free,
     GuestOp,
     MachineControl,
+    Pressure,
     RogueWrite,
     RunState,
     Touch,
@@ -34,7 +36,10 @@ from webapp.inputs import InputError
 from webapp.sessions import MachineSession, SessionManager
 
 SAVE_MAGIC = b"VMEMLAB-WEB-SAVE\n"
-GUEST_ACTIONS = ("alloc", "free", "touch", "verify", "dump", "rogue_write")
+GUEST_ACTIONS = ("alloc", "free", "touch", "verify", "dump", "rogue_write", "pressure",
+                 "balloon_rogue")
+BALLOON_ACTIONS = ("target", "query", "stats", "poll_interval")
+MAX_ROGUE_PAGES = 1 << 20  # 4 GiB of balloon pages in one click is plenty
 REBOOT_MODES = {"reset": None, "no-driver": False, "driver": True}  # mode -> with the driver?
 
 
@@ -85,6 +90,14 @@ def guest_op(sess: MachineSession, data: dict[str, Any]) -> tuple[str, GuestOp]:
         return action, Dump(None if device in (None, "", "all") else
                             inputs.device_id(device, ids),
                             legacy=inputs.flag(data.get("legacy"), "legacy"))
+    if action == "pressure":
+        size = inputs.size(data.get("size", 64), "pressure size", default_unit=MiB)
+        if size <= 0:
+            raise InputError("pressure size: must be positive")
+        return action, Pressure(size)
+    if action == "balloon_rogue":
+        pages = inputs.integer(data.get("pages", 256), "pages", 1, MAX_ROGUE_PAGES)
+        return action, BalloonRogue(pages)
     dev_id = inputs.device_id(data.get("device", ids[0] if ids else None), ids)
     addr = inputs.integer(data.get("addr", 0), "address", 0, (1 << 48) - 1)
     return action, RogueWrite(addr, dev_id)
@@ -94,6 +107,23 @@ def guest_action(sess: MachineSession, data: Any, timeout: float) -> dict[str, A
     action, op = guest_op(sess, inputs.payload(data))
     outcome = _control(sess).guest(op, timeout)
     return {"action": action, **outcome.values, "message": outcome.message}
+
+
+def balloon(sess: MachineSession, data: Any) -> dict[str, Any]:
+    """The balloon (``control.balloon``): ``target`` (the guest's size: MiB or "512M"),
+    ``query``, ``stats`` (QEMU's guest-stats), ``poll_interval`` (seconds, 0: off).
+    Deflating asks the server's memory budget first, like any growth the page allows."""
+    data = inputs.payload(data)
+    action = inputs.choice(data.get("action", "query"), "action", BALLOON_ACTIONS)
+    ops = _control(sess).balloon
+    if action == "target":
+        ops.set_target(inputs.size(data.get("size"), "target", default_unit=MiB))
+    elif action == "poll_interval":
+        ops.set_poll_interval(inputs.integer(data.get("seconds", 0), "seconds", 0,
+                                             0xFFFF_FFFF))
+    elif action == "stats":
+        return {"action": action, **ops.guest_stats()}
+    return {"action": action, **ops.query().to_dict()}
 
 
 def reboot(sess: MachineSession, data: Any) -> dict[str, Any]:
@@ -157,6 +187,7 @@ def block_info(sess: MachineSession, data: Any) -> dict[str, Any]:
 def status(sess: MachineSession) -> dict[str, Any]:
     """Cheap status from public attributes only (no snapshot: never interrupts the guest)."""
     machine = _machine(sess)
+    balloon = machine.balloon
     return {
         "runstate": machine.runstate,
         "guest_booted": machine.guest_booted,
@@ -166,6 +197,10 @@ def status(sess: MachineSession) -> dict[str, Any]:
              "plugged_size": dev.plugged_size, "requested_size": dev.requested_size}
             for dev_id, dev in machine.devices.items()
         ],
+        **({"balloon": {"id": balloon.id, "actual": balloon.guest_size,
+                        "target": balloon.target_size,
+                        "driver_state": machine.guest_states.get(balloon.id, "absent")}}
+           if balloon is not None else {}),
     }
 
 

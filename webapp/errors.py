@@ -26,6 +26,7 @@ JSON_PREFIXES = ("/api/", "/share", "/shared/")
 STATUS = {
     ErrorKind.INVALID: 400,
     ErrorKind.NOT_FOUND: 404,
+    ErrorKind.NOT_ACTIVE: 409,  # the machine has no such device (QEMU: no balloon)
     ErrorKind.BUSY: 409,
     ErrorKind.REFUSED: 409,
     ErrorKind.FAILED: 422,

@@ -11,6 +11,7 @@ from typing import Any
 
 from emulator.config import (
     DEFAULT_GUEST_CMDLINE,
+    BalloonConfig,
     GiB,
     MachineConfig,
     MemoryDeviceConfig,
@@ -105,12 +106,13 @@ def machine_config(form: dict[str, Any], *, max_memory: int, max_blocks: int) ->
     ``requested_size`` (one device per node), or an explicit ``devices`` list of
     ``{id, size, requested_size, node, dynamic_memslots, rfc_write_protect}``;
     ``unplugged_inaccessible``, ``rfc_shrink_on_reboot``, ``cmdline``, ``machine`` (virt, pc,
-    q35: whose QEMU rules apply). Sizes take ints (MiB) or strings ("1G").
+    q35: whose QEMU rules apply); ``balloon`` (a virtio-balloon: ``true`` or
+    ``{deflate_on_oom, free_page_reporting}``). Sizes take ints (MiB) or strings ("1G").
     """
     form = payload(form)
     allowed = {"boot_ram", "nodes", "block_size", "device_size", "requested_size", "devices",
                "unplugged_inaccessible", "rfc_shrink_on_reboot", "cmdline", "preset",
-               "machine"}
+               "machine", "balloon"}
     unknown = sorted(set(form) - allowed)
     if unknown:
         raise InputError(f"unknown field(s): {', '.join(unknown)}")
@@ -154,6 +156,7 @@ def machine_config(form: dict[str, Any], *, max_memory: int, max_blocks: int) ->
         raise InputError(f"the machine would have {total // MiB} MiB; this server allows "
                          f"at most {max_memory // MiB} MiB per machine")
     return MachineConfig(
+        balloon=balloon_config(form.get("balloon")),
         boot_ram=boot_ram,
         smp=nr_nodes,
         nodes=[NumaNodeConfig(n, [n]) for n in range(nr_nodes)] if nr_nodes > 1 else [],
@@ -162,6 +165,21 @@ def machine_config(form: dict[str, Any], *, max_memory: int, max_blocks: int) ->
         rfc_shrink_on_reboot=flag(form.get("rfc_shrink_on_reboot"), "shrink on reboot"),
         machine=choice(form.get("machine", "virt"), "machine", ("virt", "pc", "q35")),
     )
+
+
+def balloon_config(value: Any) -> BalloonConfig | None:
+    """The form's ``balloon``: absent/false (none), true, or its two features."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return BalloonConfig()
+    form = payload(value)
+    unknown = sorted(set(form) - {"deflate_on_oom", "free_page_reporting"})
+    if unknown:
+        raise InputError(f"balloon: unknown field(s): {', '.join(unknown)}")
+    return BalloonConfig(
+        deflate_on_oom=flag(form.get("deflate_on_oom"), "deflate-on-oom"),
+        free_page_reporting=flag(form.get("free_page_reporting"), "free-page-reporting"))
 
 
 def config_to_form(cfg: MachineConfig) -> dict[str, Any]:
@@ -181,4 +199,7 @@ def config_to_form(cfg: MachineConfig) -> dict[str, Any]:
         "machine": cfg.personality.name,
         "rfc_shrink_on_reboot": cfg.rfc_shrink_on_reboot,
         "cmdline": cfg.cmdline,
+        **({"balloon": {"deflate_on_oom": cfg.balloon.deflate_on_oom,
+                        "free_page_reporting": cfg.balloon.free_page_reporting}}
+           if cfg.balloon is not None else {}),
     }

@@ -151,6 +151,7 @@ def goals_answer(lesson: Scenario) -> Any:
     console = list(machine.console)
     out = []
     for i, goal in enumerate(lesson.goals):
-        why = evaluate(snap, goal.condition, counts, console, control.watch.settled)
+        why = evaluate(snap, goal.condition, counts, console, control.watch.settled,
+                       unsettled=control.unsettled)
         out.append({"index": i, "goal": goal.title, "reached": not why, "why": why})
     return jsonify(goals=out)

@@ -128,6 +128,12 @@ def on_guest(data: Any) -> dict[str, Any]:
     return actions.guest_action(_session(), data, ext.sessions().settings.command_timeout)
 
 
+@socketio.on("balloon")
+@command
+def on_balloon(data: Any) -> dict[str, Any]:
+    return actions.balloon(_session(), data)
+
+
 @socketio.on("reboot")
 @command
 def on_reboot(data: Any) -> dict[str, Any]:

@@ -72,6 +72,8 @@ struct abi_bootinfo {
 #define ABI_STATUS_DRIVER  2 /* x2 = device index, x3 = ABI_DRV_*, x4 = detail (errno) */
 #define ABI_STATUS_PANIC   3 /* x2 = ESR, x3 = FAR, x4 = ELR */
 #define ABI_STATUS_FAULT   4 /* a fault the guest recovered from: x2 = ESR, x3 = FAR, x4 = ELR */
+#define ABI_STATUS_BALLOON 5 /* the virtio-balloon driver bound: x2 = address of
+                                struct abi_balloon_view */
 
 #define ABI_DRV_PROBING      0
 #define ABI_DRV_IDLE         1 /* plugged_size == requested_size */
@@ -87,6 +89,8 @@ struct abi_bootinfo {
 #define ABI_DRV_NO_SPACE    10 /* -ENOSPC: no more memory can be added (no usable memory block
                                   left, or the offline threshold is reached); no timer, resumes
                                   when memory gets onlined or the config changes */
+#define ABI_DRV_INFLATING   11 /* virtio-balloon: giving pages to the host */
+#define ABI_DRV_DEFLATING   12 /* virtio-balloon: taking pages back */
 
 /* ---- workload commands (ABI_EV_COMMAND) ---- */
 #define ABI_CMD_ALLOC    1 /* a0 = bytes, a1 = ABI_ALLOC_* | target << 8, a2 = seed -> v0 = id, v1 = pages */
@@ -103,6 +107,9 @@ struct abi_bootinfo {
 #define ABI_CMD_POWEROFF 10
 #define ABI_CMD_ONLINE   11 /* a0 = device index (~0: all), a1 = ABI_MMOP_* -> v0 = memory blocks
                                onlined (echo online > /sys/devices/system/memory/memoryN/state) */
+#define ABI_CMD_BALLOON_ROGUE 12 /* a0 = pages: write to that many pages the balloon holds, without
+                                    telling the host (a rogue deflate) -> v0 = pages written,
+                                    v1 = pages that did not read back what was written */
 
 /* dump flags: the default is Linux >= 5.16's kdump (virtio_mem_vmcore_pfn_is_ram: a STATE
  * request per device block, only plugged blocks are read) */
@@ -215,6 +222,31 @@ struct abi_guest_view {
     unsigned int online_policy;   /* memory_hotplug.online_policy= (ABI_POLICY_*) */
     unsigned long auto_movable_ratio; /* memory_hotplug.auto_movable_ratio= (percent) */
     struct abi_device_view dev[ABI_MAX_DEVICES];
+};
+
+/* ---- what the virtio-balloon driver exports (ABI_STATUS_BALLOON) ---- */
+#define ABI_BALLOON_VIEW_MAGIC 0x4e4f4f4c4c414256UL /* "VBALLOON" */
+
+struct abi_balloon_view {
+    unsigned long magic;
+    unsigned long mmio_base;
+    unsigned int state;            /* ABI_DRV_* */
+    unsigned int features;         /* negotiated VIRTIO_BALLOON_F_* bits */
+    unsigned long num_pages;       /* the host's target, as the driver last read it */
+    unsigned long actual;          /* 4 KiB pages in the balloon (Linux: vb->num_pages) */
+    unsigned long pages_boot;      /* of those: in boot RAM */
+    unsigned long pages_dev[ABI_MAX_DEVICES]; /* ... in each virtio-mem device's memory */
+    unsigned long inflated, deflated;   /* pages told to the host since boot */
+    unsigned long requests;        /* inflate + deflate requests sent */
+    unsigned long oom_deflated;    /* pages taken back by the OOM notifier (DEFLATE_ON_OOM) */
+    unsigned long out_of_puff;     /* inflations that found no free page ("Out of puff!") */
+    unsigned long migrated;        /* balloon pages moved (balloon compaction) */
+    unsigned long reports;         /* free page reporting requests */
+    unsigned long reported_bytes;
+    unsigned long rogue_pages;     /* balloon pages written to without telling the host */
+    unsigned long stats_sent;      /* statistics buffers handed to the host */
+    unsigned long total_pages;     /* MemTotal, in pages */
+    unsigned long free_pages;      /* MemFree, in pages */
 };
 
 #endif

@@ -98,6 +98,7 @@ void report(u64 what, u64 a, u64 b, u64 c, u64 d);
 #define OWN_NA 0xffff       /* not available: unplugged, offline or not present */
 #define OWN_ISOLATED 0xfffe /* being offlined */
 #define OWN_KERNEL 0xfffd   /* kernel data: memory maps, driver metadata */
+#define OWN_BALLOON 0xfffc  /* given to the host by virtio-balloon (movable, like Linux's) */
 
 #define MEMMAP_BYTES_PER_PAGE 64 /* sizeof(struct page) on 64-bit Linux */
 #define PAGEBLOCK_SIZE (2UL << 20) /* pageblock_order 9 with 4 KiB pages */
@@ -126,6 +127,8 @@ struct area {
     u64 free_total;           /* sum of usage[].free */
     u64 free_zone[4];         /* the same, per ABI_ZONE_* */
     u64 cursor[4];            /* migration, per zone: lowest block that may have a free page */
+    u8 *reported;             /* free page reporting: per block, its free pages were reported
+                                 (NULL: reporting is off); cleared when a page is taken */
 };
 
 extern struct abi_guest_view guest_view;
@@ -150,6 +153,13 @@ void online_blocks_pages(struct area *z, u64 b0, u64 b1);
 int isolate_and_migrate(struct area *z, u64 b0, u64 b1, u64 *migrated);
 void unisolate(struct area *z, u64 b0, u64 b1);
 
+u32 *page_links(u64 pa);      /* a page's two u32 list links, in its memory map (page->lru) */
+u64 balloon_take_pages(u64 n, u64 *pas); /* up to n movable pages, owner OWN_BALLOON */
+void balloon_put_page(u64 pa);          /* a balloon page back to the free pages */
+u64 mm_managed_pages(void);   /* Linux's totalram_pages (before the balloon adjusts it) */
+u64 mm_free_pages(void);
+extern u64 pgfault_count;     /* pages first touched by workloads: minor faults */
+
 long cmd_alloc(u64 bytes, u64 flags, u64 seed, u64 *v0, u64 *v1);
 long cmd_free(u64 id, u64 *v0);
 long cmd_touch(u64 id, u64 *v0);
@@ -164,6 +174,7 @@ u32 mhp_online_memory(struct area *z, u64 m, u32 online_type);
 /* ---- virtio_mem.c ---- */
 struct cmdline_opts {
     int blacklisted;
+    int balloon_blacklisted; /* modprobe.blacklist=virtio_balloon */
     u64 memory_block_size;
     u64 retry_ms;
     int adopt;         /* virtio_mem.adopt=1: keep memory found plugged at probe (the RFC's reboot) */
@@ -183,6 +194,20 @@ long vmem_dump(u64 which, u64 flags, u64 *v0, u64 *v1);
 long vmem_rogue_target(u64 dev, u64 *addr);
 long vmem_online(u64 which, u64 type, u64 *v0);
 void vmem_stats(void);
+
+/* ---- virtio_balloon.c ---- */
+extern struct abi_balloon_view balloon_view;
+void balloon_probe(const struct abi_bootinfo *bi, int slot);
+void balloon_handle_irq(void);
+void balloon_run_timers(void);
+u64 balloon_next_timeout_us(void);
+int balloon_work(void);            /* one step of inflating/deflating; 0: nothing to do */
+u64 balloon_oom_notify(void);      /* DEFLATE_ON_OOM: pages given back (0: none) */
+void balloon_page_migrated(u64 old_pa, u64 new_pa);
+void balloon_migrate_flush(void);
+void page_reporting_notify(void);  /* a block became wholly free */
+long balloon_rogue(u64 pages, u64 *v0, u64 *v1);
+void balloon_stats(void);
 
 /* ---- main.c ---- */
 struct command {
