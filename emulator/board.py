@@ -35,6 +35,7 @@ from device.virtio_mmio import VirtioMmioTransport
 from emulator import abi
 from emulator.backing import HostMemory
 from emulator.config import MachineConfig, MachineLayout
+from emulator.dimm_hotplug import DimmHotplug
 from emulator.guest_memory import CpuView, DmaMemory
 from emulator.stage2 import TLB_PAGE_SIZE, Stage2
 
@@ -111,7 +112,8 @@ class Board:
     """The hardware of one machine; see the module docstring."""
 
     def __init__(self, config: MachineConfig, image: bytes, *, emit: Callable[[Event], None],
-                 raise_irq: Callable[[], None], uart_write: UartWrite) -> None:
+                 raise_irq: Callable[[], None], uart_write: UartWrite,
+                 raise_event: Callable[[int], None] = lambda bits: None) -> None:
         self.config = config
         self.layout: MachineLayout = config.layout()
         self.image = image
@@ -151,6 +153,14 @@ class Board:
         self.cpu_view = CpuView(self.boot_ram, backed)
         self.uc.mmio_map(abi.VIRTIO_MMIO_BASE, abi.PAGE_SIZE, self._virtio_read, None,
                          self._virtio_write, None)
+        # ACPI memory hotplug (QEMU virt's GED + memory hotplug registers) and the DIMM area
+        self.hotplug = DimmHotplug(config, self.layout, self.uc, self.stage2, emit=emit,
+                                   raise_event=lambda: raise_event(abi.EV_ACPI),
+                                   flush_tlb=self.flush_tlb, device_lock=self.device_lock)
+        for base, read, write in ((abi.GED_BASE, self._ged_read, self._ignore_write),
+                                  (abi.MHP_BASE, self._mhp_read, self._mhp_write)):
+            self.stage2.add_identity(base, abi.PAGE_SIZE, UC_PROT_READ | UC_PROT_WRITE)
+            self.uc.mmio_map(base, abi.PAGE_SIZE, read, None, write, None)
         self.stage2.install(self.uc)
         self._initial_cpu = self.uc.context_save()
         self._closed = False
@@ -205,7 +215,8 @@ class Board:
             for d in lay.devices
         ).ljust(abi.MAX_DEVICES * abi.BOOTINFO_VIRTIO.size, b"\0")
         text = cmdline.encode()[: abi.CMDLINE_LEN - 1].ljust(abi.CMDLINE_LEN, b"\0")
-        return head + nodes + virtio + text
+        hotplug = self.hotplug.bootinfo(abi.MODELS.get(self.config.behaviour_model, 0))
+        return head + nodes + virtio + text + hotplug
 
     def load_guest(self, cmdline: str) -> None:
         """Put image and boot info in RAM and the vCPU at the entry point, as firmware would."""
@@ -237,8 +248,8 @@ class Board:
     # ---------------------------------------------------------------- state for migration
 
     def ram(self) -> list[HostMemory]:
-        """Every RAM block: boot RAM first, then the device regions in device order."""
-        return [self.boot_ram, *self.regions.values()]
+        """Every RAM block: boot RAM first, the device regions in device order, then DIMMs."""
+        return [self.boot_ram, *self.regions.values(), *self.hotplug.ramblocks()]
 
     def cpu_state(self) -> dict[str, int]:
         """The vCPU registers a saved machine carries."""
@@ -289,6 +300,20 @@ class Board:
                 if self.stage2.sync():
                     self.uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
 
+    def _mhp_read(self, _uc: object, offset: int, size: int, _ud: object) -> int:
+        return self.hotplug.mhp_read(offset, size)
+
+    def _mhp_write(self, _uc: object, offset: int, size: int, value: int,
+                   _ud: object) -> None:
+        self.hotplug.mhp_write(offset, size, value)
+
+    def _ged_read(self, _uc: object, offset: int, size: int, _ud: object) -> int:
+        return self.hotplug.ged_read(offset, size)
+
+    def _ignore_write(self, _uc: object, offset: int, size: int, value: int,
+                      _ud: object) -> None:
+        """A register the guest may not write: ignored, as QEMU's read-only registers are."""
+
     # ---------------------------------------------------------------- teardown
 
     def close(self) -> None:
@@ -302,6 +327,8 @@ class Board:
         self._closed = True
         finalizer = getattr(self.uc, "_Uc__finalizer", None)
         mems = [self.boot_ram, self.zero_page, *self.regions.values()]
+        if finalizer is None:
+            mems += self.hotplug.ramblocks()
         if finalizer is not None:
             finalizer()
         else:
@@ -311,3 +338,4 @@ class Board:
         for mem in mems:
             with contextlib.suppress(BufferError, ValueError):
                 mem.close()
+        self.hotplug.close()

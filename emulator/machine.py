@@ -33,6 +33,7 @@ from emulator.backing import HostMemory
 from emulator.board import Board
 from emulator.config import MachineConfig, MachineLayout
 from emulator.console import GuestConsole
+from emulator.dimm_hotplug import DimmHotplug
 from emulator.events import EventBus, Reset, RunStateChange, ZeroPageRead
 from emulator.faults import GuestFaults
 from emulator.guest_memory import CpuView, DmaMemory
@@ -64,7 +65,8 @@ class Machine:
         self._console = GuestConsole(self.bus)
         self.board = Board(config, image if image is not None else load_guest_image(),
                            emit=self._emit, raise_irq=lambda: self.paravirt.raise_irq(),
-                           uart_write=self._console.write)
+                           uart_write=self._console.write,
+                           raise_event=lambda bits: self.paravirt.raise_event(bits))
         self.paravirt = Paravirt(self.bus, list(self.board.devices), self,
                                  wake=lambda: self.vcpu.notify())
         self.faults = GuestFaults(self.board.uc, self.board.stage2, self.bus,
@@ -96,6 +98,11 @@ class Machine:
     @property
     def regions(self) -> dict[str, HostMemory]:
         return self.board.regions
+
+    @property
+    def hotplug(self) -> DimmHotplug:
+        """Memory backends, pc-dimms and ACPI memory hotplug (``emulator.dimm_hotplug``)."""
+        return self.board.hotplug
 
     @property
     def boot_ram(self) -> HostMemory:
@@ -211,6 +218,7 @@ class Machine:
 
     def _after_slice(self) -> None:
         self._publish_zero_reads()
+        self.board.hotplug.after_slice()
         if self._reset_request is not None:
             guest, reason = self._reset_request
             self._reset_request = None

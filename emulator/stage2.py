@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from unicorn import (
     UC_HOOK_TLB_FILL,
@@ -50,7 +50,6 @@ from unicorn import (
 )
 from unicorn.unicorn_py3.arch.arm64 import UcAArch64
 
-from device.virtio_mem import VirtioMemDevice
 from emulator import native_stage2
 
 log = logging.getLogger(__name__)
@@ -90,7 +89,29 @@ FILL_ENV = "VMEMLAB_STAGE2"
 _noted: set[str] = set()
 
 
-def policy_for(device: VirtioMemDevice) -> int:
+class StageWindow(Protocol):
+    """What a window of per-block decisions needs: a virtio-mem device, or a
+    ``emulator.bitmap_window.BitmapWindow`` (the DIMM area, the Xen model's physmap)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def addr(self) -> int: ...
+    @property
+    def region_size(self) -> int: ...
+    @property
+    def block_size(self) -> int: ...
+    @property
+    def nb_blocks(self) -> int: ...
+    @property
+    def usable_region_size(self) -> int: ...
+    @property
+    def unplugged_inaccessible_negotiated(self) -> bool: ...
+    @property
+    def bitmap(self) -> bytearray: ...
+
+
+def policy_for(device: StageWindow) -> int:
     """The policy byte of ``device`` in its current state (both fills read it)."""
     policy = 0
     if not device.unplugged_inaccessible_negotiated:
@@ -110,7 +131,7 @@ class DeniedAccess:
 
 @dataclass
 class _DeviceWindow:
-    device: VirtioMemDevice
+    device: StageWindow
     base: int
     end: int
     shift: int
@@ -173,7 +194,7 @@ class Stage2:
         if self._native is not None:
             self._native.add_identity(start, start + size, perms)
 
-    def add_device(self, device: VirtioMemDevice) -> None:
+    def add_device(self, device: StageWindow) -> None:
         _check_aligned(device.addr, device.region_size)
         shift = device.block_size.bit_length() - 1
         win = _DeviceWindow(device, device.addr, device.addr + device.region_size, shift,
@@ -274,9 +295,9 @@ class Stage2:
         """TLB fills the native fill answered (None for the Python fill, which does not count)."""
         return None if self._native is None else self._native.fills
 
-    def take_zero_reads(self) -> list[tuple[VirtioMemDevice, int, int]]:
+    def take_zero_reads(self) -> list[tuple[StageWindow, int, int]]:
         """Runs of blocks read through the zero page since the last call: (device, first, count)."""
-        runs: list[tuple[VirtioMemDevice, int, int]] = []
+        runs: list[tuple[StageWindow, int, int]] = []
         for i, win in enumerate(self._windows):
             dirty, win.dirty = win.dirty, False
             if self._native is not None and self._native.take_dirty(i):
