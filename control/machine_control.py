@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import BinaryIO, TypeVar
 
 from control.boot_options import driver_cmdline
+from control.dimm_ops import DimmControl
 from control.errors import ENGINE_ERRORS, ControlError, ErrorKind
 from control.guest_ops import Alloc, GuestOp, GuestReboot, Outcome, run_guest_op
 from control.settle import SettleWatch
@@ -52,6 +53,8 @@ class MachineControl:
         self.machine = machine
         self.watch = SettleWatch(machine.bus)
         self.admission: Admission | None = None
+        #: memory backends and pc-dimms (``object_add``, ``device_add pc-dimm``, ...)
+        self.dimms = DimmControl(machine, self._admit)
 
     def _admit(self, growth: int) -> None:
         if self.admission is not None:

@@ -57,8 +57,13 @@ _UNPLUGGED_RUN = re.compile(b"\x00+")
 
 
 
-def _ramblock(mem: HostMemory) -> str:
-    return BOOT_RAMBLOCK if mem.name == "ram" else f"vmemlab/{mem.name}"
+def _ramblocks(machine: Machine) -> dict[str, HostMemory]:
+    """Every RAM block by its migration name: boot RAM, virtio-mem regions, then DIMMs (a
+    DIMM's ramblock is its backend's id, as in QEMU: ``Unknown ramblock "d1"``)."""
+    blocks = {BOOT_RAMBLOCK: machine.boot_ram}
+    blocks.update({f"vmemlab/{mem.name}": mem for mem in machine.regions.values()})
+    blocks.update({mem.name: mem for mem in machine.hotplug.ramblocks()})
+    return blocks
 
 
 def _page_runs(mem: HostMemory, plugged: bytes | None, block_size: int
@@ -111,10 +116,11 @@ def _write_pages(stream: BinaryIO, mem: HostMemory, runs: list[tuple[int, int]])
 def _header(machine: Machine) -> dict[str, Any]:
     return {
         "version": VERSION,
-        "ramblocks": {_ramblock(m): m.size for m in machine.board.ram()},
+        "ramblocks": {name: m.size for name, m in _ramblocks(machine).items()},
         "cpu": machine.board.cpu_state(),
         "devices": machine.board.devices_state(),
         "machine": machine.state(),
+        "memory_hotplug": machine.hotplug.state(),
     }
 
 
@@ -134,6 +140,8 @@ def save_machine(machine: Machine, stream: BinaryIO) -> int:
                 mem = machine.regions[dev_id]
                 sent += _write_pages(stream, mem, _page_runs(mem, bytes(dev.bitmap),
                                                              dev.block_size))
+            for mem in machine.hotplug.ramblocks():
+                sent += _write_pages(stream, mem, _page_runs(mem, None, abi.PAGE_SIZE))
             _write_section(stream, END)
             stream.flush()
         except Exception as exc:
@@ -215,7 +223,7 @@ def _check_version(stream: BinaryIO) -> None:
 
 def _check_layout(machine: Machine, header: dict[str, Any]) -> None:
     """The stream must describe this destination: its RAM blocks and its devices."""
-    blocks = {_ramblock(m): m for m in machine.board.ram()}
+    blocks = _ramblocks(machine)
     for name, size in header["ramblocks"].items():
         if name not in blocks:
             raise MigrationError(f'Unknown ramblock "{name[:64]}", cannot accept migration')
@@ -231,6 +239,10 @@ def _check_layout(machine: Machine, header: dict[str, Any]) -> None:
     for dev_id in machine.devices:
         if dev_id not in header["devices"]:
             raise MigrationError(f"Missing section for device '{dev_id}' in migration stream")
+    hotplug = header.get("memory_hotplug")
+    if hotplug is not None and len(hotplug["acpi"]["devs"]) != machine.hotplug.slots:
+        raise MigrationError(f"memory hotplug: the stream has {len(hotplug['acpi']['devs'])} "
+                             f"DIMM slots, this machine {machine.hotplug.slots} (-m ...,slots=)")
     for dev_id in header["machine"]["guest_states"]:
         if dev_id not in machine.devices:
             raise MigrationError(f"Migration stream: guest state for unknown device "
@@ -284,5 +296,7 @@ def _load(machine: Machine, stream: BinaryIO) -> None:
         _load_pages(machine, payload, regions)
     machine.board.restore_cpu(header["cpu"])
     machine.restore(header["machine"])
+    if "memory_hotplug" in header:
+        machine.hotplug.restore(header["memory_hotplug"])
 
 

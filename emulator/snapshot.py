@@ -43,6 +43,21 @@ class DeviceSnapshot:
 
 
 @dataclass(frozen=True)
+class DimmSnapshot:
+    """A plugged pc-dimm (QEMU's ``query-memory-devices`` ``dimm`` entry)."""
+
+    id: str
+    path: str
+    memdev: str
+    addr: int
+    size: int
+    slot: int
+    node: int
+    hotplugged: bool
+    resident: int | None = None  # host bytes resident, if asked for
+
+
+@dataclass(frozen=True)
 class NodeSnapshot:
     node_id: int
     cpus: tuple[int, ...]
@@ -64,6 +79,11 @@ class MachineSnapshot:
     guest: GuestView | None
     host_rss: int
     boot_resident: int | None
+    dimms: tuple[DimmSnapshot, ...] = ()  # by slot
+    slots: int = 0
+    ospm_status: tuple[dict[str, Any], ...] = ()  # query-acpi-ospm-status, DIMM slots
+    backends: tuple[tuple[str, int, str | None], ...] = ()  # (id, size, used by)
+    behaviour_model: str = ""
 
     def device(self, dev_id: str) -> DeviceSnapshot:
         for dev in self.devices:
@@ -109,15 +129,32 @@ def take_snapshot(machine: Machine, *, residency: bool = False) -> MachineSnapsh
                 driver_state=machine.guest_states.get(dev.id, "absent"), resident=None,
             ))
         runstate = machine.runstate
+        hotplug = machine.hotplug
+        dimms = [DimmSnapshot(d.id, d.path, d.memdev, d.addr, d.size, d.slot, d.node,
+                              d.hotplugged) for d in sorted(hotplug.dimms.values(),
+                                                            key=lambda d: d.slot)]
+        ospm = tuple(hotplug.acpi.ospm_status())
+        backends = tuple((b.id, b.size, b.used_by) for b in hotplug.backends)
+        memories = {d.memdev: hotplug.memory.get(d.memdev) for d in dimms}
     if residency:
         devices = [
             replace(d, resident=tuple(machine.regions[d.id].resident_per_block(d.block_size)))
             for d in devices
         ]
+        measured = []
+        for dimm in dimms:
+            mem = memories.get(dimm.memdev)
+            try:
+                resident = mem.resident_bytes() if mem is not None else 0
+            except (OSError, ValueError):  # ejected and unmapped meanwhile
+                resident = 0
+            measured.append(replace(dimm, resident=resident))
+        dimms = measured
     nodes = tuple(
         NodeSnapshot(
             n.node_id, n.cpus, n.ram_size,
-            sum(d.plugged_size for d in devices if d.node == n.node_id),
+            sum(d.plugged_size for d in devices if d.node == n.node_id)
+            + sum(d.size for d in dimms if d.node == n.node_id),
         )
         for n in machine.layout.nodes
     )
@@ -130,4 +167,6 @@ def take_snapshot(machine: Machine, *, residency: bool = False) -> MachineSnapsh
         guest_booted=machine.guest_booted, guest_faults=machine.guest_faults, nodes=nodes,
         devices=tuple(devices), guest=guest, host_rss=host_rss(),
         boot_resident=machine.boot_ram.resident_bytes() if residency else None,
+        dimms=tuple(dimms), slots=machine.hotplug.slots, ospm_status=ospm,
+        backends=backends, behaviour_model=machine.config.behaviour_model,
     )

@@ -156,12 +156,15 @@ def _memdev_name(machine: Machine, dev_id: str) -> str:
 
 
 def _objects(machine: Machine) -> dict[str, QomObject]:
+    from monitor import dimm
+
     objs = {
         "/": QomObject("/", "container", "container"),
         "/machine": QomObject("/machine", "virt-7.2-machine", "container"),
         PERIPHERAL: QomObject(PERIPHERAL, "container", "container"),
         "/objects": QomObject("/objects", "container", "container"),
     }
+    objs.update(dimm.qom_objects(machine))  # pc-dimms and every memory backend
     for dev_id in machine.devices:
         pci = f"{PERIPHERAL}/{dev_id}"
         objs[pci] = QomObject(pci, "virtio-mem-pci", "pci", dev_id)
@@ -262,6 +265,10 @@ _STATIC = {
 
 
 def _props(obj: QomObject) -> tuple[tuple[str, str], ...]:
+    from monitor import dimm
+
+    if obj.kind == "dimm":
+        return dimm.DIMM_PROPS
     if obj.kind == "pci":
         return PCI_PROPS
     if obj.kind == "backend":
@@ -295,6 +302,11 @@ def qom_get(ctx: MonitorContext, path: str, prop: str) -> Any:
     if prop == "type":
         return obj.type
     machine = ctx.machine
+    if obj.kind == "dimm" or (obj.kind == "memdev" and obj.dev_id not in machine.devices):
+        from monitor import dimm
+
+        return (dimm.qom_get(ctx, obj, prop) if obj.kind == "dimm"
+                else dimm.backend_value(ctx, obj, prop))
     if obj.kind == "memdev":
         dev = machine.devices[obj.dev_id]
         return {"size": dev.region_size, "merge": True, "dump": True, "prealloc": False,
@@ -340,6 +352,9 @@ def qom_set(ctx: MonitorContext, path: str, prop: str, value: Any, *, text: bool
         raise MonitorError(f"Property '{obj.type}.{prop}' not found")
     if obj.kind == "memdev":
         raise MonitorError(f"cannot change property '{prop}' of {obj.path.rsplit('/', 1)[1]}")
+    if obj.kind == "dimm":
+        raise MonitorError(f"Attempt to set property '{prop}' on device '{obj.path.rsplit('/', 1)[1]}' "
+                           "(type 'pc-dimm') after it was realized")
     if obj.kind == "container" or prop == "type" or ptype.startswith("child<"):
         raise MonitorError(f"Property '{obj.type}.{prop}' is not writable")
     if prop == "size":
@@ -402,6 +417,9 @@ def virtio_mem_resize(ctx: MonitorContext, name: str, size_mb: int) -> None:
 # ------------------------------------------------------------------------------ queries
 
 def query_memory_devices(ctx: MonitorContext) -> list[dict[str, Any]]:
+    """Every memory device, sorted by address as QEMU lists them (DIMMs and virtio-mem)."""
+    from monitor import dimm
+
     snap = ctx.machine.snapshot()
     out = []
     for dev in snap.devices:
@@ -415,7 +433,8 @@ def query_memory_devices(ctx: MonitorContext) -> list[dict[str, Any]]:
             "requested-size": dev.requested_size,
             "id": dev.id,
         }})
-    return out
+    entries = [(d["data"]["memaddr"], d) for d in out] + dimm.dimm_entries(snap)
+    return [entry for _addr, entry in sorted(entries, key=lambda e: e[0])]
 
 
 def query_status(ctx: MonitorContext) -> dict[str, Any]:
@@ -432,7 +451,8 @@ def numa_info(ctx: MonitorContext) -> list[dict[str, Any]]:
 def memory_size_summary(ctx: MonitorContext) -> dict[str, int]:
     snap = ctx.machine.snapshot()
     return {"base-memory": snap.boot_ram_size,
-            "plugged-memory": sum(d.plugged_size for d in snap.devices)}
+            "plugged-memory": sum(d.plugged_size for d in snap.devices)
+            + sum(d.size for d in snap.dimms)}
 
 
 REQUEST_STATUS = {

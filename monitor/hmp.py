@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from control.sizes import format_mib
 from monitor import commands as c
+from monitor import dimm
 from monitor.commands import MonitorContext, MonitorError, context_for
 from monitor.hmp_line import line_error
 
@@ -80,6 +81,9 @@ class NotOffered(Exception):
 def fmt_memory_devices(devs: list[dict[str, Any]]) -> str:
     out = []
     for item in devs:
+        if item["type"] == "dimm":
+            out.append(dimm.fmt_dimm(item))
+            continue
         d = item["data"]
         out.append(
             f'Memory device [{item["type"]}]: "{d["id"]}"\n'
@@ -406,11 +410,6 @@ def _h_virtio_mem(ctx: MonitorContext, a: dict[str, Any]) -> str:
     return ""
 
 
-def _h_device_del(ctx: MonitorContext, a: dict[str, Any]) -> str:
-    c.resolve_device(ctx, a["id"])
-    raise MonitorError("Bus 'pcie.0' does not support hotplugging")
-
-
 def _simple(fn: Callable[[MonitorContext], object]) -> Handler:
     def handler(ctx: MonitorContext, a: dict[str, Any]) -> str:
         fn(ctx)
@@ -420,8 +419,12 @@ def _simple(fn: Callable[[MonitorContext], object]) -> Handler:
 
 COMMANDS: list[HmpCommand] = [
     HmpCommand("cont|c", "", "", "resume emulation", _simple(c.cont), visitor_safe=True),
+    # a visitor's DIMMs live in their own machine's device-memory area, bounded by its maxmem
+    HmpCommand("device_add", "device:O", "driver[,prop=value][,...]",
+               "add device, like -device on the command line", dimm.hmp_device_add,
+               visitor_safe=True),
     HmpCommand("device_del", "id:s", "device", "remove device",
-               _h_device_del, visitor_safe=True),
+               dimm.hmp_device_del, visitor_safe=True),
     HmpCommand("guest", "command:s,args:S?", "command [args...]",
                "drive the guest workload: alloc SIZE [movable|unmovable] [any|boot|DEVICE], "
                "pin SIZE [DEVICE], free ID, touch ID, verify [ID], dump [DEVICE], "
@@ -432,6 +435,10 @@ COMMANDS: list[HmpCommand] = [
     HmpCommand("help|?", "name:S?", "[cmd]", "show the help", _h_help, visitor_safe=True),
     HmpCommand("info", "item:s?", "[subcommand]", "show various information about the system "
                "state", _h_info, visitor_safe=True),
+    HmpCommand("object_add", "object:O", "[qom-type=]type,id=str[,prop=value][,...]",
+               "create QOM object", dimm.hmp_object_add, visitor_safe=True),
+    HmpCommand("object_del", "id:s", "id", "destroy QOM object", dimm.hmp_object_del,
+               visitor_safe=True),
     # writes a file on the server's host: never for a visitor (the page saves to a download)
     HmpCommand("migrate", "detach:-d,blk:-b,inc:-i,resume:-r,uri:s",
                "[-d] [-b] [-i] [-r] uri",
@@ -461,6 +468,8 @@ COMMANDS: list[HmpCommand] = [
 INFO_COMMANDS: list[HmpCommand] = [
     HmpCommand("guest", "", "", "show what the guest reports about its memory (vmemlab)",
                lambda ctx, a: fmt_guest(c.guest_info(ctx)), visitor_safe=True),
+    HmpCommand("memdev", "", "", "show memory backends",
+               lambda ctx, a: dimm.fmt_memdev(dimm.query_memdev(ctx)), visitor_safe=True),
     HmpCommand("memory-devices", "", "", "show memory devices",
                lambda ctx, a: fmt_memory_devices(c.query_memory_devices(ctx)),
                visitor_safe=True),
@@ -609,6 +618,16 @@ def _parse_args(cmd: HmpCommand, line: str, p: int, shown: str) -> dict[str, Any
                     continue
                 raise ParseError(f"{shown}: integer expected", shown)
             args[key] = number
+        elif typ == "O":  # QemuOpts: one word, parsed by the command
+            try:
+                value, p = _get_str(line, p)
+            except ParseError as err:
+                raise ParseError(str(err), shown) from None
+            if value is None:
+                if optional:
+                    continue
+                raise ParseError(f"{shown}: string expected", shown)
+            args[key] = value
         elif typ == "/":
             q = _skip(line, p)
             if q < len(line) and line[q] == "/":

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from monitor import commands as c
+from monitor import dimm
 from monitor.commands import MonitorContext, MonitorError
 from monitor.hmp_line import LineSplitter, Overlong, line_error, too_long
 
@@ -216,11 +217,6 @@ def _hmc(ctx: MonitorContext, a: dict[str, Any]) -> str:
     return execute(ctx, a["command-line"]).replace("\n", "\r\n")
 
 
-def _device_del(ctx: MonitorContext, a: dict[str, Any]) -> Any:
-    c.resolve_device(ctx, a["id"])
-    raise MonitorError("Bus 'pcie.0' does not support hotplugging")
-
-
 def _qom_set(ctx: MonitorContext, a: dict[str, Any]) -> dict[str, Any]:
     c.qom_set(ctx, a["path"], a["property"], a["value"])
     return {}
@@ -255,16 +251,18 @@ QMP_COMMANDS: dict[str, tuple[ArgSpec, Callable[[MonitorContext, dict[str, Any]]
                  "detach": ("bool", False), "resume": ("bool", False)}, _migrate),
     "human-monitor-command": ({"command-line": ("str", True), "cpu-index": ("int", False)},
                               _hmc),
-    "device_del": ({"id": ("str", True)}, _device_del),
 }
+QMP_COMMANDS.update(dimm.QMP)  # object-add, object-del, device_add, device_del, ...
 _TYPE_NAMES = {"str": "string", "bool": "boolean", "int": "integer", "array": "array"}
 
 
 def check_arguments(spec: ArgSpec, args: dict[str, Any]) -> None:
     for name in args:
-        if name not in spec:
+        if name not in spec and "*" not in spec:  # "*": the command takes any more keys
             raise MonitorError(f"Parameter '{name}' is unexpected")
     for name, (typ, required) in spec.items():
+        if name == "*":
+            continue
         if name not in args:
             if required:
                 raise MonitorError(f"Parameter '{name}' is missing")

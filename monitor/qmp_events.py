@@ -4,7 +4,8 @@ QEMU throttles ``MEMORY_DEVICE_SIZE_CHANGE`` to one event per second per ``qom-p
 (``monitor_qapi_event_queue``): the first change is delivered at once; changes inside that
 second are merged into one event, delivered about 1 s after the previous one, carrying the last
 size *and the timestamp of the last change*; the last value is never lost. Other events
-(``RESET``, ``STOP``, ``RESUME``, ``SHUTDOWN``) are delivered at once.
+(``RESET``, ``STOP``, ``RESUME``, ``SHUTDOWN``, ``ACPI_DEVICE_OST``, ``DEVICE_DELETED``) are
+delivered at once.
 """
 
 from __future__ import annotations
@@ -151,6 +152,13 @@ class EventTranslator:
                 out.append(("MEMORY_DEVICE_SIZE_CHANGE", {
                     "size": fields["plugged_size"],
                     "qom-path": f"/machine/peripheral/{dev}", "id": dev}))
+        elif kind == "acpi_device_ost":
+            out.append(("ACPI_DEVICE_OST", {"info": dict(getattr(ev, "info", {}))}))
+        elif kind == "device_deleted":
+            dev = getattr(ev, "device", "")
+            data = {"device": dev} if dev else {}
+            data["path"] = getattr(ev, "path", "")
+            out.append(("DEVICE_DELETED", data))
         elif kind == "reset":
             out.append(("RESET", {"guest": bool(getattr(ev, "guest", False)),
                                   "reason": getattr(ev, "reason", "")}))
