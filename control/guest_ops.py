@@ -130,7 +130,8 @@ def run_guest_op(machine: Machine, op: GuestOp, timeout: float = 60.0) -> Outcom
     if not machine.guest_booted and not isinstance(op, (GuestReboot, Poweroff)):
         raise ControlError("the guest has not finished booting", ErrorKind.BUSY)
     for dev in (getattr(op, "device", None), getattr(op, "target", None)):
-        if dev not in (None, "boot") and dev not in machine.devices:
+        if dev not in (None, "boot") and dev not in machine.devices and not (
+                isinstance(dev, str) and machine.hotplug.by_id(dev) is not None):
             raise ControlError(f"Device '{dev}' not found", ErrorKind.NOT_FOUND)
     work = Workload(machine, timeout=timeout)
     try:

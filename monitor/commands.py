@@ -353,7 +353,8 @@ def qom_set(ctx: MonitorContext, path: str, prop: str, value: Any, *, text: bool
     if obj.kind == "memdev":
         raise MonitorError(f"cannot change property '{prop}' of {obj.path.rsplit('/', 1)[1]}")
     if obj.kind == "dimm":
-        raise MonitorError(f"Attempt to set property '{prop}' on device '{obj.path.rsplit('/', 1)[1]}' "
+        name = obj.path.rsplit("/", 1)[1]
+        raise MonitorError(f"Attempt to set property '{prop}' on device '{name}' "
                            "(type 'pc-dimm') after it was realized")
     if obj.kind == "container" or prop == "type" or ptype.startswith("child<"):
         raise MonitorError(f"Property '{obj.type}.{prop}' is not writable")
@@ -421,7 +422,7 @@ def query_memory_devices(ctx: MonitorContext) -> list[dict[str, Any]]:
     from monitor import dimm
 
     snap = ctx.machine.snapshot()
-    out = []
+    out: list[dict[str, Any]] = []
     for dev in snap.devices:
         out.append({"type": "virtio-mem", "data": {
             "memdev": "/objects/" + _memdev_name(ctx.machine, dev.id),
@@ -643,6 +644,8 @@ def parse_guest_op(ctx: MonitorContext, command: str, args: list[str]) -> GuestO
     def target(word: str) -> str | None:
         if word == "any":
             return None
+        if word != "boot" and ctx.machine.hotplug.by_id(word) is not None:
+            return word  # a pc-dimm's memory
         return "boot" if word == "boot" else resolve_device(ctx, word)
 
     if command in ("alloc", "pin"):
@@ -670,6 +673,8 @@ def parse_guest_op(ctx: MonitorContext, command: str, args: list[str]) -> GuestO
         for word in args:
             if word in ONLINE_TYPES:
                 kind = word
+            elif ctx.machine.hotplug.by_id(word) is not None:
+                device = word
             else:
                 device = resolve_device(ctx, word)
         return Online(device, kind)
@@ -705,8 +710,10 @@ def guest_info(ctx: MonitorContext) -> dict[str, Any] | None:
     devices = []
     for dev, gdev in zip(snap.devices, view.devices, strict=False):
         devices.append({"id": dev.id, "state": dev.driver_state, "view": gdev})
+    dimms = [{"id": d.id, "slot": d.slot, "addr": d.addr, "size": d.size,
+              "view": view.dimm(d.slot)} for d in snap.dimms]
     return {"view": view, "devices": devices, "cmdline": snap.cmdline,
-            "uptime_ns": snap.uptime_ns, "faults": snap.guest_faults}
+            "uptime_ns": snap.uptime_ns, "faults": snap.guest_faults, "dimms": dimms}
 
 
 def block_map(ctx: MonitorContext, name: str) -> dict[str, Any]:

@@ -146,6 +146,43 @@ def fmt_memdev(items: list[dict[str, Any]]) -> str:
     return "".join(out)
 
 
+def fmt_guest_dimms(dimms: list[dict[str, Any]], block_lines: Any) -> list[str]:
+    """``info guest``: what the guest's ACPI memory hotplug driver made of each DIMM."""
+    from control.sizes import format_mib
+
+    out = []
+    for d in dimms:
+        g = d["view"]
+        name = d["id"] or f"slot {d['slot']}"
+        if g is None:
+            out.append(f"{name} (slot {d['slot']}): not seen by the guest\n")
+            continue
+        source, status = g.last_ost
+        line = (f"{name} (slot {d['slot']}, {format_mib(d['size'])} at 0x{d['addr']:x}): "
+                f"{g.state}, last _OST source {source} status {status}")
+        if g.attempts:
+            line += f", eject attempts {g.attempts} ({g.failures} busy)"
+        out.append(line + "\n")
+        out.extend(f"  {text}\n" for text in block_lines(g))
+        free = sum(u[2] for u in g.usage)
+        movable = sum(u[0] for u in g.usage)
+        kernel = sum(g.kernel)
+        unmovable = sum(u[1] for u in g.usage) - kernel
+        out.append(f"  {name} pages: {free} free, {movable} movable, {unmovable} unmovable, "
+                   f"{kernel} kernel; memory maps {g.memmap_pages} pages (in ZONE_NORMAL)\n")
+    return out
+
+
+def fmt_balloon(b: Any) -> str:
+    """``info guest``: the behaviour models' balloon driver."""
+    from control.sizes import format_mib
+
+    model = {1: "Xen", 2: "Hyper-V"}.get(b.model, "?")
+    return (f"{model} behaviour model balloon: {b.state}, target {format_mib(b.target)}, "
+            f"RAM {format_mib(b.ram_pages * 4096)}, ballooned {b.ballooned_pages} pages "
+            f"({format_mib(b.ballooned_pages * 4096)})\n")
+
+
 # ------------------------------------------------------------------------------ QOM
 
 def qom_objects(machine: Machine) -> dict[str, QomObject]:
@@ -210,6 +247,11 @@ def qmp_object_add(ctx: MonitorContext, a: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+def qmp_object_del(ctx: MonitorContext, a: dict[str, Any]) -> dict[str, Any]:
+    object_del(ctx, a["id"])
+    return {}
+
+
 def qmp_device_add(ctx: MonitorContext, a: dict[str, Any]) -> dict[str, Any]:
     props = {k: v for k, v in a.items() if k != "driver"}
     device_add(ctx, str(a["driver"]), props)
@@ -224,8 +266,7 @@ def qmp_device_del(ctx: MonitorContext, a: dict[str, Any]) -> dict[str, Any]:
 QMP: dict[str, tuple[dict[str, tuple[str, bool]], Any]] = {
     "object-add": ({"qom-type": ("str", True), "id": ("str", True), "*": ("any", False)},
                    qmp_object_add),
-    "object-del": ({"id": ("str", True)},
-                   lambda ctx, a: object_del(ctx, a["id"]) or {}),
+    "object-del": ({"id": ("str", True)}, qmp_object_del),
     "device_add": ({"driver": ("str", True), "*": ("any", False)}, qmp_device_add),
     "device_del": ({"id": ("str", True)}, qmp_device_del),
     "query-acpi-ospm-status": ({}, lambda ctx, a: ospm_status(ctx)),

@@ -233,6 +233,9 @@ def fmt_guest(info: dict[str, Any] | None) -> str:
             f"error {g.errors}), pages migrated {g.migrated_pages}\n")
         out.extend(f"  {line}\n" for line in _memory_block_lines(g))
         out.append(_page_line(d["id"], g))
+    out.extend(dimm.fmt_guest_dimms(info.get("dimms", []), _memory_block_lines))
+    if v.balloon is not None:
+        out.append(dimm.fmt_balloon(v.balloon))
     out.append(f"guest faults: {info['faults']}\n")
     return "".join(out)
 
