@@ -18,6 +18,7 @@ import weakref
 from collections.abc import Callable
 from typing import BinaryIO, TypeVar
 
+from control.behaviour_models import BehaviourModelControl
 from control.boot_options import driver_cmdline
 from control.dimm_ops import DimmControl
 from control.errors import ENGINE_ERRORS, ControlError, ErrorKind
@@ -55,6 +56,8 @@ class MachineControl:
         self.admission: Admission | None = None
         #: memory backends and pc-dimms (``object_add``, ``device_add pc-dimm``, ...)
         self.dimms = DimmControl(machine, self._admit)
+        #: the Xen / Hyper-V behaviour models (``-machine x-behaviour-model=``)
+        self.models = BehaviourModelControl(machine, self._admit, self.dimms)
 
     def _admit(self, growth: int) -> None:
         if self.admission is not None:

@@ -42,17 +42,17 @@ VMEM_CALL_DONE = 0xC6000001
 VMEM_CALL_STATUS = 0xC6000002
 VMEM_CALL_TIME = 0xC6000003
 VMEM_CALL_YIELD = 0xC6000004
-VMEM_CALL_BALLOON = 0xC6000005
-BALLOON_OP_TARGET = 0
-BALLOON_OP_GIVE = 1
-BALLOON_OP_TAKE = 2
+VMEM_CALL_PVBALLOON = 0xC6000005
+PVB_OP_TARGET = 0
+PVB_OP_GIVE = 1
+PVB_OP_TAKE = 2
 SMCCC_NOT_SUPPORTED = 0xFFFF_FFFF_FFFF_FFFF  # -1
 
 EV_VIRTIO = 1 << 0
 EV_COMMAND = 1 << 1
 EV_TIMEOUT = 1 << 2
 EV_ACPI = 1 << 3
-EV_BALLOON = 1 << 4
+EV_PVBALLOON = 1 << 4
 
 STATUS_BOOTED = 1
 STATUS_DRIVER = 2
@@ -151,12 +151,12 @@ DIMM_EJECTING = 2
 DIMM_FAILED = 3
 DIMM_STATES = {0: "none", 1: "added", 2: "ejecting", 3: "failed"}
 
-BALLOON_ABSENT = 0
-BALLOON_DISABLED = 1
-BALLOON_IDLE = 2
-BALLOON_WORKING = 3
-BALLOON_SHORT = 4
-BALLOON_STATES = {0: "absent", 1: "disabled", 2: "idle", 3: "working", 4: "short"}
+PVB_ABSENT = 0
+PVB_DISABLED = 1
+PVB_IDLE = 2
+PVB_WORKING = 3
+PVB_SHORT = 4
+PVB_STATES = {0: "absent", 1: "disabled", 2: "idle", 3: "working", 4: "short"}
 
 # struct layouts (LP64, natural alignment: every struct here is a multiple of 8 bytes)
 BOOTINFO_HEAD = struct.Struct("<QIIQQQQII")  # magic .. nr_virtio
@@ -177,10 +177,10 @@ DEVICE_VIEW = struct.Struct("<" + "Q" * 16 + "II" + "Q" * 9)
 VIEW_HEAD = struct.Struct("<QII" + "Q" * 8 + "IIQ")
 VIEW_V2_SIZE = VIEW_HEAD.size + MAX_DEVICES * DEVICE_VIEW.size
 VIEW_V3_HEAD = struct.Struct("<II")  # nr_dimm_slots, pad
-BALLOON_VIEW = struct.Struct("<QQQQQII")
+PVB_VIEW = struct.Struct("<QQQQQII")
 DIMM_VIEW = struct.Struct("<QQQQQQQIIQQ")
-VIEW_SIZE = VIEW_V2_SIZE + VIEW_V3_HEAD.size + BALLOON_VIEW.size + MAX_DIMM_SLOTS * DIMM_VIEW.size
-BALLOON_VIEW_FIELDS = ("target", "ram_pages", "ballooned_pages", "gives", "takes", "state",
+VIEW_SIZE = VIEW_V2_SIZE + VIEW_V3_HEAD.size + PVB_VIEW.size + MAX_DIMM_SLOTS * DIMM_VIEW.size
+PVB_VIEW_FIELDS = ("target", "ram_pages", "ballooned_pages", "gives", "takes", "state",
                        "model")
 DIMM_VIEW_FIELDS = ("addr", "size", "usage_addr", "mb_states_addr", "nr_mbs", "first_mb_id",
                     "memmap_pages", "state", "last_ost", "attempts", "failures")

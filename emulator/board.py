@@ -37,6 +37,7 @@ from emulator.backing import HostMemory
 from emulator.config import MachineConfig, MachineLayout
 from emulator.dimm_hotplug import DimmHotplug
 from emulator.guest_memory import CpuView, DmaMemory
+from emulator.pv_balloon import PvBalloonHost
 from emulator.stage2 import TLB_PAGE_SIZE, Stage2
 
 # Host-physical home of the shared zero page: outside every window stage 2 maps, so the guest
@@ -136,8 +137,9 @@ class Board:
         # (an executable page must check every store for self-modifying code): 4x faster.
         text_end = _align_up(abi.IMAGE_BASE + len(image), TLB_PAGE_SIZE)
         self.stage2.add_identity(abi.IMAGE_BASE, text_end - abi.IMAGE_BASE, UC_PROT_ALL)
-        self.stage2.add_identity(self.boot_ram.gpa, self.boot_ram.size,
-                                 UC_PROT_READ | UC_PROT_WRITE)
+        if config.behaviour_model != "xen":  # the Xen model's RAM is its physmap window
+            self.stage2.add_identity(self.boot_ram.gpa, self.boot_ram.size,
+                                     UC_PROT_READ | UC_PROT_WRITE)
         self.stage2.add_identity(abi.UART_BASE, abi.PAGE_SIZE, UC_PROT_READ | UC_PROT_WRITE)
         self.stage2.add_identity(abi.VIRTIO_MMIO_BASE, abi.PAGE_SIZE,
                                  UC_PROT_READ | UC_PROT_WRITE)
@@ -161,6 +163,14 @@ class Board:
                                   (abi.MHP_BASE, self._mhp_read, self._mhp_write)):
             self.stage2.add_identity(base, abi.PAGE_SIZE, UC_PROT_READ | UC_PROT_WRITE)
             self.uc.mmio_map(base, abi.PAGE_SIZE, read, None, write, None)
+        #: the Xen / Hyper-V behaviour model's balloon host side (None: no model)
+        self.pv_balloon: PvBalloonHost | None = None
+        if config.behaviour_model:
+            self.pv_balloon = PvBalloonHost(config.behaviour_model, config.boot_ram,
+                                            self.boot_ram, self.hotplug.ramblocks,
+                                            raise_event, self.flush_tlb, self.device_lock)
+            if self.pv_balloon.physmap is not None:
+                self.stage2.add_device(self.pv_balloon.physmap)
         self.stage2.install(self.uc)
         self._initial_cpu = self.uc.context_save()
         self._closed = False
@@ -228,8 +238,10 @@ class Board:
         self.flush_tlb()
 
     def reset_devices(self) -> None:
-        """The devices' part of a system reset (virtio-mem unplugs everything)."""
+        """The devices' part of a system reset (virtio-mem unplugs everything; DIMMs stay)."""
         with self.device_lock:
+            if self.pv_balloon is not None:
+                self.pv_balloon.system_reset()
             for dev in self.devices.values():
                 dev.system_reset()
             for transport in self.transports:
@@ -244,6 +256,10 @@ class Board:
     @property
     def pc(self) -> int:
         return int(self.uc.reg_read(arm.UC_ARM64_REG_PC))
+
+    def fatal_access(self, window: str | None) -> str | None:
+        """Why a refused access in stage-2 ``window`` ends the machine (None: a fault)."""
+        return self.pv_balloon.fatal(window) if self.pv_balloon is not None else None
 
     # ---------------------------------------------------------------- state for migration
 

@@ -246,9 +246,20 @@ def _place_dimms(cfg: MachineConfig, layout: MachineLayout) -> tuple[PcDimm, ...
     return tuple(placed)
 
 
+def _xen_model(cfg: MachineConfig) -> MachineConfig:
+    """The Xen model's guest sees ``maxmem`` of RAM (the host gives ``-m`` of it at first)."""
+    if cfg.devices or cfg.dimms or cfg.slots:
+        raise ConfigError("x-behaviour-model=xen models a Xen guest's RAM and balloon only: "
+                          "no memory devices, no DIMM slots")
+    ram = cfg.maxmem if cfg.maxmem is not None else cfg.boot_ram
+    return replace(cfg, boot_ram=ram, maxmem=ram, behaviour_model="")
+
+
 def _layout(cfg: MachineConfig) -> MachineLayout:
     check_smp(cfg.smp)
     check_memory_options(cfg)
+    if cfg.behaviour_model == "xen":
+        return _layout(_xen_model(cfg))
     for dev in cfg.devices:
         if not id_wellformed(dev.id) or (dev.memdev and not id_wellformed(dev.memdev)):
             raise ConfigError("Parameter 'id' expects an identifier")

@@ -34,11 +34,13 @@ class GuestFaults:
     """Turns engine errors into guest exceptions; see the module docstring."""
 
     def __init__(self, uc: UcAArch64, stage2: Stage2, bus: EventBus,
-                 set_runstate: Callable[[RunState, str], None]) -> None:
+                 set_runstate: Callable[[RunState, str], None],
+                 fatal: Callable[[str | None], str | None] = lambda window: None) -> None:
         self._uc = uc
         self._stage2 = stage2
         self._bus = bus
         self._set_runstate = set_runstate
+        self._fatal = fatal  # a refused access that ends the machine (the Xen model's)
         self._pending: tuple[int, int] | None = None  # (interrupt number, pc)
         self._nested = 0
 
@@ -60,8 +62,13 @@ class GuestFaults:
         denied, self._stage2.denied = self._stage2.denied, None
         pending, self._pending = self._pending, None
         if err.errno in _FAULTS and denied is not None:
+            killed = self._fatal(denied.device)
+            reason = "memory the host never gave (the domain is killed)" if killed else None
             self._bus.publish(Violation(denied.device, denied.addr, pc, denied.access,
-                                        denied.reason))
+                                        reason or denied.reason))
+            if killed is not None:
+                self._set_runstate(RunState.SHUTDOWN, killed)
+                return
             esr = exceptions.abort_syndrome(denied.access, mapped=denied.device is not None)
             self._inject(esr, denied.addr, pc)
         elif pending is not None:

@@ -110,7 +110,7 @@ class GuestDimmView:
 
 
 @dataclass(frozen=True)
-class BalloonView:
+class PvBalloonView:
     """The behaviour models' balloon driver (Xen / Hyper-V models)."""
 
     target: int
@@ -118,7 +118,7 @@ class BalloonView:
     ballooned_pages: int
     gives: int
     takes: int
-    state: str  # abi.BALLOON_STATES
+    state: str  # abi.PVB_STATES
     model: int
 
 
@@ -137,7 +137,7 @@ class GuestView:
     online_policy: str = "contig-zones"  # memory_hotplug.online_policy=
     auto_movable_ratio: int = 301
     dimms: tuple[GuestDimmView, ...] = ()  # the slots the guest knows of, by slot
-    balloon: BalloonView | None = None
+    pv_balloon: PvBalloonView | None = None
 
     def dimm(self, slot: int) -> GuestDimmView | None:
         return next((d for d in self.dimms if d.slot == slot), None)
@@ -169,22 +169,22 @@ def read_guest_view(ram: HostMemory, addr: int, nr_devices: int) -> GuestView | 
         _allocations(ram, allocs_addr), tuple(devices),
         online_type=abi.ONLINE_TYPES.get(online_type, f"unknown({online_type})"),
         online_policy=abi.ONLINE_POLICIES.get(online_policy, f"unknown({online_policy})"),
-        auto_movable_ratio=ratio, dimms=dimms, balloon=balloon,
+        auto_movable_ratio=ratio, dimms=dimms, pv_balloon=balloon,
     )
 
 
-def _v3(ram: HostMemory, at: int) -> tuple[tuple[GuestDimmView, ...], BalloonView | None]:
+def _v3(ram: HostMemory, at: int) -> tuple[tuple[GuestDimmView, ...], PvBalloonView | None]:
     """The DIMM slots and the balloon (view version 3), every number bounded."""
-    head = _read(ram, at, abi.VIEW_V3_HEAD.size + abi.BALLOON_VIEW.size)
+    head = _read(ram, at, abi.VIEW_V3_HEAD.size + abi.PVB_VIEW.size)
     if head is None:
         return (), None
     nr_slots = min(abi.VIEW_V3_HEAD.unpack_from(head)[0], abi.MAX_DIMM_SLOTS)
-    b = dict(zip(abi.BALLOON_VIEW_FIELDS,
-                 abi.BALLOON_VIEW.unpack_from(head, abi.VIEW_V3_HEAD.size), strict=True))
+    b = dict(zip(abi.PVB_VIEW_FIELDS,
+                 abi.PVB_VIEW.unpack_from(head, abi.VIEW_V3_HEAD.size), strict=True))
     balloon = None
     if b["model"]:
-        balloon = BalloonView(b["target"], b["ram_pages"], b["ballooned_pages"], b["gives"],
-                              b["takes"], abi.BALLOON_STATES.get(b["state"],
+        balloon = PvBalloonView(b["target"], b["ram_pages"], b["ballooned_pages"], b["gives"],
+                              b["takes"], abi.PVB_STATES.get(b["state"],
                                                                  f"unknown({b['state']})"),
                               b["model"])
     raw = _read(ram, at + len(head), nr_slots * abi.DIMM_VIEW.size) if nr_slots else b""

@@ -29,6 +29,7 @@ from device.errors import DeviceNotFound
 from device.events import Event
 from device.virtio_mem import VirtioMemDevice
 from device.virtio_mmio import VirtioMmioTransport
+from emulator import abi
 from emulator.backing import HostMemory
 from emulator.board import Board
 from emulator.config import MachineConfig, MachineLayout
@@ -70,7 +71,9 @@ class Machine:
         self.paravirt = Paravirt(self.bus, list(self.board.devices), self,
                                  wake=lambda: self.vcpu.notify())
         self.faults = GuestFaults(self.board.uc, self.board.stage2, self.bus,
-                                  self.set_runstate)
+                                  self.set_runstate, fatal=self.board.fatal_access)
+        if self.board.pv_balloon is not None:
+            self.paravirt.calls[abi.VMEM_CALL_PVBALLOON] = self.board.pv_balloon.call
         self.vcpu = VcpuRunner(self.board.uc, self.paravirt, self.faults,
                                running=lambda: self._runstate is RunState.RUNNING,
                                before_call=self._publish_zero_reads,

@@ -84,6 +84,7 @@ class MachineSnapshot:
     ospm_status: tuple[dict[str, Any], ...] = ()  # query-acpi-ospm-status, DIMM slots
     backends: tuple[tuple[str, int, str | None], ...] = ()  # (id, size, used by)
     behaviour_model: str = ""
+    pv_balloon: dict[str, Any] | None = None  # the behaviour model's host view (pv_balloon)
 
     def device(self, dev_id: str) -> DeviceSnapshot:
         for dev in self.devices:
@@ -158,6 +159,7 @@ def take_snapshot(machine: Machine, *, residency: bool = False) -> MachineSnapsh
         )
         for n in machine.layout.nodes
     )
+    pv_balloon = machine.board.pv_balloon
     guest = None
     if machine.view_addr:
         guest = read_guest_view(machine.boot_ram, machine.view_addr, len(devices))
@@ -169,4 +171,5 @@ def take_snapshot(machine: Machine, *, residency: bool = False) -> MachineSnapsh
         boot_resident=machine.boot_ram.resident_bytes() if residency else None,
         dimms=tuple(dimms), slots=machine.hotplug.slots, ospm_status=ospm,
         backends=backends, behaviour_model=machine.config.behaviour_model,
+        pv_balloon=pv_balloon.stats(residency) if pv_balloon is not None else None,
     )

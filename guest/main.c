@@ -37,7 +37,7 @@ u64 guest_wait(u64 timeout_us)
         irq_pending = 1;
     if (ev & ABI_EV_ACPI)
         acpi_pending = 1;
-    if (ev & ABI_EV_BALLOON)
+    if (ev & ABI_EV_PVBALLOON)
         balloon_pending = 1;
     return ev;
 }

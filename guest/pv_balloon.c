@@ -2,7 +2,7 @@
  * The behaviour models' balloon driver: what the 2017 RFC's Q&A says of the Xen balloon and
  * the Hyper-V balloon, on this guest. NOT the Linux drivers (drivers/xen/balloon.c,
  * drivers/hv/hv_balloon.c) and not their hypervisor protocols: one small paravirtual protocol
- * (VMEM_CALL_BALLOON) shared by both models (bootinfo.hotplug.behaviour_model):
+ * (VMEM_CALL_PVBALLOON) shared by both models (bootinfo.hotplug.behaviour_model):
  *
  *  - TARGET: the bytes of RAM the host wants this guest to have (Xen: the toolstack's
  *    memory/target; Hyper-V: what Dynamic Memory assigns);
@@ -12,7 +12,7 @@
  *
  * The driver keeps (RAM it manages - ballooned) == target: it inflates at boot (Xen: the
  * guest boots seeing maxmem and must give the difference back at once), when the target
- * changes (ABI_EV_BALLOON) and when memory is hot-added (Hyper-V: hot-add, then balloon the
+ * changes (ABI_EV_PVBALLOON) and when memory is hot-added (Hyper-V: hot-add, then balloon the
  * excess). Booted without it (modprobe.blacklist=xen_balloon / hv_balloon), nothing is given
  * back: under the Xen model the guest is killed once it touches memory it was never given.
  */
@@ -22,19 +22,19 @@ static int model, enabled;
 
 static u64 bcall(u64 op, u64 a, u64 b)
 {
-    return smc0(VMEM_CALL_BALLOON, op, a, b, 0, 0);
+    return smc0(VMEM_CALL_PVBALLOON, op, a, b, 0, 0);
 }
 
 static long give(u64 pa, u64 pages)
 {
-    guest_view.balloon.gives++;
-    return (long)bcall(ABI_BALLOON_OP_GIVE, pa, pages);
+    guest_view.pvballoon.gives++;
+    return (long)bcall(ABI_PVB_OP_GIVE, pa, pages);
 }
 
 static long take(u64 pa, u64 pages)
 {
-    guest_view.balloon.takes++;
-    return (long)bcall(ABI_BALLOON_OP_TAKE, pa, pages);
+    guest_view.pvballoon.takes++;
+    return (long)bcall(ABI_PVB_OP_TAKE, pa, pages);
 }
 
 static const char *name(void)
@@ -44,15 +44,15 @@ static const char *name(void)
 
 static void converge(void)
 {
-    struct abi_balloon_view *v = &guest_view.balloon;
-    u64 target = bcall(ABI_BALLOON_OP_TARGET, 0, 0);
+    struct abi_pvballoon_view *v = &guest_view.pvballoon;
+    u64 target = bcall(ABI_PVB_OP_TARGET, 0, 0);
     if (target == ~0UL)
         return;
     v->target = target;
     v->ram_pages = mm_managed_pages();
     u64 want_pages = target >> PAGE_SHIFT;
     u64 have = v->ram_pages - v->ballooned_pages;
-    v->state = ABI_BALLOON_WORKING;
+    v->state = ABI_PVB_WORKING;
     if (have > want_pages) {
         u64 n = mm_balloon_inflate(have - want_pages, give);
         v->ballooned_pages += n;
@@ -61,7 +61,7 @@ static void converge(void)
                    n >> 8, v->ballooned_pages);
         if (n < have - want_pages) {
             printk("%s: could inflate only %lu of %lu pages\n", name(), n, have - want_pages);
-            v->state = ABI_BALLOON_SHORT;
+            v->state = ABI_PVB_SHORT;
             return;
         }
     } else if (have < want_pages && v->ballooned_pages) {
@@ -71,27 +71,27 @@ static void converge(void)
             printk("%s: took back %lu pages (%lu MiB); %lu pages ballooned\n", name(), n,
                    n >> 8, v->ballooned_pages);
     }
-    v->state = ABI_BALLOON_IDLE;
+    v->state = ABI_PVB_IDLE;
 }
 
 void pv_balloon_init(const struct abi_bootinfo *bi)
 {
     model = (int)bi->hotplug.behaviour_model;
-    memset(&guest_view.balloon, 0, sizeof(guest_view.balloon));
-    guest_view.balloon.model = (u32)model;
+    memset(&guest_view.pvballoon, 0, sizeof(guest_view.pvballoon));
+    guest_view.pvballoon.model = (u32)model;
     if (model != ABI_MODEL_XEN && model != ABI_MODEL_HYPERV) {
         model = 0;
         return;
     }
-    guest_view.balloon.ram_pages = mm_managed_pages();
+    guest_view.pvballoon.ram_pages = mm_managed_pages();
     if (opts.no_pv_balloon) {
-        guest_view.balloon.state = ABI_BALLOON_DISABLED;
+        guest_view.pvballoon.state = ABI_PVB_DISABLED;
         printk("%s: driver blacklisted on the command line: nothing is given back\n", name());
         return;
     }
     enabled = 1;
     printk("%s: initialising balloon driver (%lu MiB of RAM seen)\n", name(),
-           guest_view.balloon.ram_pages >> 8);
+           guest_view.pvballoon.ram_pages >> 8);
     converge();
 }
 
@@ -109,7 +109,7 @@ void pv_balloon_memory_changed(void)
 
 void pv_balloon_stats(void)
 {
-    struct abi_balloon_view *v = &guest_view.balloon;
+    struct abi_pvballoon_view *v = &guest_view.pvballoon;
     if (!model)
         return;
     printk("%s: target 0x%lx, RAM %lu pages, ballooned %lu pages, state %u\n", name(),

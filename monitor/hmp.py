@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from control.sizes import format_mib
+from monitor import behaviour_model, dimm
 from monitor import commands as c
-from monitor import dimm
 from monitor.commands import MonitorContext, MonitorError, context_for
 from monitor.hmp_line import line_error
 
@@ -234,8 +234,8 @@ def fmt_guest(info: dict[str, Any] | None) -> str:
         out.extend(f"  {line}\n" for line in _memory_block_lines(g))
         out.append(_page_line(d["id"], g))
     out.extend(dimm.fmt_guest_dimms(info.get("dimms", []), _memory_block_lines))
-    if v.balloon is not None:
-        out.append(dimm.fmt_balloon(v.balloon))
+    if v.pv_balloon is not None:
+        out.append(dimm.fmt_balloon(v.pv_balloon))
     out.append(f"guest faults: {info['faults']}\n")
     return "".join(out)
 
@@ -442,6 +442,9 @@ COMMANDS: list[HmpCommand] = [
                "create QOM object", dimm.hmp_object_add, visitor_safe=True),
     HmpCommand("object_del", "id:s", "id", "destroy QOM object", dimm.hmp_object_del,
                visitor_safe=True),
+    HmpCommand("mem-set", "size:s", "size",
+               "set the Xen / Hyper-V behaviour model's memory target (vmemlab: xl mem-set, "
+               "Dynamic Memory)", behaviour_model.hmp_mem_set, visitor_safe=True),
     # writes a file on the server's host: never for a visitor (the page saves to a download)
     HmpCommand("migrate", "detach:-d,blk:-b,inc:-i,resume:-r,uri:s",
                "[-d] [-b] [-i] [-r] uri",
@@ -469,6 +472,10 @@ COMMANDS: list[HmpCommand] = [
 
 # every ``info`` subcommand only reads the machine
 INFO_COMMANDS: list[HmpCommand] = [
+    HmpCommand("behaviour-model", "", "",
+               "show the Xen / Hyper-V behaviour model's host view (vmemlab)",
+               lambda ctx, a: behaviour_model.fmt(behaviour_model.query(ctx)),
+               visitor_safe=True),
     HmpCommand("guest", "", "", "show what the guest reports about its memory (vmemlab)",
                lambda ctx, a: fmt_guest(c.guest_info(ctx)), visitor_safe=True),
     HmpCommand("memdev", "", "", "show memory backends",

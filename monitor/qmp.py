@@ -26,8 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from monitor import behaviour_model, dimm
 from monitor import commands as c
-from monitor import dimm
 from monitor.commands import MonitorContext, MonitorError
 from monitor.hmp_line import LineSplitter, Overlong, line_error, too_long
 
@@ -253,6 +253,7 @@ QMP_COMMANDS: dict[str, tuple[ArgSpec, Callable[[MonitorContext, dict[str, Any]]
                               _hmc),
 }
 QMP_COMMANDS.update(dimm.QMP)  # object-add, object-del, device_add, device_del, ...
+QMP_COMMANDS.update(behaviour_model.QMP)  # x-mem-set, x-query-behaviour-model
 _TYPE_NAMES = {"str": "string", "bool": "boolean", "int": "integer", "array": "array"}
 
 

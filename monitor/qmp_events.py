@@ -167,6 +167,8 @@ class EventTranslator:
             old, self._state = self._state, new
             if new == "running" and old != "running":
                 out.append(("RESUME", None))
+            elif new == "shutdown" and getattr(ev, "reason", "").startswith("host-error"):
+                out.append(("SHUTDOWN", {"guest": False, "reason": "host-error"}))
             elif new == "shutdown":
                 out.append(("SHUTDOWN", {"guest": True, "reason": "guest-shutdown"}))
             elif new == "guest-panicked":

@@ -86,18 +86,18 @@ struct abi_bootinfo {
 #define VMEM_CALL_TIME    0xC6000003UL /* -> x0 = nanoseconds since this boot */
 #define VMEM_CALL_YIELD   0xC6000004UL /* nothing; a safe point where the host may stop the vCPU.
                                           Long loops call it every few milliseconds of work */
-#define VMEM_CALL_BALLOON 0xC6000005UL /* behaviour models' balloon (Xen, Hyper-V): x1 = ABI_BALLOON_OP_*,
+#define VMEM_CALL_PVBALLOON 0xC6000005UL /* behaviour models' balloon (Xen, Hyper-V): x1 = ABI_PVB_OP_*,
                                           x2 = address, x3 = pages -> x0 = result */
 
-#define ABI_BALLOON_OP_TARGET 0 /* -> x0 = bytes of RAM the host wants the guest to have; ~0: no model */
-#define ABI_BALLOON_OP_GIVE   1 /* the guest gives pages [x2, x2 + x3 pages) back -> 0 or -errno */
-#define ABI_BALLOON_OP_TAKE   2 /* the guest takes pages back (Xen: populate_physmap) -> 0 or -errno */
+#define ABI_PVB_OP_TARGET 0 /* -> x0 = bytes of RAM the host wants the guest to have; ~0: no model */
+#define ABI_PVB_OP_GIVE   1 /* the guest gives pages [x2, x2 + x3 pages) back -> 0 or -errno */
+#define ABI_PVB_OP_TAKE   2 /* the guest takes pages back (Xen: populate_physmap) -> 0 or -errno */
 
 #define ABI_EV_VIRTIO  (1UL << 0) /* some virtio-mmio transport raised its interrupt line */
 #define ABI_EV_COMMAND (1UL << 1) /* a workload command is handed over in x1..x5 */
 #define ABI_EV_TIMEOUT (1UL << 2) /* the wait's timeout expired */
 #define ABI_EV_ACPI    (1UL << 3) /* the ACPI GED interrupt (read the GED event selector) */
-#define ABI_EV_BALLOON (1UL << 4) /* the behaviour models' balloon target changed */
+#define ABI_EV_PVBALLOON (1UL << 4) /* the behaviour models' balloon target changed */
 
 #define ABI_STATUS_BOOTED  1 /* x2 = address of struct abi_guest_view, x3 = driver enabled */
 #define ABI_STATUS_DRIVER  2 /* x2 = device index, x3 = ABI_DRV_*, x4 = detail (errno) */
@@ -246,18 +246,18 @@ struct abi_dimm_view {
 };
 
 /* The behaviour models' balloon driver (guest/pv_balloon.c) */
-#define ABI_BALLOON_ABSENT   0 /* no behaviour model on this machine */
-#define ABI_BALLOON_DISABLED 1 /* booted without the balloon driver */
-#define ABI_BALLOON_IDLE     2 /* RAM seen - ballooned == target */
-#define ABI_BALLOON_WORKING  3
-#define ABI_BALLOON_SHORT    4 /* could not inflate enough: no free pages */
+#define ABI_PVB_ABSENT   0 /* no behaviour model on this machine */
+#define ABI_PVB_DISABLED 1 /* booted without the balloon driver */
+#define ABI_PVB_IDLE     2 /* RAM seen - ballooned == target */
+#define ABI_PVB_WORKING  3
+#define ABI_PVB_SHORT    4 /* could not inflate enough: no free pages */
 
-struct abi_balloon_view {
+struct abi_pvballoon_view {
     unsigned long target;          /* bytes the host asked for */
     unsigned long ram_pages;       /* pages of RAM the guest manages (boot RAM + added DIMMs) */
     unsigned long ballooned_pages; /* pages given back (never touched by the guest) */
     unsigned long gives, takes;    /* calls to the host */
-    unsigned int state;            /* ABI_BALLOON_* */
+    unsigned int state;            /* ABI_PVB_* */
     unsigned int model;            /* ABI_MODEL_* */
 };
 
@@ -280,7 +280,7 @@ struct abi_guest_view {
     /* version 3 */
     unsigned int nr_dimm_slots;
     unsigned int pad;
-    struct abi_balloon_view balloon;
+    struct abi_pvballoon_view pvballoon;
     struct abi_dimm_view dimm[ABI_MAX_DIMM_SLOTS];
 };
 
