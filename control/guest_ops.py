@@ -166,9 +166,12 @@ def _run(machine: Machine, work: Workload, op: GuestOp) -> Outcome:
         return Outcome("dump", f"read {nbytes} bytes: {nonzero} non-zero pages",
                        {"device": op.device, "bytes": nbytes, "nonzero-pages": nonzero})
     if isinstance(op, RogueWrite):
-        device = op.device or next(iter(machine.devices))
-        res = work.rogue_write(op.addr, device)
-        where = f"{device}+0x{op.addr:x}"
+        device = op.device or next(iter(machine.devices), None)
+        if device is None and not op.addr:
+            raise ControlError("guest rogue-write: this machine has no virtio-mem device: "
+                               "give an address")
+        res = work.rogue_write(op.addr, device or 0)
+        where = f"{device}+0x{op.addr:x}" if device else f"0x{op.addr:x}"
         if res.status == EFAULT:
             text = f"write to {where} blocked by the host (EFAULT)"
         elif res.status == 0:
