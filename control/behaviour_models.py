@@ -91,6 +91,10 @@ class BehaviourModelControl:
         out["ram"] = self.current_ram()
         return out
 
+    def given_map(self, chunk: int = 2 << 20) -> list[tuple[str, int, bytes]]:
+        """Per RAM block and ``chunk``: 0 in use, 1 partly given back, 2 given back."""
+        return self._host().given_map(chunk)
+
     def given_page(self) -> int | None:
         """The address of a page the guest gave back (for a rogue write), or None."""
         return self._host().first_given()

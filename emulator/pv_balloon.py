@@ -40,6 +40,7 @@ PAGE = abi.PAGE_SIZE
 PHYSMAP = "xen-physmap"
 EINVAL = -22 & 0xFFFF_FFFF_FFFF_FFFF
 ENOMEM = -12 & 0xFFFF_FFFF_FFFF_FFFF
+_UNPOPULATED = bytes([1] + [0] * 255)  # physmap byte -> "given back" byte
 KILLED = "host-error: the domain touched memory it was never given (Xen behaviour model)"
 
 
@@ -175,6 +176,24 @@ class PvBalloonHost:
                          else sum(m.size for m in blocks.values()) - given + cheated)
             return {"model": self.model, "target": self.target, "given": given,
                     "cheated": cheated, "populated": populated}
+
+    def given_map(self, chunk: int) -> list[tuple[str, int, bytes]]:
+        """Per RAM block (name, address) and per ``chunk`` bytes of it: 0 nothing given back,
+        1 partly, 2 all of it (Xen: pages the host does not back)."""
+        per = max(1, chunk // PAGE)
+        out = []
+        with self._lock:
+            for mem in [self._boot, *self._blocks()]:
+                if self.physmap is not None and mem is self._boot:
+                    given = bytes(self.physmap.bitmap).translate(_UNPOPULATED)
+                else:
+                    given = bytes(self.given.get(mem.name, bytearray(mem.size // PAGE)))
+                codes = bytearray()
+                for start in range(0, len(given), per):
+                    n = given.count(1, start, start + per)
+                    codes.append(0 if n == 0 else 2 if n == min(per, len(given) - start) else 1)
+                out.append((mem.name, mem.gpa, bytes(codes)))
+        return out
 
     def state(self) -> dict[str, Any]:
         return {"target": self.target}
