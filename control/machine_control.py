@@ -83,12 +83,15 @@ class MachineControl:
     # ---------------------------------------------------------------- power
 
     def reboot(self, *, driver: bool | None = None, by_guest: bool = False,
-               timeout: float = 10.0) -> str:
+               timeout: float = 10.0, driver_name: str | None = None) -> str:
         """A reboot; returns the guest command line it boots with.
 
         ``by_guest``: the guest reboots itself (PSCI SYSTEM_RESET) and this waits for the
         reset; else the host resets the machine (QEMU ``system_reset``). ``driver``: boot
-        with (True) or without (False) the virtio-mem driver; None keeps the command line.
+        with (True) or without (False) the driver ``driver_name`` (``virtio_mem``,
+        ``acpi_memhotplug``, ``xen_balloon``, ...; None: the behaviour model's balloon on
+        such a machine, acpi_memhotplug on one with DIMM slots and no virtio-mem device,
+        else virtio_mem); None keeps the command line.
         """
         machine = self.machine
         if by_guest:
@@ -98,7 +101,13 @@ class MachineControl:
                     lambda m: any(r.event.kind == "reset" for r in m.bus.since(seq)), timeout):
                 raise ControlError("the guest did not reboot", ErrorKind.FAILED)
             return machine.config.cmdline
-        cmdline = None if driver is None else driver_cmdline(machine.config.cmdline, driver)
+        if driver_name is None:
+            driver_name = {"xen": "xen_balloon", "hyperv": "hv_balloon"}.get(
+                machine.config.behaviour_model,
+                "acpi_memhotplug" if machine.config.slots and not machine.devices
+                else "virtio_mem")
+        cmdline = (None if driver is None
+                   else driver_cmdline(machine.config.cmdline, driver, driver_name))
         engine_call(lambda: machine.system_reset(cmdline=cmdline))
         return machine.config.cmdline
 

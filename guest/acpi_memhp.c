@@ -129,11 +129,11 @@ static long dimm_add(u32 slot)
     d->mbs = MAX(opts.memory_block_size, ABI_DIMM_BLOCK_SIZE);
     v->addr = addr;
     v->size = size;
-    v->state = ABI_DIMM_FAILED;
     /* check_hotplug_memory_range(): whole memory blocks only */
     if (!size || addr % d->mbs || size % d->mbs) {
         printk("Block size [0x%lx-0x%lx] not aligned\n", addr, addr + size - 1);
         dimm_info(slot, "add_memory failed");
+        v->state = ABI_DIMM_FAILED;
         return -ABI_EINVAL;
     }
     memset(z, 0, sizeof(*z));
@@ -153,6 +153,7 @@ static long dimm_add(u32 slot)
     if (!z->usage || !z->owners || !z->mb_state) {
         free_meta(d);
         dimm_info(slot, "add_memory failed");
+        v->state = ABI_DIMM_FAILED;
         return -ABI_ENOMEM;
     }
     d->put_online = z->mb_state + z->nmbs;
@@ -169,6 +170,7 @@ static long dimm_add(u32 slot)
             mm_unregister_area(z);
             free_meta(d);
             dimm_info(slot, "add_memory failed");
+            v->state = ABI_DIMM_FAILED;
             return rc;
         }
         z->mb_state[m] = ABI_MB_OFFLINE;

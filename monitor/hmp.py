@@ -213,6 +213,8 @@ def fmt_guest(info: dict[str, Any] | None) -> str:
         for a in v.allocations:
             kind = "unmovable" if a.unmovable else "movable"
             where = {0xFF: "any", 0xFE: "boot"}.get(a.target)
+            if where is None and a.target >= 0x1000:  # abi.TARGET_DIMM + slot
+                where = f"dimm slot {a.target - 0x1000}"
             if where is None:
                 devs = [d["id"] for d in info["devices"]]
                 where = devs[a.target] if a.target < len(devs) else str(a.target)
