@@ -49,7 +49,7 @@ class BehaviourModelControl:
     def current_ram(self) -> int:
         """RAM the guest sees: boot RAM (Xen: maxmem) and hot-added DIMMs."""
         machine = self.machine
-        return machine.boot_ram.size + sum(d.size for d in machine.hotplug.dimms.values())
+        return machine.boot_ram.size + sum(d.size for d in machine.hotplug.plugged())
 
     def set_target(self, size: int) -> None:
         """The host's wish: the guest should have ``size`` bytes of RAM."""
@@ -69,7 +69,7 @@ class BehaviourModelControl:
     def _hot_add(self, size: int) -> None:
         have = self.current_ram()
         while have < size:
-            n = len(self.machine.hotplug.dimms)
+            n = len(self.machine.hotplug.plugged())
             name = f"hv-add{n}"
             while self.machine.hotplug.backends.get(f"{name}-mem") is not None or \
                     self.machine.hotplug.by_id(name) is not None:

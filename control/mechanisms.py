@@ -237,12 +237,12 @@ class Dimms(Mechanism):
                                     for i in range(count)])
 
     def assigned(self, control: MachineControl) -> int:
-        return sum(d.size for d in control.machine.hotplug.dimms.values())
+        return sum(d.size for d in control.machine.hotplug.plugged())
 
     def request_back(self, control: MachineControl, amount: int) -> None:
         self._asked = []
         self._seq = control.machine.bus.last_seq
-        dimms = sorted(control.machine.hotplug.dimms.values(), key=lambda d: -d.slot)
+        dimms = sorted(control.machine.hotplug.plugged(), key=lambda d: -d.slot)
         for dimm in dimms:
             if amount <= 0:
                 break
@@ -278,12 +278,12 @@ class Dimms(Mechanism):
         return "; ".join(notes)
 
     def pin_target(self, control: MachineControl) -> str | None:
-        dimms = sorted(control.machine.hotplug.dimms.values(), key=lambda d: d.slot)
+        dimms = sorted(control.machine.hotplug.plugged(), key=lambda d: d.slot)
         return dimms[0].id if dimms else None
 
     def rogue_write(self, control: MachineControl) -> Measured:
         machine = control.machine
-        present = {d.addr for d in machine.hotplug.dimms.values()}
+        present = {d.addr for d in machine.hotplug.plugged()}
         layout = machine.layout
         gone = [d.addr for d in layout.dimms if d.addr not in present]
         if not gone:
@@ -308,7 +308,7 @@ class Dimms(Mechanism):
             first = err.message
         needs = [f"-object memory-backend-ram,id={d.memdev},size={d.size >> 20}M "
                  f"-device pc-dimm,id={d.id},memdev={d.memdev}"
-                 for d in sorted(control.machine.hotplug.dimms.values(), key=lambda d: d.slot)]
+                 for d in sorted(control.machine.hotplug.plugged(), key=lambda d: d.slot)]
         dest = control.migrate(self.destination_config(control))
         return Measured(f"the DIMMs present now on the destination's command line "
                         f"({len(needs)}); without them: {first}",
@@ -316,7 +316,7 @@ class Dimms(Mechanism):
 
     def destination_config(self, control: MachineControl) -> MachineConfig:
         dimms = [DimmConfig(d.id, d.memdev, d.size, d.node, d.slot, d.addr)
-                 for d in sorted(control.machine.hotplug.dimms.values(), key=lambda d: d.slot)]
+                 for d in sorted(control.machine.hotplug.plugged(), key=lambda d: d.slot)]
         return replace(self.config(), dimms=dimms, cmdline=control.machine.config.cmdline)
 
 

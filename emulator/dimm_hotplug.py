@@ -33,7 +33,7 @@ from device.acpi_memhp import (
 )
 from device.errors import ConfigError, DeviceNotFound
 from device.events import Event
-from device.memory_backend import MemoryBackends
+from device.memory_backend import MemoryBackend, MemoryBackends
 from device.pc_dimm import DIMM_ALIGN, DeviceMemory, DimmRequest, PcDimm, plan_dimm
 from emulator import abi
 from emulator.backing import HostMemory
@@ -85,17 +85,32 @@ class DimmHotplug:
     def slots(self) -> int:
         return self.layout.slots
 
+    def plugged(self) -> list[PcDimm]:
+        """The DIMMs plugged now, by slot (a copy: the guest may eject one at any time)."""
+        with self._lock:
+            return sorted(self.dimms.values(), key=lambda d: d.slot)
+
+    def backend_list(self) -> list[MemoryBackend]:
+        """The memory backends (a copy, in creation order)."""
+        with self._lock:
+            return list(self.backends)
+
     def by_id(self, dev_id: str) -> PcDimm | None:
-        return next((d for d in self.dimms.values() if d.id and d.id == dev_id), None)
+        return next((d for d in self.plugged() if d.id and d.id == dev_id), None)
+
+    def by_path(self, path: str) -> PcDimm | None:
+        with self._lock:
+            return self.dimms.get(path)
 
     def by_slot(self) -> dict[int, PcDimm]:
-        return {d.slot: d for d in self.dimms.values()}
+        return {d.slot: d for d in self.plugged()}
 
     def area(self) -> DeviceMemory:
-        return self.layout.device_memory(list(self.dimms.values()))
+        return self.layout.device_memory(self.plugged())
 
     def ramblocks(self) -> list[HostMemory]:
-        return list(self.memory.values())
+        with self._lock:
+            return list(self.memory.values())
 
     # ---------------------------------------------------------------- object_add / object_del
 
@@ -113,7 +128,7 @@ class DimmHotplug:
     def device_add(self, req: DimmRequest, device_ids: list[str]) -> PcDimm:
         """Plan (QEMU's checks), map and announce a DIMM; on the vCPU thread or before it runs."""
         with self._lock:
-            ids = device_ids + [d.id for d in self.dimms.values() if d.id]
+            ids = device_ids + [d.id for d in self.plugged() if d.id]
             dimm = plan_dimm(req, self.area(), self.backends, ids, self._anon)
             if not dimm.id:
                 self._anon += 1

@@ -189,16 +189,16 @@ def qom_objects(machine: Machine) -> dict[str, QomObject]:
     """The DIMMs under /machine/peripheral and every backend under /objects."""
     hotplug = machine.hotplug
     objs: dict[str, QomObject] = {}
-    for backend in hotplug.backends:
+    for backend in hotplug.backend_list():
         objs[backend.path] = QomObject(backend.path, backend.qom_type, "memdev", backend.id)
-    for dimm in hotplug.dimms.values():
+    for dimm in hotplug.plugged():
         objs[dimm.path] = QomObject(dimm.path, "pc-dimm", "dimm", dimm.path)
     return objs
 
 
 def qom_get(ctx: MonitorContext, obj: QomObject, prop: str) -> Any:
     """A DIMM property (``obj.kind == "dimm"``, ``obj.dev_id`` its QOM path)."""
-    dimm = ctx.machine.hotplug.dimms.get(obj.dev_id)
+    dimm = ctx.machine.hotplug.by_path(obj.dev_id)
     if dimm is None:
         raise MonitorError(f"Device '{obj.path}' not found", "DeviceNotFound")
     values = {"type": "pc-dimm", "parent_bus": "", "realized": True, "hotplugged": dimm.hotplugged,

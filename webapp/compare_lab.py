@@ -141,6 +141,9 @@ class CompareLab:
                 result = self._act(lm, action)
             except ControlError as err:
                 result = Measured(f"refused: {err.message}", ok=False)
+            except Exception as err:  # a bug or a timeout: shown, logged, the lab goes on
+                log.exception("compare lab: %s on %s failed", action, lm.mechanism.name)
+                result = Measured(f"failed: {type(err).__name__}: {err}", ok=False)
             lm.results[row] = result
             if action == "give-back":
                 unit = result.values.get("unit")

@@ -25,7 +25,7 @@ from webapp.pages import session_token
 from webapp.sessions import SessionManager
 
 bp = Blueprint("compare", __name__)
-_LABS = "vmemlab_compare"
+LABS = "vmemlab_compare"  #: the app extension holding the CompareLabs
 MAX_NAME = 32
 
 
@@ -40,12 +40,12 @@ def register_labs(app: Flask, sessions: SessionManager) -> CompareLabs:
     sessions.other_resident = labs.resident
     sessions.chores.append(labs.reap)
     sessions.on_close.append(labs.close_all)
-    app.extensions[_LABS] = labs
+    app.extensions[LABS] = labs
     return labs
 
 
 def labs() -> CompareLabs:
-    return cast(CompareLabs, current_app.extensions[_LABS])
+    return cast(CompareLabs, current_app.extensions[LABS])
 
 
 def _catalogue() -> list[dict[str, Any]]:

@@ -126,6 +126,7 @@ class MachineSession:
         #: bytes resident per block (device id → tuple), from the sampler thread
         self.residency: dict[str, tuple[int, ...]] | None = None
         self.boot_resident: int | None = None
+        self.dimm_resident = 0  # bytes the session's pc-dimms hold
         self.residency_t = 0.0  # when residency was measured (monotonic)
         self.closed_reason: str | None = None  # why the machine went away under the page
         self._failing: str | None = None  # the pump's last failure (logged once)
@@ -159,6 +160,7 @@ class MachineSession:
             self._unsubscribe = machine.bus.subscribe(on_record)
             self.residency = None
             self.boot_resident = None
+            self.dimm_resident = 0
             self.residency_t = 0.0
             self.closed_reason = None
             self._failing = None
@@ -254,14 +256,17 @@ class MachineSession:
     def note_residency(self, snap: MachineSnapshot) -> None:
         self.residency = {d.id: d.resident for d in snap.devices if d.resident is not None}
         self.boot_resident = snap.boot_resident
+        self.dimm_resident = sum(d.resident or 0 for d in snap.dimms)
         self.residency_t = time.monotonic()
 
     def resident_bytes(self) -> int:
-        """Host memory this session's guest holds, as last measured (boot RAM + devices)."""
+        """Host memory this session's guest holds, as last measured (boot RAM, devices and
+        pc-dimms)."""
         if self.machine is None:
             return 0
         devices = self.residency or {}
-        return (self.boot_resident or 0) + sum(sum(blocks) for blocks in devices.values())
+        return ((self.boot_resident or 0) + sum(sum(blocks) for blocks in devices.values())
+                + self.dimm_resident)
 
     def measure(self) -> int:
         """Measure the residency now (a pagemap scan, a few ms) and return it."""

@@ -416,3 +416,42 @@ def test_12_unplug_while_the_memory_is_needed_stays_in_progress(build: Builder) 
     assert json.loads(run_hmp(machine, "qom-get dimm1 size")) == 512 << 20
     assert run_hmp(machine, "guest free 1") == "freed 128000 pages\n"
     assert events.wait(lambda e: deleted("dimm1") in e)[-2:] == [deleted("dimm1"), ost(3, 0, 0)]
+
+
+# ------------------------------------------------------------------------------ command lines
+
+TRANSCRIPT = Path("/work/shared/reference/qemu-transcripts/12_dimm.txt")
+
+
+def _transcript_command_lines() -> list[list[str]]:
+    import shlex
+
+    if not TRANSCRIPT.exists():
+        return []
+    lines = []
+    for line in TRANSCRIPT.read_text().splitlines():
+        if "HOST$ qemu-system-x86_64" in line:
+            argv = shlex.split(line.split("HOST$ qemu-system-x86_64", 1)[1])
+            lines.append([a.replace("$GOLDEN", "/tmp/vmemlab-golden") for a in argv])
+    return lines
+
+
+COMMAND_LINES = _transcript_command_lines()
+
+
+@pytest.mark.skipif(not COMMAND_LINES, reason="reference transcripts not available")
+@pytest.mark.parametrize("argv", COMMAND_LINES, ids=[str(i) for i in range(len(COMMAND_LINES))])
+def test_12_command_lines_are_accepted_or_refused_as_qemu_does(argv: list[str]) -> None:
+    """Every QEMU command line of 12_dimm.txt: ``-m 1G,slots=4`` fails as QEMU failed, the
+    others start (x86-only options are noted and ignored)."""
+    memory = argv[argv.index("-m") + 1]
+    if memory == "1G,slots=4":
+        with pytest.raises(CmdlineError, match=r"^vmemlab: slots specified but no max-size$"):
+            parse_args(argv)
+        return
+    opts = parse_args(argv)
+    assert opts.config.boot_ram == 1 << 30
+    layout = opts.config.layout()
+    if "-device" in argv:  # the migration destinations: d1 cold-plugged as dimm1
+        assert [d.id for d in layout.dimms] == ["dimm1"]
+        assert layout.dimms[0].hotplugged is False
