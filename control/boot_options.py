@@ -9,8 +9,16 @@ plugged. Switching one keeps every other option as it was.
 from __future__ import annotations
 
 NO_DRIVER = "modprobe.blacklist=virtio_mem"
-NO_BALLOON_DRIVER = "modprobe.blacklist=virtio_balloon"
 ADOPT = "virtio_mem.adopt=1"
+#: the boot option a guest without each driver has (ACPI memory hotplug is built into Linux:
+#: its switch is acpi_no_memhotplug; the balloons are modules)
+DRIVER_OPTIONS = {
+    "virtio_mem": NO_DRIVER,
+    "acpi_memhotplug": "acpi_no_memhotplug",
+    "xen_balloon": "modprobe.blacklist=xen_balloon",
+    "hv_balloon": "modprobe.blacklist=hv_balloon",
+    "virtio_balloon": "modprobe.blacklist=virtio_balloon",
+}
 
 
 def with_option(cmdline: str, option: str, enabled: bool) -> str:
@@ -23,11 +31,6 @@ def has_option(cmdline: str, option: str) -> bool:
     return option in cmdline.split()
 
 
-def driver_cmdline(cmdline: str, driver: bool) -> str:
-    """The command line for a boot with (``True``) or without (``False``) the driver."""
-    return with_option(cmdline, NO_DRIVER, not driver)
-
-
-def balloon_driver_cmdline(cmdline: str, driver: bool) -> str:
-    """The command line for a boot with (``True``) or without (``False``) virtio_balloon."""
-    return with_option(cmdline, NO_BALLOON_DRIVER, not driver)
+def driver_cmdline(cmdline: str, driver: bool, name: str = "virtio_mem") -> str:
+    """The command line for a boot with (``True``) or without (``False``) driver ``name``."""
+    return with_option(cmdline, DRIVER_OPTIONS[name], not driver)

@@ -162,7 +162,8 @@ def run_guest_op(machine: Machine, op: GuestOp, timeout: float = 60.0) -> Outcom
     if not machine.guest_booted and not isinstance(op, (GuestReboot, Poweroff)):
         raise ControlError("the guest has not finished booting", ErrorKind.BUSY)
     for dev in (getattr(op, "device", None), getattr(op, "target", None)):
-        if dev not in (None, "boot") and dev not in machine.devices:
+        if dev not in (None, "boot") and dev not in machine.devices and not (
+                isinstance(dev, str) and machine.hotplug.by_id(dev) is not None):
             raise ControlError(f"Device '{dev}' not found", ErrorKind.NOT_FOUND)
     if isinstance(op, BalloonRogue) and not 0 < op.pages <= MAX_ROGUE_PAGES:
         raise ControlError(f"guest balloon-rogue: pages must be between 1 and "
@@ -187,21 +188,22 @@ def _rogue_write(machine: Machine, work: Workload, op: RogueWrite) -> Outcome:
     (completed without effect: it reads back 0), or through -- and whether the host now
     backs that page (pagemap), which is what a rogue write costs the host."""
     device = op.device or next(iter(machine.devices), None)
-    if device is None:
-        raise ControlError("this machine has no virtio-mem device", ErrorKind.NOT_FOUND)
+    if device is None and not op.addr:  # a DIMM-only machine: the address says where
+        raise ControlError("guest rogue-write: this machine has no virtio-mem device: "
+                           "give an address", ErrorKind.INVALID)
     seq = machine.bus.last_seq
-    res = work.rogue_write(op.addr, device)
+    res = work.rogue_write(op.addr, device or 0)
     addr = res.values[0] or op.addr
     reasons = [r.event.reason for r in machine.bus.since(seq)
                if isinstance(r.event, Violation) and r.event.addr == addr]
-    region = machine.regions[device]
     resident = False
-    if region.contains(addr, 8):
+    region = machine.regions.get(device) if device else None
+    if region is not None and region.contains(addr, 8):
         offset = (addr - region.gpa) & ~(PAGE_SIZE - 1)
         resident = region.resident_bytes(offset, PAGE_SIZE) > 0
     stored = res.status == 0
     dropped = stored and res.values[1] != ROGUE_VALUE
-    where = f"0x{addr:x} ({device})"
+    where = f"0x{addr:x} ({device})" if device else f"0x{addr:x}"
     if res.status == EFAULT:
         text = f"write to {where} blocked by the host (EFAULT)"
         if reasons:

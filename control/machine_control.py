@@ -19,7 +19,9 @@ from collections.abc import Callable
 from typing import BinaryIO, TypeVar
 
 from control.balloon import BalloonControl
-from control.boot_options import balloon_driver_cmdline, driver_cmdline
+from control.behaviour_models import BehaviourModelControl
+from control.boot_options import driver_cmdline
+from control.dimm_ops import DimmControl
 from control.errors import ENGINE_ERRORS, ControlError, ErrorKind
 from control.guest_ops import Alloc, GuestOp, GuestReboot, Outcome, run_guest_op
 from control.settle import SettleWatch, balloon_settled
@@ -55,6 +57,10 @@ class MachineControl:
         self.admission: Admission | None = None
         self.balloon = BalloonControl(machine, self._admit, self.watch.answered)
         """The balloon's operations (``control.balloon``)."""
+        #: memory backends and pc-dimms (``object_add``, ``device_add pc-dimm``, ...)
+        self.dimms = DimmControl(machine, self._admit)
+        #: the Xen / Hyper-V behaviour models (``-machine x-behaviour-model=``)
+        self.models = BehaviourModelControl(machine, self._admit, self.dimms)
 
     def _admit(self, growth: int) -> None:
         if self.admission is not None:
@@ -80,13 +86,17 @@ class MachineControl:
     # ---------------------------------------------------------------- power
 
     def reboot(self, *, driver: bool | None = None, by_guest: bool = False,
-               timeout: float = 10.0, balloon_driver: bool | None = None) -> str:
+               timeout: float = 10.0, driver_name: str | None = None,
+               balloon_driver: bool | None = None) -> str:
         """A reboot; returns the guest command line it boots with.
 
         ``by_guest``: the guest reboots itself (PSCI SYSTEM_RESET) and this waits for the
         reset; else the host resets the machine (QEMU ``system_reset``). ``driver``: boot
-        with (True) or without (False) the virtio-mem driver; ``balloon_driver``: the same
-        for virtio_balloon; None keeps the command line.
+        with (True) or without (False) the driver ``driver_name`` (``virtio_mem``,
+        ``acpi_memhotplug``, ``xen_balloon``, ...; None: the behaviour model's balloon on
+        such a machine, acpi_memhotplug on one with DIMM slots and no virtio-mem device,
+        else virtio_mem); ``balloon_driver``: the same for virtio_balloon; None keeps the
+        command line.
         """
         machine = self.machine
         if by_guest:
@@ -96,9 +106,16 @@ class MachineControl:
                     lambda m: any(r.event.kind == "reset" for r in m.bus.since(seq)), timeout):
                 raise ControlError("the guest did not reboot", ErrorKind.FAILED)
             return machine.config.cmdline
-        cmdline = None if driver is None else driver_cmdline(machine.config.cmdline, driver)
+        if driver_name is None:
+            driver_name = {"xen": "xen_balloon", "hyperv": "hv_balloon"}.get(
+                machine.config.behaviour_model,
+                "acpi_memhotplug" if machine.config.slots and not machine.devices
+                else "virtio_mem")
+        cmdline = (None if driver is None
+                   else driver_cmdline(machine.config.cmdline, driver, driver_name))
         if balloon_driver is not None:
-            cmdline = balloon_driver_cmdline(cmdline or machine.config.cmdline, balloon_driver)
+            cmdline = driver_cmdline(cmdline or machine.config.cmdline, balloon_driver,
+                                     "virtio_balloon")
         engine_call(lambda: machine.system_reset(cmdline=cmdline))
         return machine.config.cmdline
 

@@ -20,8 +20,20 @@ MAX_DEVICES = 8
 MAX_NODES = 8
 CMDLINE_LEN = 256
 
+GED_BASE = 0x0908_0000
+GED_MEM_HOTPLUG_EVT = 0x1
+MHP_BASE = 0x090A_0000
+MHP_LEN = 24
+MAX_DIMM_SLOTS = 256
+DIMM_BLOCK_SIZE = 0x20_0000
+
 BOOTINFO_MAGIC = 0x544F4F424D454D56  # "VMEMBOOT"
-BOOTINFO_VERSION = 1
+BOOTINFO_VERSION = 2
+
+MODEL_NONE = 0
+MODEL_XEN = 1
+MODEL_HYPERV = 2
+MODELS = {"": MODEL_NONE, "xen": MODEL_XEN, "hyperv": MODEL_HYPERV}
 
 PSCI_SYSTEM_OFF = 0x84000008
 PSCI_SYSTEM_RESET = 0x84000009
@@ -30,11 +42,17 @@ VMEM_CALL_DONE = 0xC6000001
 VMEM_CALL_STATUS = 0xC6000002
 VMEM_CALL_TIME = 0xC6000003
 VMEM_CALL_YIELD = 0xC6000004
+VMEM_CALL_PVBALLOON = 0xC6000005
+PVB_OP_TARGET = 0
+PVB_OP_GIVE = 1
+PVB_OP_TAKE = 2
 SMCCC_NOT_SUPPORTED = 0xFFFF_FFFF_FFFF_FFFF  # -1
 
 EV_VIRTIO = 1 << 0
 EV_COMMAND = 1 << 1
 EV_TIMEOUT = 1 << 2
+EV_ACPI = 1 << 3
+EV_PVBALLOON = 1 << 4
 
 STATUS_BOOTED = 1
 STATUS_DRIVER = 2
@@ -98,6 +116,7 @@ ONLINE_POLICIES = {0: "contig-zones", 1: "auto-movable"}
 ALLOC_UNMOVABLE = 1
 TARGET_ANY = 0xFF
 TARGET_BOOT = 0xFE
+TARGET_DIMM = 0x1000  # + slot
 
 EFAULT = 14
 ENOMEM = 12
@@ -107,7 +126,7 @@ EBUSY = 16
 ENODEV = 19
 
 VIEW_MAGIC = 0x5745495643454D56  # "VMEMVIEW"
-VIEW_VERSION = 2
+VIEW_VERSION = 3
 MAX_ALLOCS = 1024
 
 BLOCK_UNPLUGGED = 0
@@ -133,22 +152,45 @@ MB_MOVABLE_PARTIAL = 7
 MB_STATES = {0: "unused", 1: "plugged", 2: "offline", 3: "offline-partial", 4: "kernel",
              5: "kernel-partial", 6: "movable", 7: "movable-partial"}
 
+DIMM_NONE = 0
+DIMM_ADDED = 1
+DIMM_EJECTING = 2
+DIMM_FAILED = 3
+DIMM_STATES = {0: "none", 1: "added", 2: "ejecting", 3: "failed"}
+
+PVB_ABSENT = 0
+PVB_DISABLED = 1
+PVB_IDLE = 2
+PVB_WORKING = 3
+PVB_SHORT = 4
+PVB_STATES = {0: "absent", 1: "disabled", 2: "idle", 3: "working", 4: "short"}
+
 # struct layouts (LP64, natural alignment: every struct here is a multiple of 8 bytes)
 BOOTINFO_HEAD = struct.Struct("<QIIQQQQII")  # magic .. nr_virtio
 BOOTINFO_NODE = struct.Struct("<QQQ")
 BOOTINFO_VIRTIO = struct.Struct("<QQ")
+BOOTINFO_HOTPLUG = struct.Struct("<QQQQII")  # mhp_base .. behaviour_model
 BOOTINFO_SIZE = (
     BOOTINFO_HEAD.size
     + MAX_NODES * BOOTINFO_NODE.size
     + MAX_DEVICES * BOOTINFO_VIRTIO.size
     + CMDLINE_LEN
+    + BOOTINFO_HOTPLUG.size
 )
 
 BLOCK_USAGE = struct.Struct("<IIIIII")  # movable, unmovable, free, state, kernel, zone
 ALLOC_RECORD = struct.Struct("<IIQQQ")  # id, flags, pages, seed, target
 DEVICE_VIEW = struct.Struct("<" + "Q" * 16 + "II" + "Q" * 9)
 VIEW_HEAD = struct.Struct("<QII" + "Q" * 8 + "IIQ")
-VIEW_SIZE = VIEW_HEAD.size + MAX_DEVICES * DEVICE_VIEW.size
+VIEW_V2_SIZE = VIEW_HEAD.size + MAX_DEVICES * DEVICE_VIEW.size
+VIEW_V3_HEAD = struct.Struct("<II")  # nr_dimm_slots, pad
+PVB_VIEW = struct.Struct("<QQQQQII")
+DIMM_VIEW = struct.Struct("<QQQQQQQIIQQ")
+VIEW_SIZE = VIEW_V2_SIZE + VIEW_V3_HEAD.size + PVB_VIEW.size + MAX_DIMM_SLOTS * DIMM_VIEW.size
+PVB_VIEW_FIELDS = ("target", "ram_pages", "ballooned_pages", "gives", "takes", "state",
+                       "model")
+DIMM_VIEW_FIELDS = ("addr", "size", "usage_addr", "mb_states_addr", "nr_mbs", "first_mb_id",
+                    "memmap_pages", "state", "last_ost", "attempts", "failures")
 
 BALLOON_VIEW_MAGIC = 0x4E4F4F4C4C414256  # "VBALLOON"
 BALLOON_VIEW = struct.Struct("<QQIIQQQ" + "Q" * MAX_DEVICES + "Q" * 12)

@@ -40,8 +40,10 @@ from emulator import abi
 from emulator.backing import HostMemory
 from emulator.balloon_ram import BalloonRam
 from emulator.config import MachineConfig, MachineLayout
+from emulator.dimm_hotplug import DimmHotplug
 from emulator.guest_memory import CpuView, DmaMemory
 from emulator.host_timer import HostTimer
+from emulator.pv_balloon import PvBalloonHost
 from emulator.stage2 import TLB_PAGE_SIZE, Stage2
 
 # Host-physical home of the shared zero page: outside every window stage 2 maps, so the guest
@@ -130,7 +132,8 @@ class Board:
     """The hardware of one machine; see the module docstring."""
 
     def __init__(self, config: MachineConfig, image: bytes, *, emit: Callable[[Event], None],
-                 raise_irq: Callable[[], None], uart_write: UartWrite) -> None:
+                 raise_irq: Callable[[], None], uart_write: UartWrite,
+                 raise_event: Callable[[int], None] = lambda bits: None) -> None:
         self.config = config
         self.layout: MachineLayout = config.layout()
         self.image = image
@@ -155,8 +158,9 @@ class Board:
         # (an executable page must check every store for self-modifying code): 4x faster.
         text_end = _align_up(abi.IMAGE_BASE + len(image), TLB_PAGE_SIZE)
         self.stage2.add_identity(abi.IMAGE_BASE, text_end - abi.IMAGE_BASE, UC_PROT_ALL)
-        self.stage2.add_identity(self.boot_ram.gpa, self.boot_ram.size,
-                                 UC_PROT_READ | UC_PROT_WRITE)
+        if config.behaviour_model != "xen":  # the Xen model's RAM is its physmap window
+            self.stage2.add_identity(self.boot_ram.gpa, self.boot_ram.size,
+                                     UC_PROT_READ | UC_PROT_WRITE)
         self.stage2.add_identity(abi.UART_BASE, abi.PAGE_SIZE, UC_PROT_READ | UC_PROT_WRITE)
         self.stage2.add_identity(abi.VIRTIO_MMIO_BASE, abi.PAGE_SIZE,
                                  UC_PROT_READ | UC_PROT_WRITE)
@@ -180,6 +184,22 @@ class Board:
         self.cpu_view = CpuView(self.boot_ram, backed)
         self.uc.mmio_map(abi.VIRTIO_MMIO_BASE, abi.PAGE_SIZE, self._virtio_read, None,
                          self._virtio_write, None)
+        # ACPI memory hotplug (QEMU virt's GED + memory hotplug registers) and the DIMM area
+        self.hotplug = DimmHotplug(config, self.layout, self.uc, self.stage2, emit=emit,
+                                   raise_event=lambda: raise_event(abi.EV_ACPI),
+                                   flush_tlb=self.flush_tlb, device_lock=self.device_lock)
+        for base, read, write in ((abi.GED_BASE, self._ged_read, self._ignore_write),
+                                  (abi.MHP_BASE, self._mhp_read, self._mhp_write)):
+            self.stage2.add_identity(base, abi.PAGE_SIZE, UC_PROT_READ | UC_PROT_WRITE)
+            self.uc.mmio_map(base, abi.PAGE_SIZE, read, None, write, None)
+        #: the Xen / Hyper-V behaviour model's balloon host side (None: no model)
+        self.pv_balloon: PvBalloonHost | None = None
+        if config.behaviour_model:
+            self.pv_balloon = PvBalloonHost(config.behaviour_model, config.boot_ram,
+                                            self.boot_ram, self.hotplug.ramblocks,
+                                            raise_event, self.flush_tlb, self.device_lock)
+            if self.pv_balloon.physmap is not None:
+                self.stage2.add_device(self.pv_balloon.physmap)
         self.stage2.install(self.uc)
         self._initial_cpu = self.uc.context_save()
         self._closed = False
@@ -267,7 +287,8 @@ class Board:
         virtio = b"".join(abi.BOOTINFO_VIRTIO.pack(base, node) for base, node in slots
                           ).ljust(abi.MAX_DEVICES * abi.BOOTINFO_VIRTIO.size, b"\0")
         text = cmdline.encode()[: abi.CMDLINE_LEN - 1].ljust(abi.CMDLINE_LEN, b"\0")
-        return head + nodes + virtio + text
+        hotplug = self.hotplug.bootinfo(abi.MODELS.get(self.config.behaviour_model, 0))
+        return head + nodes + virtio + text + hotplug
 
     def load_guest(self, cmdline: str) -> None:
         """Put image and boot info in RAM and the vCPU at the entry point, as firmware would."""
@@ -280,8 +301,10 @@ class Board:
 
     def reset_devices(self) -> None:
         """The devices' part of a system reset (virtio-mem unplugs everything; the balloon
-        keeps its target)."""
+        keeps its target; DIMMs stay)."""
         with self.device_lock:
+            if self.pv_balloon is not None:
+                self.pv_balloon.system_reset()
             for dev in self.devices.values():
                 dev.system_reset()
             if self.balloon is not None:
@@ -300,11 +323,15 @@ class Board:
     def pc(self) -> int:
         return int(self.uc.reg_read(arm.UC_ARM64_REG_PC))
 
+    def fatal_access(self, window: str | None) -> str | None:
+        """Why a refused access in stage-2 ``window`` ends the machine (None: a fault)."""
+        return self.pv_balloon.fatal(window) if self.pv_balloon is not None else None
+
     # ---------------------------------------------------------------- state for migration
 
     def ram(self) -> list[HostMemory]:
-        """Every RAM block: boot RAM first, then the device regions in device order."""
-        return [self.boot_ram, *self.regions.values()]
+        """Every RAM block: boot RAM first, the device regions in device order, then DIMMs."""
+        return [self.boot_ram, *self.regions.values(), *self.hotplug.ramblocks()]
 
     def ramblocks(self) -> dict[str, HostMemory]:
         """Every RAM block by QEMU's RAMBlock id (what migration streams and ``info ramblock``
@@ -382,6 +409,20 @@ class Board:
                 if self.stage2.sync():
                     self.uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
 
+    def _mhp_read(self, _uc: object, offset: int, size: int, _ud: object) -> int:
+        return self.hotplug.mhp_read(offset, size)
+
+    def _mhp_write(self, _uc: object, offset: int, size: int, value: int,
+                   _ud: object) -> None:
+        self.hotplug.mhp_write(offset, size, value)
+
+    def _ged_read(self, _uc: object, offset: int, size: int, _ud: object) -> int:
+        return self.hotplug.ged_read(offset, size)
+
+    def _ignore_write(self, _uc: object, offset: int, size: int, value: int,
+                      _ud: object) -> None:
+        """A register the guest may not write: ignored, as QEMU's read-only registers are."""
+
     # ---------------------------------------------------------------- teardown
 
     def close(self) -> None:
@@ -397,6 +438,8 @@ class Board:
             self._stats_timer.close()
         finalizer = getattr(self.uc, "_Uc__finalizer", None)
         mems = [self.boot_ram, self.zero_page, *self.regions.values()]
+        if finalizer is None:
+            mems += self.hotplug.ramblocks()
         if finalizer is not None:
             finalizer()
         else:
@@ -406,3 +449,4 @@ class Board:
         for mem in mems:
             with contextlib.suppress(BufferError, ValueError):
                 mem.close()
+        self.hotplug.close()

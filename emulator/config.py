@@ -5,8 +5,9 @@ all produce one). ``MachineConfig.layout()`` checks it the way QEMU checks its c
 (same error texts) and assigns guest-physical addresses the way the machine type
 (``emulator.machine_types``: arm ``virt``, the default, or x86 ``pc``/``q35``) does: boot RAM
 at 1 GiB (where the AArch64 guest expects it), the memory-device area where that machine puts
-it, each virtio-mem region aligned to its block size, and -- with ``dynamic-memslots=on`` --
-how many memslots QEMU splits each region into.
+it, each virtio-mem region aligned to its block size (with ``dynamic-memslots=on``: how many
+memslots QEMU splits each region into), then cold-plugged pc-dimms (``-device pc-dimm``)
+placed in the same area by QEMU's ``memory_device_get_free_addr`` (``device.pc_dimm``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from device.errors import ConfigError
+from device.pc_dimm import MAX_SLOTS, DeviceMemory, PcDimm, free_address, free_slot
 from emulator.abi import MAX_DEVICES, MAX_NODES, PAGE_SIZE, RAM_BASE
 from emulator.machine_types import DEFAULT_MACHINE, VIRT, Personality, personality
 from emulator.machine_types import unplugged_inaccessible as resolve_unplugged_inaccessible
@@ -101,6 +103,30 @@ class BalloonConfig:
 
 
 @dataclass
+class DimmConfig:
+    """One ``-object memory-backend-ram`` + ``-device pc-dimm`` pair on the command line."""
+
+    id: str
+    memdev: str
+    size: int  # the backend's size
+    node: int = 0
+    slot: int | None = None
+    addr: int | None = None
+
+
+@dataclass
+class BackendConfig:
+    """A ``-object memory-backend-ram`` no device maps at startup (``device_add`` may later)."""
+
+    id: str
+    size: int
+
+
+#: behaviour models (vmemlab's, not emulations): ``-machine x-behaviour-model=xen|hyperv``
+BEHAVIOUR_MODELS = ("", "xen", "hyperv")
+
+
+@dataclass
 class MachineConfig:
     """The whole machine; defaults give a small machine that boots in milliseconds."""
 
@@ -113,12 +139,16 @@ class MachineConfig:
     rfc_shrink_on_reboot: bool = False  # the 2017 RFC's reboot behaviour, as a named option
     persistent_suspend: bool = False  # offer VIRTIO_MEM_F_PERSISTENT_SUSPEND (virtio 1.4)
     machine: str = DEFAULT_MACHINE  # -machine: virt (arm, the default), pc or q35 (x86)
+    balloon: BalloonConfig | None = None  # a virtio-balloon device, after the memory devices
+    slots: int = 0  # -m ...,slots=N: DIMM slots for memory hotplug
+    dimms: list[DimmConfig] = field(default_factory=list)  # cold-plugged pc-dimms
+    backends: list[BackendConfig] = field(default_factory=list)  # unmapped memory backends
+    behaviour_model: str = ""  # "xen" / "hyperv": the RFC's Q&A comparisons (emulator.pv_balloon)
 
     @property
     def personality(self) -> Personality:
         """The QEMU rules this machine follows (ConfigError for an unknown -machine)."""
         return personality(self.machine)
-    balloon: BalloonConfig | None = None  # a virtio-balloon device, after the memory devices
 
     def layout(self) -> MachineLayout:
         return _layout(self)
@@ -155,6 +185,16 @@ class MachineLayout:
     device_area_size: int
     devices: tuple[DeviceLayout, ...]
     balloon_slot: int | None = None  # virtio-mmio slot of the balloon (after the devices)
+    dimms: tuple[PcDimm, ...] = ()  # cold-plugged (hotplugged=False)
+    slots: int = 0
+
+    def device_memory(self, dimms: tuple[PcDimm, ...] | list[PcDimm]) -> DeviceMemory:
+        """The device-memory area with the virtio-mem regions and ``dimms`` in it."""
+        occupied = tuple((d.config.id, d.addr, d.config.size) for d in self.devices) + tuple(
+            (d.id, d.addr, d.size) for d in dimms)
+        return DeviceMemory(self.device_area_base, self.device_area_size, self.slots,
+                            len(self.nodes) if len(self.nodes) > 1 else 0, occupied,
+                            tuple(d.slot for d in dimms))
 
 
 def _align_up(value: int, align: int) -> int:
@@ -241,9 +281,64 @@ def memslot_limit(size: int, device_space: int, used_region_size: int,
     return max(memslots, 1)
 
 
+def check_memory_options(cfg: MachineConfig) -> None:
+    """QEMU's ``-m size,slots,maxmem`` checks (hw/core/machine.c ``machine_set_mem``)."""
+    if cfg.maxmem is not None and cfg.maxmem < cfg.boot_ram:
+        raise ConfigError(f"invalid value of maxmem: maximum memory size (0x{cfg.maxmem:x}) "
+                          f"must be at least the initial memory size (0x{cfg.boot_ram:x})")
+    if cfg.slots and cfg.maxmem is None:
+        raise ConfigError("slots specified but no max-size")
+    if cfg.slots and cfg.maxmem == cfg.boot_ram:
+        raise ConfigError(f"invalid value of maxmem: memory slots were specified but maximum "
+                          f"memory size (0x{cfg.maxmem:x}) is equal to the initial memory size "
+                          f"(0x{cfg.boot_ram:x})")
+    if cfg.slots > MAX_SLOTS or cfg.slots < 0:
+        raise ConfigError(f"unsupported amount of memory slots: {cfg.slots}")
+    if cfg.behaviour_model not in BEHAVIOUR_MODELS:
+        raise ConfigError(f"Parameter 'x-behaviour-model' does not accept value "
+                          f"'{cfg.behaviour_model}' (expected xen or hyperv)")
+
+
+def _place_dimms(cfg: MachineConfig, layout: MachineLayout) -> tuple[PcDimm, ...]:
+    """Cold-plugged DIMMs, checked and placed in command-line order, as QEMU does."""
+    placed: list[PcDimm] = []
+    seen = {d.config.id for d in layout.devices}
+    memdevs = {d.config.memdev for d in layout.devices}
+    nodes = len(layout.nodes) if cfg.nodes else 0
+    for dimm in cfg.dimms:
+        if not id_wellformed(dimm.id) or not id_wellformed(dimm.memdev):
+            raise ConfigError("Parameter 'id' expects an identifier")
+        if dimm.id in seen:
+            raise ConfigError(f"Duplicate ID '{dimm.id}' for device")
+        if dimm.memdev in memdevs:
+            raise ConfigError(f"can't use already busy memdev: {dimm.memdev}")
+        seen.add(dimm.id)
+        memdevs.add(dimm.memdev)
+        slot = free_slot(dimm.slot, cfg.slots, (d.slot for d in placed))
+        addr = free_address(layout.device_memory(placed), dimm.addr or None, dimm.size)
+        if (nodes and dimm.node >= nodes) or (not nodes and dimm.node):
+            raise ConfigError(f"'DIMM property node has value {dimm.node}' which exceeds the "
+                              f"number of numa nodes: {nodes or 1}")
+        placed.append(PcDimm(dimm.id, dimm.memdev, addr, dimm.size, slot, dimm.node,
+                             hotplugged=False))
+    return tuple(placed)
+
+
+def _xen_model(cfg: MachineConfig) -> MachineConfig:
+    """The Xen model's guest sees ``maxmem`` of RAM (the host gives ``-m`` of it at first)."""
+    if cfg.devices or cfg.dimms or cfg.slots:
+        raise ConfigError("x-behaviour-model=xen models a Xen guest's RAM and balloon only: "
+                          "no memory devices, no DIMM slots")
+    ram = cfg.maxmem if cfg.maxmem is not None else cfg.boot_ram
+    return replace(cfg, boot_ram=ram, maxmem=ram, behaviour_model="")
+
+
 def _layout(cfg: MachineConfig) -> MachineLayout:
     machine = cfg.personality
     check_smp(cfg.smp, machine)
+    check_memory_options(cfg)
+    if cfg.behaviour_model == "xen":
+        return _layout(_xen_model(cfg))
     for dev in cfg.devices:
         if not id_wellformed(dev.id) or (dev.memdev and not id_wellformed(dev.memdev)):
             raise ConfigError("Parameter 'id' expects an identifier")
@@ -267,8 +362,9 @@ def _layout(cfg: MachineConfig) -> MachineLayout:
             f"it) overlaps the device memory area machine '{machine.name}' starts at "
             f"0x{device_area_base:x}; choose another -m")
     needed = sum(d.size for d in cfg.devices)
+    needed += sum(d.size for d in cfg.dimms)
     if cfg.maxmem is None:
-        area_size = _align_up(needed, GiB) if cfg.devices else 0
+        area_size = _align_up(needed, GiB) if cfg.devices or cfg.dimms else 0
     else:
         area_size = cfg.maxmem - cfg.boot_ram
         if cfg.devices and area_size <= 0:
@@ -314,7 +410,7 @@ def _layout(cfg: MachineConfig) -> MachineLayout:
         cursor = max(cursor, addr + dev.size)
         used += dev.size
         required_memslots += memslots
-    return MachineLayout(
+    layout = MachineLayout(
         machine=machine,
         boot_ram_base=RAM_BASE,
         boot_ram_size=cfg.boot_ram,
@@ -323,7 +419,11 @@ def _layout(cfg: MachineConfig) -> MachineLayout:
         device_area_size=area_size,
         devices=tuple(placed),
         balloon_slot=len(placed) if cfg.balloon is not None else None,
+        slots=cfg.slots,
     )
+    if not cfg.dimms:
+        return layout
+    return replace(layout, dimms=_place_dimms(cfg, layout))
 
 
 def _check_balloon(cfg: MachineConfig) -> None:

@@ -39,11 +39,13 @@ class GuestFaults:
     """Turns engine errors into guest exceptions; see the module docstring."""
 
     def __init__(self, uc: UcAArch64, stage2: Stage2, bus: EventBus,
-                 set_runstate: Callable[[RunState, str], None]) -> None:
+                 set_runstate: Callable[[RunState, str], None],
+                 fatal: Callable[[str | None], str | None] = lambda window: None) -> None:
         self._uc = uc
         self._stage2 = stage2
         self._bus = bus
         self._set_runstate = set_runstate
+        self._fatal = fatal  # a refused access that ends the machine (the Xen model's)
         self._pending: tuple[int, int] | None = None  # (interrupt number, pc)
         self._nested = 0
 
@@ -65,8 +67,13 @@ class GuestFaults:
         denied, self._stage2.denied = self._stage2.denied, None
         pending, self._pending = self._pending, None
         if err.errno in _FAULTS and denied is not None:
+            killed = self._fatal(denied.device)
+            reason = "memory the host never gave (the domain is killed)" if killed else None
             self._bus.publish(Violation(denied.device, denied.addr, pc, denied.access,
-                                        denied.reason))
+                                        reason or denied.reason))
+            if killed is not None:
+                self._set_runstate(RunState.SHUTDOWN, killed)
+                return
             if denied.fault == "dropped":
                 self._uc.reg_write(arm.UC_ARM64_REG_PC, pc + 4)
                 return

@@ -91,6 +91,38 @@ class GuestDeviceView:
 
 
 @dataclass(frozen=True)
+class GuestDimmView:
+    """A DIMM slot as the guest's ACPI memory hotplug driver sees it."""
+
+    slot: int
+    addr: int
+    size: int
+    state: str  # abi.DIMM_STATES: none, added, ejecting, failed
+    last_ost: tuple[int, int]  # (source, status) of the last _OST the guest sent
+    attempts: int
+    failures: int
+    memmap_pages: int
+    # per 2 MiB block: movable, unmovable (pinned + kernel), free pages, ABI_BLOCK_* state
+    usage: tuple[tuple[int, int, int, int], ...] = ()
+    kernel: tuple[int, ...] = ()
+    zones: tuple[str, ...] = ()
+    memory_blocks: tuple[MemoryBlockView, ...] = ()
+
+
+@dataclass(frozen=True)
+class PvBalloonView:
+    """The behaviour models' balloon driver (Xen / Hyper-V models)."""
+
+    target: int
+    ram_pages: int
+    ballooned_pages: int
+    gives: int
+    takes: int
+    state: str  # abi.PVB_STATES
+    model: int
+
+
+@dataclass(frozen=True)
 class GuestView:
     boot_pages: int
     boot_free: int
@@ -104,6 +136,11 @@ class GuestView:
     online_type: str = "offline"  # memhp_default_state=
     online_policy: str = "contig-zones"  # memory_hotplug.online_policy=
     auto_movable_ratio: int = 301
+    dimms: tuple[GuestDimmView, ...] = ()  # the slots the guest knows of, by slot
+    pv_balloon: PvBalloonView | None = None
+
+    def dimm(self, slot: int) -> GuestDimmView | None:
+        return next((d for d in self.dimms if d.slot == slot), None)
 
 
 def _read(ram: HostMemory, gpa: int, size: int) -> bytes | None:
@@ -113,7 +150,7 @@ def _read(ram: HostMemory, gpa: int, size: int) -> bytes | None:
 
 
 def read_guest_view(ram: HostMemory, addr: int, nr_devices: int) -> GuestView | None:
-    raw = _read(ram, addr, abi.VIEW_SIZE)
+    raw = _read(ram, addr, abi.VIEW_V2_SIZE)
     if raw is None:
         return None
     head = abi.VIEW_HEAD.unpack_from(raw, 0)
@@ -126,13 +163,68 @@ def read_guest_view(ram: HostMemory, addr: int, nr_devices: int) -> GuestView | 
     for i in range(nr_devices):
         values = abi.DEVICE_VIEW.unpack_from(raw, abi.VIEW_HEAD.size + i * abi.DEVICE_VIEW.size)
         devices.append(_device_view(ram, dict(zip(abi.DEVICE_VIEW_FIELDS, values, strict=True))))
+    dimms, balloon = _v3(ram, addr + abi.VIEW_V2_SIZE)
     return GuestView(
         boot_pages, boot_free, boot_mov, boot_unmov, boot_kernel, faults, last,
         _allocations(ram, allocs_addr), tuple(devices),
         online_type=abi.ONLINE_TYPES.get(online_type, f"unknown({online_type})"),
         online_policy=abi.ONLINE_POLICIES.get(online_policy, f"unknown({online_policy})"),
-        auto_movable_ratio=ratio,
+        auto_movable_ratio=ratio, dimms=dimms, pv_balloon=balloon,
     )
+
+
+def _v3(ram: HostMemory, at: int) -> tuple[tuple[GuestDimmView, ...], PvBalloonView | None]:
+    """The DIMM slots and the balloon (view version 3), every number bounded."""
+    head = _read(ram, at, abi.VIEW_V3_HEAD.size + abi.PVB_VIEW.size)
+    if head is None:
+        return (), None
+    nr_slots = min(abi.VIEW_V3_HEAD.unpack_from(head)[0], abi.MAX_DIMM_SLOTS)
+    b = dict(zip(abi.PVB_VIEW_FIELDS,
+                 abi.PVB_VIEW.unpack_from(head, abi.VIEW_V3_HEAD.size), strict=True))
+    balloon = None
+    if b["model"]:
+        balloon = PvBalloonView(b["target"], b["ram_pages"], b["ballooned_pages"], b["gives"],
+                              b["takes"], abi.PVB_STATES.get(b["state"],
+                                                                 f"unknown({b['state']})"),
+                              b["model"])
+    raw = _read(ram, at + len(head), nr_slots * abi.DIMM_VIEW.size) if nr_slots else b""
+    if raw is None:
+        return (), balloon
+    dimms = []
+    for slot, values in enumerate(abi.DIMM_VIEW.iter_unpack(raw)):
+        f = dict(zip(abi.DIMM_VIEW_FIELDS, values, strict=True))
+        if f["state"] == abi.DIMM_NONE:
+            continue
+        dimms.append(_dimm_view(ram, slot, f))
+    return tuple(dimms), balloon
+
+
+def _dimm_view(ram: HostMemory, slot: int, f: dict[str, int]) -> GuestDimmView:
+    nb = f["size"] // abi.DIMM_BLOCK_SIZE
+    usage: tuple[tuple[int, int, int, int], ...] = ()
+    kernel: tuple[int, ...] = ()
+    zones: tuple[str, ...] = ()
+    if f["usage_addr"] and 0 < nb <= MAX_BLOCKS:
+        rows_raw = _read(ram, f["usage_addr"], nb * abi.BLOCK_USAGE.size)
+        if rows_raw is not None:
+            rows = list(abi.BLOCK_USAGE.iter_unpack(rows_raw))
+            usage = tuple((mov, unmov, free, st) for mov, unmov, free, st, _k, _z in rows)
+            kernel = tuple(row[4] for row in rows)
+            zones = tuple(abi.ZONE_NAMES.get(row[5], f"unknown({row[5]})") for row in rows)
+    mbs: tuple[MemoryBlockView, ...] = ()
+    nr = f["nr_mbs"]
+    if f["mb_states_addr"] and 0 < nr <= MAX_BLOCKS and nb:
+        states = _read(ram, f["mb_states_addr"], nr)
+        per = max(1, nb // nr)
+        if states is not None:
+            mbs = tuple(MemoryBlockView(f["first_mb_id"] + m,
+                                        abi.MB_STATES.get(st, f"unknown({st})"), m * per, per)
+                        for m, st in enumerate(states))
+    ost = f["last_ost"]
+    return GuestDimmView(slot, f["addr"], f["size"],
+                         abi.DIMM_STATES.get(f["state"], f"unknown({f['state']})"),
+                         (ost >> 16, ost & 0xFFFF), f["attempts"], f["failures"],
+                         f["memmap_pages"], usage, kernel, zones, mbs)
 
 
 def _memory_blocks(ram: HostMemory, f: dict[str, int]) -> tuple[MemoryBlockView, ...]:

@@ -30,10 +30,12 @@ from device.events import Event
 from device.virtio_balloon import VirtioBalloonDevice
 from device.virtio_mem import VirtioMemDevice
 from device.virtio_mmio import VirtioMmioTransport
+from emulator import abi
 from emulator.backing import HostMemory
 from emulator.board import Board
 from emulator.config import MachineConfig, MachineLayout
 from emulator.console import GuestConsole
+from emulator.dimm_hotplug import DimmHotplug
 from emulator.events import EventBus, Reset, RunStateChange, UnpluggedWrite, ZeroPageRead
 from emulator.faults import GuestFaults
 from emulator.guest_memory import CpuView, DmaMemory
@@ -65,13 +67,16 @@ class Machine:
         self._console = GuestConsole(self.bus)
         self.board = Board(config, image if image is not None else load_guest_image(),
                            emit=self._emit, raise_irq=lambda: self.paravirt.raise_irq(),
-                           uart_write=self._console.write)
+                           uart_write=self._console.write,
+                           raise_event=lambda bits: self.paravirt.raise_event(bits))
         slot_ids = list(self.board.devices)  # the guest reports drivers by virtio-mmio slot
         if self.board.balloon is not None:
             slot_ids.append(self.board.balloon.id)
         self.paravirt = Paravirt(self.bus, slot_ids, self, wake=lambda: self.vcpu.notify())
         self.faults = GuestFaults(self.board.uc, self.board.stage2, self.bus,
-                                  self.set_runstate)
+                                  self.set_runstate, fatal=self.board.fatal_access)
+        if self.board.pv_balloon is not None:
+            self.paravirt.calls[abi.VMEM_CALL_PVBALLOON] = self.board.pv_balloon.call
         self.vcpu = VcpuRunner(self.board.uc, self.paravirt, self.faults,
                                running=lambda: self._runstate is RunState.RUNNING,
                                before_call=self._publish_zero_reads,
@@ -109,6 +114,11 @@ class Machine:
     @property
     def regions(self) -> dict[str, HostMemory]:
         return self.board.regions
+
+    @property
+    def hotplug(self) -> DimmHotplug:
+        """Memory backends, pc-dimms and ACPI memory hotplug (``emulator.dimm_hotplug``)."""
+        return self.board.hotplug
 
     @property
     def boot_ram(self) -> HostMemory:
@@ -224,6 +234,7 @@ class Machine:
 
     def _after_slice(self) -> None:
         self._publish_zero_reads()
+        self.board.hotplug.after_slice()
         if self._reset_request is not None:
             guest, reason = self._reset_request
             self._reset_request = None

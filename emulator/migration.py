@@ -56,6 +56,14 @@ _UNPLUGGED_RUN = re.compile(b"\x00+")
 
 
 
+def _ramblocks(machine: Machine) -> dict[str, HostMemory]:
+    """Every RAM block by its migration name: the board's (boot RAM, virtio-mem regions), then
+    DIMMs (a DIMM's ramblock is its backend's id, as in QEMU: ``Unknown ramblock "d1"``)."""
+    blocks = machine.board.ramblocks()
+    blocks.update({mem.name: mem for mem in machine.hotplug.ramblocks()})
+    return blocks
+
+
 def _page_runs(mem: HostMemory, plugged: bytes | None, block_size: int
                ) -> list[tuple[int, int]]:
     """(page index, page count) runs worth sending: resident, plugged, not all zero."""
@@ -106,10 +114,11 @@ def _write_pages(stream: BinaryIO, mem: HostMemory, runs: list[tuple[int, int]])
 def _header(machine: Machine) -> dict[str, Any]:
     header = {
         "version": VERSION,
-        "ramblocks": {name: m.size for name, m in machine.board.ramblocks().items()},
+        "ramblocks": {name: m.size for name, m in _ramblocks(machine).items()},
         "cpu": machine.board.cpu_state(),
         "devices": machine.board.devices_state(),
         "machine": machine.state(),
+        "memory_hotplug": machine.hotplug.state(),
     }
     balloon = machine.board.balloon_state()
     if balloon is not None:
@@ -133,6 +142,8 @@ def save_machine(machine: Machine, stream: BinaryIO) -> int:
                 mem = machine.regions[dev_id]
                 sent += _write_pages(stream, mem, _page_runs(mem, bytes(dev.bitmap),
                                                              dev.block_size))
+            for mem in machine.hotplug.ramblocks():
+                sent += _write_pages(stream, mem, _page_runs(mem, None, abi.PAGE_SIZE))
             _write_section(stream, END)
             stream.flush()
         except Exception as exc:
@@ -214,7 +225,7 @@ def _check_version(stream: BinaryIO) -> None:
 
 def _check_layout(machine: Machine, header: dict[str, Any]) -> None:
     """The stream must describe this destination: its RAM blocks and its devices."""
-    blocks = machine.board.ramblocks()
+    blocks = _ramblocks(machine)
     for name, size in header["ramblocks"].items():
         if name not in blocks:
             raise MigrationError(f'Unknown ramblock "{name[:64]}", cannot accept migration')
@@ -239,6 +250,10 @@ def _check_layout(machine: Machine, header: dict[str, Any]) -> None:
             "current VM setup matches your saved VM setup, including any hotplugged devices")
     if ours is not None and theirs is None:
         raise MigrationError(f"Missing section for device '{ours}' in migration stream")
+    hotplug = header.get("memory_hotplug")
+    if hotplug is not None and len(hotplug["acpi"]["devs"]) != machine.hotplug.slots:
+        raise MigrationError(f"memory hotplug: the stream has {len(hotplug['acpi']['devs'])} "
+                             f"DIMM slots, this machine {machine.hotplug.slots} (-m ...,slots=)")
     for dev_id in header["machine"]["guest_states"]:
         if dev_id not in machine.devices and dev_id != ours:
             raise MigrationError(f"Migration stream: guest state for unknown device "
@@ -294,5 +309,7 @@ def _load(machine: Machine, stream: BinaryIO) -> None:
         _load_pages(machine, payload, regions)
     machine.board.restore_cpu(header["cpu"])
     machine.restore(header["machine"])
+    if "memory_hotplug" in header:
+        machine.hotplug.restore(header["memory_hotplug"])
 
 

@@ -87,12 +87,34 @@ _BALLOON = {
             "queues": {"type": "array", "maxItems": 8, "items": _QUEUE}}},
     },
 }
+_MEMORY_HOTPLUG = {
+    "type": "object",
+    "required": ["acpi"],
+    "properties": {
+        "acpi": {
+            "type": "object", "required": ["selector", "devs"],
+            "properties": {
+                "selector": U32,
+                "devs": {"type": "array", "maxItems": 256, "items": {
+                    "type": "object",
+                    "required": ["is_enabled", "is_inserting", "is_removing", "ost_event",
+                                 "ost_status"],
+                    "properties": {
+                        "is_enabled": {"type": "boolean"}, "is_inserting": {"type": "boolean"},
+                        "is_removing": {"type": "boolean"}, "ost_event": U32,
+                        "ost_status": U32}}},
+            },
+        },
+        "dimms": {"type": "array", "maxItems": 256},
+    },
+}
 SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["version", "ramblocks", "cpu", "devices", "machine"],
     "properties": {
         "version": {"type": "integer"},
-        "ramblocks": {"type": "object", "maxProperties": 64, "additionalProperties": U64},
+        "ramblocks": {"type": "object", "maxProperties": 320, "additionalProperties": U64},
+        "memory_hotplug": _MEMORY_HOTPLUG,
         "cpu": {"type": "object", "required": CPU_REGS, "additionalProperties": False,
                 "properties": {reg: U64 for reg in CPU_REGS}},
         "devices": {"type": "object", "maxProperties": 64, "additionalProperties": {

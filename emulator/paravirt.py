@@ -100,6 +100,8 @@ class Paravirt:
         self._next_cmd_seq = 1
         self.guest_states: dict[str, DriverState] = {}
         self.guest_faults = 0
+        #: more SMC function ids: fid -> handler(uc, x) returning True when the vCPU must stop
+        self.calls: dict[int, Callable[[UcAArch64, list[int]], bool]] = {}
         self.boot()
 
     # ---------------------------------------------------------------- lifetime
@@ -124,8 +126,12 @@ class Paravirt:
 
     def raise_irq(self) -> None:
         """A virtio interrupt: the guest's WAIT returns ``EV_VIRTIO``."""
+        self.raise_event(abi.EV_VIRTIO)
+
+    def raise_event(self, bits: int) -> None:
+        """Events for the guest's WAIT (``EV_VIRTIO``, ``EV_ACPI``: the GED interrupt, ...)."""
         with self._lock:
-            self._pending_events |= abi.EV_VIRTIO
+            self._pending_events |= bits
         self._wake()
 
     def submit(self, command: str, a0: int, a1: int, a2: int) -> Future[GuestResult]:
@@ -213,6 +219,8 @@ class Paravirt:
         elif fid == abi.PSCI_SYSTEM_OFF:
             self._hooks.set_runstate(RunState.SHUTDOWN, "guest-shutdown")
             return True
+        elif fid in self.calls:
+            return self.calls[fid](uc, x)
         else:
             uc.reg_write(arm.UC_ARM64_REG_X0, abi.SMCCC_NOT_SUPPORTED)
         return False

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Generic, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypedDict, TypeVar
 
 from device.virtio_mem import VirtioMemOptions
 from emulator.balloon_view import BalloonGuestView, read_balloon_view
@@ -61,6 +61,21 @@ class DeviceSnapshot:
             return None
         return sum(r for r, plugged in zip(self.resident, self.bitmap, strict=False)
                    if not plugged)
+
+
+@dataclass(frozen=True)
+class DimmSnapshot:
+    """A plugged pc-dimm (QEMU's ``query-memory-devices`` ``dimm`` entry)."""
+
+    id: str
+    path: str
+    memdev: str
+    addr: int
+    size: int
+    slot: int
+    node: int
+    hotplugged: bool
+    resident: int | None = None  # host bytes resident, if asked for
 
 
 @dataclass(frozen=True)
@@ -117,6 +132,12 @@ class MachineSnapshot:
     qemu_machine: str = "virt-7.2"  # what QEMU calls that machine type
     qemu_version: str = "7.2"
     balloon: BalloonSnapshot | None = None
+    dimms: tuple[DimmSnapshot, ...] = ()  # by slot
+    slots: int = 0
+    ospm_status: tuple[dict[str, Any], ...] = ()  # query-acpi-ospm-status, DIMM slots
+    backends: tuple[tuple[str, int, str | None], ...] = ()  # (id, size, used by)
+    behaviour_model: str = ""
+    pv_balloon: dict[str, Any] | None = None  # the behaviour model's host view (pv_balloon)
 
     def device(self, dev_id: str) -> DeviceSnapshot:
         for dev in self.devices:
@@ -235,18 +256,36 @@ def take_snapshot(machine: Machine, *, residency: bool = False) -> MachineSnapsh
             machine.board.balloon_ram.inflated_resident() if residency else None),
             guest=read_balloon_view(machine.boot_ram, machine.balloon_view_addr,
                                     len(devices)))
+        hotplug = machine.hotplug
+        dimms = [DimmSnapshot(d.id, d.path, d.memdev, d.addr, d.size, d.slot, d.node,
+                              d.hotplugged) for d in sorted(hotplug.dimms.values(),
+                                                            key=lambda d: d.slot)]
+        ospm = tuple(hotplug.acpi.ospm_status())
+        backends = tuple((b.id, b.size, b.used_by) for b in hotplug.backends)
+        memories = {d.memdev: hotplug.memory.get(d.memdev) for d in dimms}
     if residency:
         devices = [
             replace(d, resident=tuple(machine.regions[d.id].resident_per_block(d.block_size)))
             for d in devices
         ]
+        measured = []
+        for dimm in dimms:
+            mem = memories.get(dimm.memdev)
+            try:
+                resident = mem.resident_bytes() if mem is not None else 0
+            except (OSError, ValueError):  # ejected and unmapped meanwhile
+                resident = 0
+            measured.append(replace(dimm, resident=resident))
+        dimms = measured
     nodes = tuple(
         NodeSnapshot(
             n.node_id, n.cpus, n.ram_size,
-            sum(d.plugged_size for d in devices if d.node == n.node_id),
+            sum(d.plugged_size for d in devices if d.node == n.node_id)
+            + sum(d.size for d in dimms if d.node == n.node_id),
         )
         for n in machine.layout.nodes
     )
+    pv_balloon = machine.board.pv_balloon
     guest = None
     if machine.view_addr:
         guest = read_guest_view(machine.boot_ram, machine.view_addr, len(devices))
@@ -259,6 +298,9 @@ def take_snapshot(machine: Machine, *, residency: bool = False) -> MachineSnapsh
         machine=machine.layout.machine.name, qemu_machine=machine.layout.machine.qemu_machine,
         qemu_version=machine.layout.machine.qemu_version,
         balloon=balloon,
+        dimms=tuple(dimms), slots=machine.hotplug.slots, ospm_status=ospm,
+        backends=backends, behaviour_model=machine.config.behaviour_model,
+        pv_balloon=pv_balloon.stats(residency) if pv_balloon is not None else None,
     )
 
 

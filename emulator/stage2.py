@@ -48,7 +48,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from unicorn import (
     UC_HOOK_TLB_FILL,
@@ -64,7 +64,6 @@ from unicorn import (
 )
 from unicorn.unicorn_py3.arch.arm64 import UcAArch64
 
-from device.virtio_mem import VirtioMemDevice
 from emulator import native_stage2
 
 log = logging.getLogger(__name__)
@@ -115,7 +114,44 @@ FILL_ENV = "VMEMLAB_STAGE2"
 _noted: set[str] = set()
 
 
-def policy_for(device: VirtioMemDevice, unassigned_ignored: bool = False) -> int:
+class WindowPolicy(Protocol):
+    """The switches ``policy_for`` reads (``VirtioMemOptions``, ``bitmap_window.WindowOptions``)."""
+
+    @property
+    def dynamic_memslots(self) -> bool: ...
+    @property
+    def rfc_write_protect(self) -> bool: ...
+
+
+class StageWindow(Protocol):
+    """What a window of per-block decisions needs: a virtio-mem device, or a
+    ``emulator.bitmap_window.BitmapWindow`` (the DIMM area, the Xen model's physmap)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def addr(self) -> int: ...
+    @property
+    def region_size(self) -> int: ...
+    @property
+    def block_size(self) -> int: ...
+    @property
+    def nb_blocks(self) -> int: ...
+    @property
+    def usable_region_size(self) -> int: ...
+    @property
+    def unplugged_inaccessible_negotiated(self) -> bool: ...
+    @property
+    def bitmap(self) -> bytearray: ...
+    @property
+    def options(self) -> WindowPolicy: ...
+    @property
+    def memslots(self) -> bytearray: ...
+    @property
+    def memslot_size(self) -> int: ...
+
+
+def policy_for(device: StageWindow, unassigned_ignored: bool = False) -> int:
     """The policy byte of ``device`` (both fills read it). ``unassigned_ignored``: the machine
     is an x86 one, where an access with nothing mapped reads 0 and drops its write."""
     policy = 0
@@ -152,7 +188,7 @@ class DeniedAccess:
 
 @dataclass
 class _DeviceWindow:
-    device: VirtioMemDevice
+    device: StageWindow
     base: int
     end: int
     shift: int
@@ -221,7 +257,7 @@ class Stage2:
         if self._native is not None:
             self._native.add_identity(start, start + size, perms)
 
-    def add_device(self, device: VirtioMemDevice) -> None:
+    def add_device(self, device: StageWindow) -> None:
         _check_aligned(device.addr, device.region_size)
         shift = device.block_size.bit_length() - 1
         win = _DeviceWindow(device, device.addr, device.addr + device.region_size, shift,
@@ -344,9 +380,9 @@ class Stage2:
         """TLB fills the native fill answered (None for the Python fill, which does not count)."""
         return None if self._native is None else self._native.fills
 
-    def take_zero_reads(self) -> list[tuple[VirtioMemDevice, int, int]]:
+    def take_zero_reads(self) -> list[tuple[StageWindow, int, int]]:
         """Runs of blocks read through the zero page since the last call: (device, first, count)."""
-        runs: list[tuple[VirtioMemDevice, int, int]] = []
+        runs: list[tuple[StageWindow, int, int]] = []
         for i, win in enumerate(self._windows):
             dirty, win.dirty = win.dirty, False
             if self._native is not None and self._native.take_dirty(i):
@@ -364,9 +400,9 @@ class Stage2:
                 first = reads.find(1, end)
         return runs
 
-    def take_unplugged_writes(self) -> list[tuple[VirtioMemDevice, int, int]]:
+    def take_unplugged_writes(self) -> list[tuple[StageWindow, int, int]]:
         """Runs of unplugged blocks first written since the last call: (device, first, count)."""
-        runs: list[tuple[VirtioMemDevice, int, int]] = []
+        runs: list[tuple[StageWindow, int, int]] = []
         for i, win in enumerate(self._windows):
             dirty, win.written_dirty = win.written_dirty, False
             if self._native is not None and self._native.take_written_dirty(i):
@@ -384,14 +420,14 @@ class Stage2:
                 first = marks.find(WRITTEN_NEW, end)
         return runs
 
-    def written_blocks(self, device: VirtioMemDevice) -> bytes:
+    def written_blocks(self, device: StageWindow) -> bytes:
         """One byte per block of ``device``: nonzero while it holds data written unplugged."""
         for win in self._windows:
             if win.device is device:
                 return bytes(win.written)
         raise KeyError(device.id)
 
-    def forget_writes(self, device: VirtioMemDevice, offset: int, size: int) -> None:
+    def forget_writes(self, device: StageWindow, offset: int, size: int) -> None:
         """The host discarded [offset, offset+size) of ``device``: nothing written remains."""
         for win in self._windows:
             if win.device is device:

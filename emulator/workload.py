@@ -64,8 +64,13 @@ class Workload:
         return result
 
     def _device_index(self, device: str | int | None) -> int | str | None:
+        """A virtio-mem device's index, or ``TARGET_DIMM + slot`` for a pc-dimm's id."""
         if isinstance(device, str) and device in self.machine.devices:
             return list(self.machine.devices).index(device)
+        if isinstance(device, str) and device not in ("any", "boot"):
+            dimm = self.machine.hotplug.by_id(device)
+            if dimm is not None:
+                return abi.TARGET_DIMM + dimm.slot
         return device
 
     def alloc(self, size: int, *, unmovable: bool = False,

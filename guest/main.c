@@ -6,6 +6,8 @@
 static struct command cmdq[CMDQ_LEN];
 static unsigned cq_head, cq_tail;
 static int irq_pending;
+static int acpi_pending;
+static int pv_balloon_pending; /* the behaviour model's balloon target changed */
 static int panicked;
 static char cmdline[ABI_CMDLINE_LEN];
 
@@ -34,6 +36,10 @@ u64 guest_wait(u64 timeout_us)
     }
     if (ev & ABI_EV_VIRTIO)
         irq_pending = 1;
+    if (ev & ABI_EV_ACPI)
+        acpi_pending = 1;
+    if (ev & ABI_EV_PVBALLOON)
+        pv_balloon_pending = 1;
     return ev;
 }
 
@@ -128,6 +134,8 @@ static void parse_cmdline(void)
 {
     opts.blacklisted = 0;
     opts.balloon_blacklisted = 0;
+    opts.no_pv_balloon = 0;
+    opts.no_memhotplug = 0;
     opts.memory_block_size = 128UL << 20;
     opts.retry_ms = 1000;
     opts.adopt = 0;
@@ -156,8 +164,13 @@ static void parse_cmdline(void)
                     opts.blacklisted = 1;
                 else if (e - v == 14 && !strncmp(v, "virtio_balloon", 14))
                     opts.balloon_blacklisted = 1;
+                else if ((e - v == 11 && !strncmp(v, "xen_balloon", 11)) ||
+                         (e - v == 10 && !strncmp(v, "hv_balloon", 10)))
+                    opts.no_pv_balloon = 1;
                 v = e + 1;
             }
+        } else if (token_is(tok, len, "acpi_no_memhotplug")) {
+            opts.no_memhotplug = 1;
         } else if (has_prefix(tok, len, "memory_block_size=")) {
             u64 v;
             if (parse_u64(tok + 18, len - 18, &v, 1) || v < PAGE_SIZE || (v & (v - 1)))
@@ -248,7 +261,16 @@ static void run_command(struct command *c)
         }
         break;
     case ABI_CMD_ONLINE:
-        st = vmem_online(c->a0, c->a1, &v0);
+        if (c->a0 >= ABI_TARGET_DIMM && c->a0 != ~0UL) {
+            st = acpi_memhp_online(c->a0 - ABI_TARGET_DIMM, c->a1, &v0);
+        } else {
+            st = vmem_online(c->a0, c->a1, &v0);
+            if (!st && c->a0 == ~0UL) {
+                u64 more = 0;
+                acpi_memhp_online(~0UL, c->a1, &more);
+                v0 += more;
+            }
+        }
         break;
     case ABI_CMD_BALLOON_ROGUE:
         st = balloon_rogue(c->a0, &v0, &v1);
@@ -257,6 +279,8 @@ static void run_command(struct command *c)
         mm_stats();
         vmem_stats();
         balloon_stats();
+        acpi_memhp_stats();
+        pv_balloon_stats();
         break;
     case ABI_CMD_REBOOT:
         printk("reboot: Restarting system\n");
@@ -318,6 +342,22 @@ void do_exception(struct exc_frame *f)
     halt_forever();
 }
 
+/* the nearest timer of the virtio-mem driver and of ACPI memory hotplug, in us (0: none) */
+static u64 next_timeout_us(void)
+{
+    u64 us = vmem_next_timeout_us(), tb = balloon_next_timeout_us();
+    if (tb && (!us || tb < us))
+        us = tb;
+    u64 deadline = acpi_memhp_next_deadline_ns();
+    if (deadline) {
+        u64 now = now_ns();
+        u64 acpi_us = deadline > now ? (deadline - now + 999) / 1000 : 1;
+        if (!us || acpi_us < us)
+            us = acpi_us;
+    }
+    return us;
+}
+
 /* ---- boot ---- */
 void kmain(const struct abi_bootinfo *bi)
 {
@@ -353,6 +393,8 @@ void kmain(const struct abi_bootinfo *bi)
     report(ABI_STATUS_BOOTED, (u64)&guest_view, !opts.blacklisted, 0, 0);
     if (opts.blacklisted)
         printk("virtio_mem: driver blacklisted on the command line, device memory stays unused\n");
+    acpi_memhp_init(bi); /* ACPI's scan adds the DIMMs present at boot */
+    pv_balloon_init(bi);
     vmem_probe_all(bi);
     /* the other drivers, by device id (virtio_mem bound its own above) */
     for (u64 i = 0; i < bi->nr_virtio && i < ABI_MAX_DEVICES; i++) {
@@ -375,13 +417,24 @@ void kmain(const struct abi_bootinfo *bi)
             balloon_handle_irq();
             continue;
         }
+        if (acpi_pending) {
+            acpi_pending = 0;
+            acpi_memhp_handle_irq();
+            pv_balloon_memory_changed();
+            continue;
+        }
+        if (pv_balloon_pending) {
+            pv_balloon_pending = 0;
+            pv_balloon_target_changed();
+            continue;
+        }
         vmem_run_timers();
         balloon_run_timers();
-        if (cq_head != cq_tail || irq_pending)
+        acpi_memhp_run_timers();
+        if (cq_head != cq_tail || irq_pending || acpi_pending || pv_balloon_pending)
             continue;
         if (balloon_work()) /* the balloon's work item: one array of pages at a time */
             continue;
-        u64 t = vmem_next_timeout_us(), tb = balloon_next_timeout_us();
-        guest_wait(!t || (tb && tb < t) ? tb : t);
+        guest_wait(next_timeout_us());
     }
 }

@@ -84,7 +84,7 @@ static u32 default_zone(struct area *z, u64 m)
     u64 end = start + mb_pages(z) * PAGE_SIZE;
     if (boot_node_pages(z->nid))
         span_add(&kernel, boot_area.base, boot_area.base + 1); /* boot RAM lies below */
-    for (int i = 0; i < ABI_MAX_DEVICES; i++) {
+    for (int i = 0; i < MAX_AREAS; i++) {
         struct area *a = area_of_dev(i);
         if (!a || a->nid != z->nid)
             continue;
@@ -122,7 +122,7 @@ static int can_online_movable(int nid, struct area *group, u64 nr_pages)
     u64 ratio = opts.auto_movable_ratio;
     u64 kernel_early = boot_node_pages(nid), movable = 0, req = 0, others_movable = 0;
     u64 gm, gk;
-    for (int i = 0; i < ABI_MAX_DEVICES; i++) {
+    for (int i = 0; i < MAX_AREAS; i++) {
         struct area *a = area_of_dev(i);
         if (!a || (nid >= 0 && a->nid != nid))
             continue;
@@ -180,4 +180,30 @@ u32 mhp_online_memory(struct area *z, u64 m, u32 online_type)
     set_blocks_zone(z, b0, b1, zone);
     online_blocks_pages(z, b0, b1);
     return zone;
+}
+
+/*
+ * offline_pages() of one online memory block: isolate its pages and migrate the movable ones
+ * away (-EBUSY: a page nothing can migrate, -ENOMEM: no room for them elsewhere), then the
+ * block is offline: none of its pages is usable, its memory map stays until it is removed.
+ */
+long mhp_offline_memory(struct area *z, u64 m, u64 *migrated)
+{
+    u64 b0, b1;
+    mb_block_range(z, m, &b0, &b1);
+    long rc = isolate_and_migrate(z, b0, b1, migrated);
+    if (rc)
+        return rc;
+    for (u64 b = b0; b < b1; b++) {
+        struct abi_block_usage *u = &z->usage[b];
+        u16 *o = blk_owner(z, b);
+        z->free_total -= u->free;
+        z->free_zone[u->zone & 3] -= u->free;
+        u->free = 0;
+        if (o)
+            memset16(o, OWN_NA, z->block_pages);
+        u->state = ABI_BLOCK_PLUGGED;
+    }
+    set_blocks_zone(z, b0, b1, ABI_ZONE_OFFLINE);
+    return 0;
 }

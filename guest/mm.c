@@ -21,12 +21,13 @@ struct abi_guest_view guest_view;
 struct abi_alloc_record allocs[ABI_MAX_ALLOCS];
 struct area boot_area;
 static u16 *boot_owner_ptr[1];
-static struct area *dev_areas[ABI_MAX_DEVICES];
+static struct area *dev_areas[MAX_AREAS]; /* virtio-mem devices, then DIMM slots */
 static u64 next_alloc_id;
 static u64 boot_reserved; /* boot RAM pages the memory map and metadata took at boot */
 u64 pgfault_count;
 static struct abi_bootinfo_node boot_nodes[ABI_MAX_NODES];
 static u32 nr_boot_nodes;
+static u64 boot_ram_pages; /* all of boot RAM, kernel image included */
 
 #define BOOT_BLOCK_PAGES 512 /* 2 MiB counter chunks in boot RAM */
 #define PATTERN_MUL 0x9E3779B97F4A7C15UL
@@ -70,13 +71,19 @@ u64 block_valid_pages(struct area *z, u64 b)
 
 void mm_register_area(struct area *z)
 {
-    if (z->dev >= 0 && z->dev < ABI_MAX_DEVICES)
+    if (z->dev >= 0 && z->dev < MAX_AREAS)
         dev_areas[z->dev] = z;
+}
+
+void mm_unregister_area(struct area *z)
+{
+    if (z->dev >= 0 && z->dev < MAX_AREAS && dev_areas[z->dev] == z)
+        dev_areas[z->dev] = NULL;
 }
 
 struct area *area_of_dev(int dev)
 {
-    return (dev >= 0 && dev < ABI_MAX_DEVICES) ? dev_areas[dev] : NULL;
+    return (dev >= 0 && dev < MAX_AREAS) ? dev_areas[dev] : NULL;
 }
 
 u64 boot_node_pages(int nid)
@@ -99,6 +106,8 @@ static int owner_cat(u16 o)
         return C_NA;
     if (o == OWN_BALLOON)
         return C_BALLOON;
+    if (o == OWN_PV_BALLOON)
+        return C_UNMOV; /* nothing migrates a ballooned page (Xen's and Hyper-V's are not movable) */
     if (o == OWN_KERNEL || o > ABI_MAX_ALLOCS)
         return C_KERN;
     return (allocs[o - 1].flags & ABI_ALLOC_UNMOVABLE) ? C_UNMOV : C_MOV;
@@ -198,6 +207,7 @@ void mm_init(const struct abi_bootinfo *bi)
     u64 usage_bytes = nblocks * sizeof(struct abi_block_usage);
     u64 meta = ALIGN_UP(owners_bytes + usage_bytes, PAGE_SIZE) >> PAGE_SHIFT;
 
+    boot_ram_pages = bi->ram_size >> PAGE_SHIFT;
     nr_boot_nodes = MIN(bi->nr_nodes, ABI_MAX_NODES);
     for (u32 i = 0; i < nr_boot_nodes; i++)
         boot_nodes[i] = bi->nodes[i];
@@ -295,7 +305,7 @@ static struct area *area_of_addr(u64 pa)
     struct area *z = &boot_area;
     if (pa >= z->base && pa < z->base + z->nblocks * z->block_pages * PAGE_SIZE)
         return z;
-    for (int i = 0; i < ABI_MAX_DEVICES; i++) {
+    for (int i = 0; i < MAX_AREAS; i++) {
         z = dev_areas[i];
         if (z && pa >= z->base && pa < z->base + z->nblocks * z->block_pages * PAGE_SIZE)
             return z;
@@ -339,7 +349,7 @@ void kfree_pages(void *ptr, u64 n)
 void *kalloc_memmap(u64 n)
 {
     void *p = run_alloc(&boot_area, n, ABI_ZONE_NORMAL);
-    for (int i = 0; i < ABI_MAX_DEVICES && !p; i++)
+    for (int i = 0; i < MAX_AREAS && !p; i++)
         if (dev_areas[i])
             p = run_alloc(dev_areas[i], n, ABI_ZONE_NORMAL);
     return p;
@@ -370,11 +380,11 @@ struct pick {
     u32 zone;
 };
 
-#define MAX_PICKS (2 * ABI_MAX_DEVICES + 2)
+#define MAX_PICKS (2 * MAX_AREAS + 2)
 
 static int add_devs(struct pick *out, int n, u32 zone, int nid, int same_node, struct area *skip)
 {
-    for (int i = 0; i < ABI_MAX_DEVICES; i++) {
+    for (int i = 0; i < MAX_AREAS; i++) {
         struct area *z = dev_areas[i];
         if (!z || z == skip)
             continue;
@@ -384,6 +394,16 @@ static int add_devs(struct pick *out, int n, u32 zone, int nid, int same_node, s
         out[n++].zone = zone;
     }
     return n;
+}
+
+/* An allocation's target: a virtio-mem device index, or ABI_TARGET_DIMM + slot. */
+static struct area *target_area(u64 target)
+{
+    if (target < ABI_MAX_DEVICES)
+        return dev_areas[target];
+    if (target >= ABI_TARGET_DIMM && target < ABI_TARGET_DIMM + ABI_MAX_DIMM_SLOTS)
+        return dev_areas[DIMM_AREA(target - ABI_TARGET_DIMM)];
+    return NULL;
 }
 
 /*
@@ -407,12 +427,12 @@ static int alloc_order(u64 target, int unmovable, struct pick *out)
     } else if (target == ABI_TARGET_BOOT) {
         out[n].z = &boot_area;
         out[n++].zone = ABI_ZONE_NORMAL;
-    } else if (target < ABI_MAX_DEVICES && dev_areas[target]) {
+    } else if (target_area(target)) {
         if (!unmovable) {
-            out[n].z = dev_areas[target];
+            out[n].z = target_area(target);
             out[n++].zone = ABI_ZONE_MOVABLE;
         }
-        out[n].z = dev_areas[target];
+        out[n].z = target_area(target);
         out[n++].zone = ABI_ZONE_NORMAL;
     }
     return n;
@@ -480,11 +500,11 @@ typedef void (*page_cb)(struct area *z, u64 b, u16 *o, u64 pa, void *ctx);
 /* Visit every page owned by `slot` (0: by any allocation), lowest address first per area. */
 static u64 walk_pages(u16 slot, page_cb cb, void *ctx)
 {
-    struct area *zs[ABI_MAX_DEVICES + 1];
+    struct area *zs[MAX_AREAS + 1];
     int nz = 0;
     u64 found = 0;
     zs[nz++] = &boot_area;
-    for (int i = 0; i < ABI_MAX_DEVICES; i++)
+    for (int i = 0; i < MAX_AREAS; i++)
         if (dev_areas[i])
             zs[nz++] = dev_areas[i];
     for (int i = 0; i < nz; i++) {
@@ -525,7 +545,7 @@ static u16 slot_of(struct abi_alloc_record *r)
 static u64 free_in_zone(u32 zone)
 {
     u64 sum = boot_area.free_zone[zone];
-    for (int i = 0; i < ABI_MAX_DEVICES; i++)
+    for (int i = 0; i < MAX_AREAS; i++)
         if (dev_areas[i])
             sum += dev_areas[i]->free_zone[zone];
     return sum;
@@ -538,8 +558,8 @@ static u64 alloc_avail(struct pick *order, int n, int unmovable, u64 target, u64
 {
     u64 avail = picks_free(order, n);
     *nout = 0;
-    if (unmovable && target < ABI_MAX_DEVICES && avail < pages) {
-        struct area *dz = dev_areas[target];
+    if (unmovable && target_area(target) && avail < pages) {
+        struct area *dz = target_area(target);
         out[(*nout)].z = &boot_area;
         out[(*nout)++].zone = ABI_ZONE_NORMAL;
         *nout = add_devs(out, *nout, ABI_ZONE_NORMAL, -1, 1, dz);
@@ -558,7 +578,7 @@ long cmd_alloc(u64 bytes, u64 flags, u64 seed, u64 *v0, u64 *v1)
 {
     u64 pages = (bytes + PAGE_SIZE - 1) / PAGE_SIZE;
     int unmovable = (flags & ABI_ALLOC_UNMOVABLE) != 0;
-    u64 target = (flags >> 8) & 0xff;
+    u64 target = (flags >> 8) & 0xffff;
     struct pick order[MAX_PICKS], out[MAX_PICKS];
     struct abi_alloc_record *r = NULL;
     int nout = 0;
@@ -739,11 +759,121 @@ void unisolate(struct area *z, u64 b0, u64 b1)
     }
 }
 
+/*
+ * The balloon's pages (guest/pv_balloon.c): inflate takes free pages, highest address first
+ * (DIMM memory before boot RAM), without touching them, and hands each run to `give`;
+ * deflate returns ballooned pages, lowest address first, after `take` got them back from the
+ * host. Both stop when the host refuses (the callback returns non-zero). Page counts out.
+ */
+static struct area *areas_by_address(struct area **out)
+{
+    int n = 0;
+    out[n++] = &boot_area;
+    for (int i = 0; i < MAX_AREAS; i++)
+        if (dev_areas[i] && dev_areas[i]->usage)
+            out[n++] = dev_areas[i];
+    for (int i = 1; i < n; i++) /* insertion sort by base: few areas */
+        for (int j = i; j > 0 && out[j - 1]->base > out[j]->base; j--) {
+            struct area *t = out[j];
+            out[j] = out[j - 1];
+            out[j - 1] = t;
+        }
+    out[n] = NULL;
+    return out[0];
+}
+
+u64 mm_balloon_inflate(u64 want, long (*give)(u64 pa, u64 pages))
+{
+    static struct area *zs[MAX_AREAS + 2];
+    u64 got = 0;
+    int n = 0;
+    areas_by_address(zs);
+    while (zs[n])
+        n++;
+    for (int i = n - 1; i >= 0 && got < want; i--) {
+        struct area *z = zs[i];
+        for (u64 b = z->nblocks; b-- > 0 && got < want;) {
+            struct abi_block_usage *u = &z->usage[b];
+            u16 *o = blk_owner(z, b);
+            if (!u->free || u->state != ABI_BLOCK_PLUGGED || !o)
+                continue;
+            u64 p = z->block_pages;
+            while (p > 0 && got < want) {
+                while (p > 0 && o[p - 1] != OWN_FREE)
+                    p--;
+                u64 end = p;
+                while (p > 0 && o[p - 1] == OWN_FREE && got + (end - p) < want)
+                    p--;
+                if (end == p)
+                    break;
+                for (u64 q = p; q < end; q++)
+                    set_owner(z, b, &o[q], OWN_PV_BALLOON);
+                if (give(block_addr(z, b) + p * PAGE_SIZE, end - p)) {
+                    for (u64 q = p; q < end; q++)
+                        set_owner(z, b, &o[q], OWN_FREE);
+                    return got;
+                }
+                got += end - p;
+                cond_resched();
+            }
+        }
+    }
+    return got;
+}
+
+u64 mm_balloon_deflate(u64 want, long (*take)(u64 pa, u64 pages))
+{
+    static struct area *zs[MAX_AREAS + 2];
+    u64 got = 0;
+    areas_by_address(zs);
+    for (int i = 0; zs[i] && got < want; i++) {
+        struct area *z = zs[i];
+        for (u64 b = 0; b < z->nblocks && got < want; b++) {
+            struct abi_block_usage *u = &z->usage[b];
+            u16 *o = blk_owner(z, b);
+            if (!u->unmovable || !o)
+                continue;
+            u64 p = 0;
+            while (p < z->block_pages && got < want) {
+                while (p < z->block_pages && o[p] != OWN_PV_BALLOON)
+                    p++;
+                u64 start = p;
+                while (p < z->block_pages && o[p] == OWN_PV_BALLOON && got + (p - start) < want)
+                    p++;
+                if (p == start)
+                    break;
+                if (take(block_addr(z, b) + start * PAGE_SIZE, p - start))
+                    return got;
+                for (u64 q = start; q < p; q++)
+                    set_owner(z, b, &o[q], OWN_FREE);
+                got += p - start;
+                cond_resched();
+            }
+        }
+    }
+    return got;
+}
+
+/* pages of RAM the guest has online: all of boot RAM and online DIMM/device memory */
+/* has_unmovable_pages(): the first page of [b0, b1) nothing can migrate (0: none) */
+u64 first_unmovable_pfn(struct area *z, u64 b0, u64 b1)
+{
+    for (u64 b = b0; b < b1; b++) {
+        if (!z->usage[b].unmovable)
+            continue;
+        u16 *o = blk_owner(z, b);
+        for (u64 p = 0; o && p < z->block_pages; p++)
+            if (owner_cat(o[p]) == C_UNMOV || owner_cat(o[p]) == C_KERN)
+                return (block_addr(z, b) >> PAGE_SHIFT) + p;
+    }
+    return 0;
+}
+
 static void reset_cursors(void)
 {
     for (int zone = 0; zone < 4; zone++) {
         boot_area.cursor[zone] = 0;
-        for (int i = 0; i < ABI_MAX_DEVICES; i++)
+        for (int i = 0; i < MAX_AREAS; i++)
             if (dev_areas[i])
                 dev_areas[i]->cursor[zone] = 0;
     }
@@ -814,7 +944,7 @@ int isolate_and_migrate(struct area *z, u64 b0, u64 b1, u64 *migrated)
             set_owner(dp->z, db, dop, v);
             set_owner(z, b, &o[p], OWN_ISOLATED);
             (*migrated)++;
-            if (z->dev >= 0)
+            if (z->dev >= 0 && z->dev < ABI_MAX_DEVICES)
                 guest_view.dev[z->dev].migrated_pages++;
         }
     }
@@ -870,10 +1000,12 @@ void balloon_put_page(u64 pa)
 }
 
 /* totalram_pages(): boot RAM the kernel did not reserve at boot, plus online device memory */
+/* Linux's totalram_pages: every page the allocator manages (boot RAM but what the kernel
+ * reserved; the online blocks of every device area, virtio-mem and DIMMs) */
 u64 mm_managed_pages(void)
 {
     u64 pages = guest_view.boot_pages - boot_reserved;
-    for (int i = 0; i < ABI_MAX_DEVICES; i++) {
+    for (int i = 0; i < MAX_AREAS; i++) {
         struct area *z = dev_areas[i];
         if (!z)
             continue;
@@ -886,7 +1018,7 @@ u64 mm_managed_pages(void)
 u64 mm_free_pages(void)
 {
     u64 pages = boot_area.free_total;
-    for (int i = 0; i < ABI_MAX_DEVICES; i++)
+    for (int i = 0; i < MAX_AREAS; i++)
         if (dev_areas[i])
             pages += dev_areas[i]->free_total;
     return pages;
@@ -908,7 +1040,7 @@ void mm_stats(void)
     printk("mm: boot RAM %lu pages: %lu free, %lu movable, %lu unmovable, %lu kernel\n",
            guest_view.boot_pages, guest_view.boot_free, guest_view.boot_movable,
            guest_view.boot_unmovable, guest_view.boot_kernel);
-    for (int i = 0; i < ABI_MAX_DEVICES; i++) {
+    for (int i = 0; i < MAX_AREAS; i++) {
         struct area *z = dev_areas[i];
         if (!z)
             continue;
@@ -919,8 +1051,10 @@ void mm_stats(void)
             k += z->usage[b].kernel;
             plugged += z->usage[b].state != ABI_BLOCK_UNPLUGGED;
         }
-        printk("mm: virtio%d %lu/%lu blocks plugged: %lu free (%lu Normal, %lu Movable), "
-               "%lu movable, %lu unmovable, %lu kernel pages\n", i, plugged, z->nblocks,
+        printk("mm: %s%d %lu/%lu blocks plugged: %lu free (%lu Normal, %lu Movable), "
+               "%lu movable, %lu unmovable, %lu kernel pages\n",
+               i < ABI_MAX_DEVICES ? "virtio" : "dimm slot ",
+               i < ABI_MAX_DEVICES ? i : i - ABI_MAX_DEVICES, plugged, z->nblocks,
                z->free_total, z->free_zone[ABI_ZONE_NORMAL], z->free_zone[ABI_ZONE_MOVABLE], m,
                um, k);
     }

@@ -21,7 +21,9 @@ from device.errors import ConfigError
 from emulator.config import (
     DEFAULT_BLOCK_SIZE,
     ID_HINT,
+    BackendConfig,
     BalloonConfig,
+    DimmConfig,
     MachineConfig,
     MemoryDeviceConfig,
     NumaNodeConfig,
@@ -215,10 +217,12 @@ def parse_args(argv: list[str]) -> RunOptions:
     opts = RunOptions(cfg)
     ram: int = 128 * MiB
     maxmem: int | None = None
+    slots = 0
     smp = 1
     numa: list[tuple[str, int, list[int], str | None, int | None]] = []
     objects: dict[str, _Object] = {}
     devices: list[_Device] = []
+    dimms: list[tuple[str, list[tuple[str, str | None]]]] = []  # (option, properties)
     chardevs: dict[str, str] = {}
     mem_lock = False
     smp_option: str | None = None
@@ -266,7 +270,10 @@ def parse_args(argv: list[str]) -> RunOptions:
                 elif key == "maxmem":
                     maxmem = _size("maxmem", val, option)
                 elif key == "slots":
-                    continue
+                    number = _uint(val)
+                    if number is None:
+                        raise CmdlineError("Parameter 'slots' expects uint64", option)
+                    slots = number
                 else:
                     raise CmdlineError(f"Invalid parameter '{key}'", option)
         elif name == "smp":
@@ -378,9 +385,12 @@ def parse_args(argv: list[str]) -> RunOptions:
                     raise CmdlineError("Only one balloon device is supported", option)
                 cfg.balloon = _parse_balloon(driver, parts[1:], option)
                 continue
+            if driver == "pc-dimm":
+                dimms.append((option, parts[1:]))
+                continue
             if driver not in ("virtio-mem-pci", "virtio-mem", "virtio-mem-device"):
-                opts.notes.append(f"{option}: ignored (vmemlab has only virtio-mem and "
-                                  "virtio-balloon devices)")
+                opts.notes.append(f"{option}: ignored (vmemlab has only virtio-mem, "
+                                  "virtio-balloon and pc-dimm devices)")
                 continue
             devices.append(_parse_device(parts[1:], option, len(devices)))
         elif name == "incoming":
@@ -447,7 +457,10 @@ def parse_args(argv: list[str]) -> RunOptions:
         except ConfigError as err:
             raise CmdlineError(str(err)) from None
     cfg.boot_ram = ram
+    if slots and maxmem is None:
+        raise CmdlineError("slots specified but no max-size")
     cfg.maxmem = maxmem if maxmem is not None else ram
+    cfg.slots = slots
     cfg.smp = smp
     opts.config = cfg
     _build_numa(cfg, numa, objects, ram, opts)
@@ -455,6 +468,7 @@ def parse_args(argv: list[str]) -> RunOptions:
     if mem_lock and devices:
         raise CmdlineError("Incompatible with mlock", devices[0].option)
     _validate(cfg, devices)
+    _build_dimms(cfg, dimms, objects)
     return opts
 
 
@@ -511,11 +525,12 @@ def _parse_device(parts: list[tuple[str, str | None]], option: str, index: int) 
 
 def _parse_machine(cfg: MachineConfig, value: str, option: str, arg: str,
                    opts: RunOptions) -> None:
-    """``-machine [type=]virt|pc|q35[,rfc-shrink-on-reboot=on][,...]``: the machine type
-    decides whose virtio-mem rules apply (x86 or arm QEMU 7.2); other keys get a note."""
+    """``-machine [type=]virt|pc|q35[,rfc-shrink-on-reboot=on][,x-behaviour-model=xen|hyperv]``:
+    the machine type decides whose virtio-mem rules apply (x86 or arm QEMU 7.2); other keys
+    get a note."""
     rest = []
     for j, (key, val) in enumerate(split_opts(value)):
-        if j == 0 and val is None and key not in ("rfc-shrink-on-reboot",):
+        if j == 0 and val is None and key not in ("rfc-shrink-on-reboot", "x-behaviour-model"):
             key, val = "type", key
         if key == "type":
             if val not in PERSONALITIES:
@@ -524,10 +539,17 @@ def _parse_machine(cfg: MachineConfig, value: str, option: str, arg: str,
             cfg.machine = personality(val or "").name
         elif key == "rfc-shrink-on-reboot":
             cfg.rfc_shrink_on_reboot = _bool(key, val, option)
+        elif key == "x-behaviour-model":  # vmemlab's models of the RFC's Xen / Hyper-V Q&A
+            if val not in ("xen", "hyperv"):
+                raise CmdlineError(f"Parameter 'x-behaviour-model' does not accept value "
+                                   f"'{val}' (expected xen or hyperv)", option)
+            cfg.behaviour_model = val
         else:
             rest.append(key if val is None else f"{key}={val}")
     if rest:
         opts.notes.append(f"{arg} {','.join(rest)}: ignored (no meaning in vmemlab)")
+
+
 def _parse_balloon(driver: str, parts: list[tuple[str, str | None]], option: str
                    ) -> BalloonConfig:
     """``-device virtio-balloon-pci,id=ID[,deflate-on-oom=on][,free-page-reporting=on]``."""
@@ -647,6 +669,41 @@ def _build_devices(cfg: MachineConfig, devices: list[_Device], objects: dict[str
             rfc_write_protect=dev.rfc_write_protect))
 
 
+def _build_dimms(cfg: MachineConfig, dimms: list[tuple[str, list[tuple[str, str | None]]]],
+                 objects: dict[str, _Object]) -> None:
+    """``-device pc-dimm,...`` (cold-plugged DIMMs); backends no device maps stay available
+    for ``device_add`` (``BackendConfig``)."""
+    from control.dimm_ops import DimmControl
+    from control.errors import ControlError
+
+    for option, parts in dimms:
+        props: dict[str, object] = {}
+        for key, val in parts:
+            if val is None:
+                raise CmdlineError(f"Invalid parameter '{key}'", option)
+            props[key] = val
+        try:
+            req = DimmControl.parse_request("pc-dimm", props)
+        except ControlError as err:
+            raise CmdlineError(err.message, option) from None
+        if req.memdev is None:
+            raise CmdlineError("'memdev' property must be set", option)
+        obj = objects.get(req.memdev)
+        if obj is None:
+            raise CmdlineError(f"Device '{req.memdev}' not found", option)
+        if obj.used_by is not None:
+            raise CmdlineError(f"can't use already busy memdev: {req.memdev}", option)
+        obj.used_by = option
+        dev_id = req.id or f"dimm{len(cfg.dimms)}"
+        cfg.dimms.append(DimmConfig(dev_id, req.memdev, obj.size, req.node, req.slot,
+                                    req.addr))
+        try:
+            cfg.layout()
+        except ConfigError as err:
+            raise CmdlineError(str(err), option) from None
+    cfg.backends = [BackendConfig(o.id, o.size) for o in objects.values() if o.used_by is None]
+
+
 def _validate(cfg: MachineConfig, devices: list[_Device]) -> None:
     """Run the engine's QEMU checks and say which option each error belongs to."""
     from dataclasses import replace
@@ -669,7 +726,9 @@ def help_text() -> str:
 Start a vmemlab machine headless with the HMP monitor on stdio, QEMU style.
 
 Machine (QEMU's syntax and error messages):
-  -m SIZE[,maxmem=SIZE]     boot RAM (default unit MiB) and the limit for memory devices
+  -m SIZE[,slots=N,maxmem=SIZE]  boot RAM (default unit MiB), DIMM slots, the limit for
+                            memory devices
+  -device pc-dimm,id=ID,memdev=ID[,node=N][,slot=N][,addr=ADDR]   a cold-plugged DIMM
   -smp N | sockets=S,cores=C   number of CPUs (shown by 'info numa')
   -numa node,nodeid=N,cpus=A-B[,memdev=ID]
   -object memory-backend-ram,id=ID,size=SIZE[,max-size=SIZE]
@@ -685,6 +744,8 @@ Machine (QEMU's syntax and error messages):
   -device virtio-balloon-pci,id=ID[,deflate-on-oom=on][,free-page-reporting=on]
           [,page-poison=on|off][,guest-stats-polling-interval=SECONDS][,x-must-tell-host=on]
   -machine rfc-shrink-on-reboot=on   the RFC's reboot behaviour instead of unplug-all
+  -machine x-behaviour-model=xen|hyperv   the RFC's Xen / Hyper-V balloon comparisons
+                            (behaviour models, not emulations; docs/compare.md)
   -append "OPTIONS"         guest boot options, e.g. modprobe.blacklist=virtio_mem,
                             memory_block_size=128M
   -incoming "exec:cat FILE" start from a saved machine (HMP: migrate "exec:cat > FILE")

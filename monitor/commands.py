@@ -159,12 +159,15 @@ def _memdev_name(machine: Machine, dev_id: str) -> str:
 
 
 def _objects(machine: Machine) -> dict[str, QomObject]:
+    from monitor import dimm
+
     objs = {
         "/": QomObject("/", "container", "container"),
         "/machine": QomObject("/machine", "virt-7.2-machine", "container"),
         PERIPHERAL: QomObject(PERIPHERAL, "container", "container"),
         "/objects": QomObject("/objects", "container", "container"),
     }
+    objs.update(dimm.qom_objects(machine))  # pc-dimms and every memory backend
     for dev_id in machine.devices:
         pci = f"{PERIPHERAL}/{dev_id}"
         objs[pci] = QomObject(pci, "virtio-mem-pci", "pci", dev_id)
@@ -272,6 +275,10 @@ _STATIC = {
 
 
 def _props(ctx: MonitorContext, obj: QomObject) -> tuple[tuple[str, str], ...]:
+    from monitor import dimm
+
+    if obj.kind == "dimm":
+        return dimm.DIMM_PROPS
     if obj.kind in ("pci", "backend"):
         props = PCI_PROPS if obj.kind == "pci" else BACKEND_PROPS
         options = ctx.machine.devices[obj.dev_id].options
@@ -316,6 +323,11 @@ def qom_get(ctx: MonitorContext, path: str, prop: str) -> Any:
     if obj.kind.startswith("balloon-"):
         return balloon_qom.qom_get(ctx, obj.kind, prop)
     machine = ctx.machine
+    if obj.kind == "dimm" or (obj.kind == "memdev" and obj.dev_id not in machine.devices):
+        from monitor import dimm
+
+        return (dimm.qom_get(ctx, obj, prop) if obj.kind == "dimm"
+                else dimm.backend_value(ctx, obj, prop))
     if obj.kind == "memdev":
         dev = machine.devices[obj.dev_id]
         return {"size": dev.region_size, "merge": True, "dump": True, "prealloc": False,
@@ -359,6 +371,10 @@ def qom_set(ctx: MonitorContext, path: str, prop: str, value: Any, *, text: bool
         return
     if obj.kind == "memdev":
         raise MonitorError(f"cannot change property '{prop}' of {obj.path.rsplit('/', 1)[1]}")
+    if obj.kind == "dimm":
+        name = obj.path.rsplit("/", 1)[1]
+        raise MonitorError(f"Attempt to set property '{prop}' on device '{name}' "
+                           "(type 'pc-dimm') after it was realized")
     if obj.kind == "container" or prop == "type" or ptype.startswith("child<"):
         raise MonitorError(f"Property '{obj.type}.{prop}' is not writable")
     if prop == "size":
@@ -421,8 +437,11 @@ def virtio_mem_resize(ctx: MonitorContext, name: str, size_mb: int) -> None:
 # ------------------------------------------------------------------------------ queries
 
 def query_memory_devices(ctx: MonitorContext) -> list[dict[str, Any]]:
+    """Every memory device, sorted by address as QEMU lists them (DIMMs and virtio-mem)."""
+    from monitor import dimm
+
     snap = ctx.machine.snapshot()
-    out = []
+    out: list[dict[str, Any]] = []
     for dev in snap.devices:
         out.append({"type": "virtio-mem", "data": {
             "memdev": "/objects/" + _memdev_name(ctx.machine, dev.id),
@@ -434,7 +453,8 @@ def query_memory_devices(ctx: MonitorContext) -> list[dict[str, Any]]:
             "requested-size": dev.requested_size,
             "id": dev.id,
         }})
-    return out
+    entries = [(d["data"]["memaddr"], d) for d in out] + dimm.dimm_entries(snap)
+    return [entry for _addr, entry in sorted(entries, key=lambda e: e[0])]
 
 
 def query_status(ctx: MonitorContext) -> dict[str, Any]:
@@ -451,7 +471,8 @@ def numa_info(ctx: MonitorContext) -> list[dict[str, Any]]:
 def memory_size_summary(ctx: MonitorContext) -> dict[str, int]:
     snap = ctx.machine.snapshot()
     return {"base-memory": snap.boot_ram_size,
-            "plugged-memory": sum(d.plugged_size for d in snap.devices)}
+            "plugged-memory": sum(d.plugged_size for d in snap.devices)
+            + sum(d.size for d in snap.dimms)}
 
 
 REQUEST_STATUS = {
@@ -642,6 +663,8 @@ def parse_guest_op(ctx: MonitorContext, command: str, args: list[str]) -> GuestO
     def target(word: str) -> str | None:
         if word == "any":
             return None
+        if word != "boot" and ctx.machine.hotplug.by_id(word) is not None:
+            return word  # a pc-dimm's memory
         return "boot" if word == "boot" else resolve_device(ctx, word)
 
     if command in ("alloc", "pin"):
@@ -683,6 +706,8 @@ def parse_guest_op(ctx: MonitorContext, command: str, args: list[str]) -> GuestO
         for word in args:
             if word in ONLINE_TYPES:
                 kind = word
+            elif ctx.machine.hotplug.by_id(word) is not None:
+                device = word
             else:
                 device = resolve_device(ctx, word)
         return Online(device, kind)
@@ -721,8 +746,10 @@ def guest_info(ctx: MonitorContext) -> dict[str, Any] | None:
     devices = []
     for dev, gdev in zip(snap.devices, view.devices, strict=False):
         devices.append({"id": dev.id, "state": dev.driver_state, "view": gdev})
+    dimms = [{"id": d.id, "slot": d.slot, "addr": d.addr, "size": d.size,
+              "view": view.dimm(d.slot)} for d in snap.dimms]
     return {"view": view, "devices": devices, "cmdline": snap.cmdline,
-            "uptime_ns": snap.uptime_ns, "faults": snap.guest_faults}
+            "uptime_ns": snap.uptime_ns, "faults": snap.guest_faults, "dimms": dimms}
 
 
 def block_map(ctx: MonitorContext, name: str) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from control.sizes import format_mib
 from monitor import balloon as b
+from monitor import behaviour_model, dimm
 from monitor import commands as c
 from monitor import info as mem_info
 from monitor import virtio_status as vs
@@ -84,6 +85,9 @@ class NotOffered(Exception):
 def fmt_memory_devices(devs: list[dict[str, Any]]) -> str:
     out = []
     for item in devs:
+        if item["type"] == "dimm":
+            out.append(dimm.fmt_dimm(item))
+            continue
         d = item["data"]
         out.append(
             f'Memory device [{item["type"]}]: "{d["id"]}"\n'
@@ -213,6 +217,8 @@ def fmt_guest(info: dict[str, Any] | None) -> str:
         for a in v.allocations:
             kind = "unmovable" if a.unmovable else "movable"
             where = {0xFF: "any", 0xFE: "boot"}.get(a.target)
+            if where is None and a.target >= 0x1000:  # abi.TARGET_DIMM + slot
+                where = f"dimm slot {a.target - 0x1000}"
             if where is None:
                 devs = [d["id"] for d in info["devices"]]
                 where = devs[a.target] if a.target < len(devs) else str(a.target)
@@ -233,6 +239,9 @@ def fmt_guest(info: dict[str, Any] | None) -> str:
             f"error {g.errors}), pages migrated {g.migrated_pages}\n")
         out.extend(f"  {line}\n" for line in _memory_block_lines(g))
         out.append(_page_line(d["id"], g))
+    out.extend(dimm.fmt_guest_dimms(info.get("dimms", []), _memory_block_lines))
+    if v.pv_balloon is not None:
+        out.append(dimm.fmt_balloon(v.pv_balloon))
     out.append(f"guest faults: {info['faults']}\n")
     return "".join(out)
 
@@ -424,11 +433,6 @@ def _h_balloon(ctx: MonitorContext, a: dict[str, Any]) -> str:
     return ""
 
 
-def _h_device_del(ctx: MonitorContext, a: dict[str, Any]) -> str:
-    c.resolve_device(ctx, a["id"])
-    raise MonitorError("Bus 'pcie.0' does not support hotplugging")
-
-
 def _simple(fn: Callable[[MonitorContext], object]) -> Handler:
     def handler(ctx: MonitorContext, a: dict[str, Any]) -> str:
         fn(ctx)
@@ -441,8 +445,12 @@ COMMANDS: list[HmpCommand] = [
                "request VM to change its memory allocation (in MB)", _h_balloon,
                visitor_safe=True),
     HmpCommand("cont|c", "", "", "resume emulation", _simple(c.cont), visitor_safe=True),
+    # a visitor's DIMMs live in their own machine's device-memory area, bounded by its maxmem
+    HmpCommand("device_add", "device:O", "driver[,prop=value][,...]",
+               "add device, like -device on the command line", dimm.hmp_device_add,
+               visitor_safe=True),
     HmpCommand("device_del", "id:s", "device", "remove device",
-               _h_device_del, visitor_safe=True),
+               dimm.hmp_device_del, visitor_safe=True),
     HmpCommand("guest", "command:s,args:S?", "command [args...]",
                "drive the guest workload: alloc SIZE [movable|unmovable] [any|boot|DEVICE], "
                "pin SIZE [DEVICE], free ID, touch ID, verify [ID], dump [--legacy] [DEVICE], "
@@ -453,6 +461,13 @@ COMMANDS: list[HmpCommand] = [
     HmpCommand("help|?", "name:S?", "[cmd]", "show the help", _h_help, visitor_safe=True),
     HmpCommand("info", "item:s?", "[subcommand]", "show various information about the system "
                "state", _h_info, visitor_safe=True),
+    HmpCommand("object_add", "object:O", "[qom-type=]type,id=str[,prop=value][,...]",
+               "create QOM object", dimm.hmp_object_add, visitor_safe=True),
+    HmpCommand("object_del", "id:s", "id", "destroy QOM object", dimm.hmp_object_del,
+               visitor_safe=True),
+    HmpCommand("mem-set", "size:s", "size",
+               "set the Xen / Hyper-V behaviour model's memory target (vmemlab: xl mem-set, "
+               "Dynamic Memory)", behaviour_model.hmp_mem_set, visitor_safe=True),
     # writes a file on the server's host: never for a visitor (the page saves to a download)
     HmpCommand("migrate", "detach:-d,blk:-b,inc:-i,resume:-r,uri:s",
                "[-d] [-b] [-i] [-r] uri",
@@ -482,6 +497,10 @@ COMMANDS: list[HmpCommand] = [
 INFO_COMMANDS: list[HmpCommand] = [
     HmpCommand("balloon", "", "", "show balloon information",
                lambda ctx, a: b.fmt_info_balloon(b.query_balloon(ctx)), visitor_safe=True),
+    HmpCommand("behaviour-model", "", "",
+               "show the Xen / Hyper-V behaviour model's host view (vmemlab)",
+               lambda ctx, a: behaviour_model.fmt(behaviour_model.query(ctx)),
+               visitor_safe=True),
     HmpCommand("guest", "", "", "show what the guest reports about its memory (vmemlab)",
                lambda ctx, a: fmt_guest(c.guest_info(ctx)), visitor_safe=True),
     HmpCommand("memdev", "", "", "show memory backends",
@@ -655,6 +674,16 @@ def _parse_args(cmd: HmpCommand, line: str, p: int, shown: str) -> dict[str, Any
             if number < 0:
                 raise ParseError("enter a positive value", shown)
             args[key] = ((number << 20) + (1 << 63)) % (1 << 64) - (1 << 63)  # int64 wraps
+        elif typ == "O":  # QemuOpts: one word, parsed by the command
+            try:
+                value, p = _get_str(line, p)
+            except ParseError as err:
+                raise ParseError(str(err), shown) from None
+            if value is None:
+                if optional:
+                    continue
+                raise ParseError(f"{shown}: string expected", shown)
+            args[key] = value
         elif typ == "/":
             q = _skip(line, p)
             if q < len(line) and line[q] == "/":

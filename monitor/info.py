@@ -55,11 +55,14 @@ def _memdev(config: Any) -> str:
 
 
 def backends(ctx: MonitorContext) -> list[Backend]:
-    """Every memory backend in creation order: the NUMA nodes' memdevs, the devices'
-    memdevs, and -- when no node has one -- the machine's default RAM backend.
+    """Every memory backend in creation order: the NUMA nodes' memdevs and the command line's
+    other ``-object memory-backend-*`` (virtio-mem memdevs, DIMM backends, spares) are created
+    before the machine, then -- when no node has one -- the machine's default RAM backend,
+    then what ``object_add`` made at run time.
 
     A virtio-mem device's RAM block is named after the device's path (QEMU's
-    ``vmstate_register_ram(…, dev)``): ``0000:00:03.0/mem0`` for the device in slot 3.
+    ``vmstate_register_ram(…, dev)``): ``0000:00:03.0/mem0`` for the device in slot 3; any
+    other backend's RAM block is its id (``Unknown ramblock "d1"``).
     """
     machine = ctx.machine
     layout = machine.layout
@@ -67,12 +70,17 @@ def backends(ctx: MonitorContext) -> list[Backend]:
     out = [Backend(n.memdev, sizes[n.node_id], n.memdev)
            for n in machine.config.nodes if n.memdev]
     numa_memdevs = bool(out)
-    for placed in layout.devices:
-        name = _memdev(placed.config)
-        out.append(Backend(name, placed.config.size, device_ramblock_id(placed.index, name)))
+    slots = {_memdev(p.config): p.index for p in layout.devices}
+    hotplug = machine.hotplug
+    made = hotplug.backend_list()
+    for backend in made[:hotplug.boot_backends]:
+        index = slots.get(backend.id)
+        block = backend.id if index is None else device_ramblock_id(index, backend.id)
+        out.append(Backend(backend.id, backend.size, block))
     if not numa_memdevs:
         ram = layout.machine.default_ram_id
         out.append(Backend(ram, layout.boot_ram_size, ram))
+    out += [Backend(b.id, b.size, b.id) for b in made[hotplug.boot_backends:]]
     return out
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from monitor import balloon as b
+from monitor import behaviour_model, dimm
 from monitor import commands as c
 from monitor import info as mem_info
 from monitor import virtio_status as vs
@@ -222,11 +223,6 @@ def _hmc(ctx: MonitorContext, a: dict[str, Any]) -> str:
     return execute(ctx, a["command-line"]).replace("\n", "\r\n")
 
 
-def _device_del(ctx: MonitorContext, a: dict[str, Any]) -> Any:
-    c.resolve_device(ctx, a["id"])
-    raise MonitorError("Bus 'pcie.0' does not support hotplugging")
-
-
 def _qom_set(ctx: MonitorContext, a: dict[str, Any]) -> dict[str, Any]:
     c.qom_set(ctx, a["path"], a["property"], a["value"])
     return {}
@@ -266,7 +262,6 @@ QMP_COMMANDS: dict[str, tuple[ArgSpec, Callable[[MonitorContext, dict[str, Any]]
                  "detach": ("bool", False), "resume": ("bool", False)}, _migrate),
     "human-monitor-command": ({"command-line": ("str", True), "cpu-index": ("int", False)},
                               _hmc),
-    "device_del": ({"id": ("str", True)}, _device_del),
     # the machine's memory and its virtio devices (monitor.info, monitor.virtio_status)
     "query-memory-size-summary": ({}, _no_args(mem_info.query_memory_size_summary)),
     "query-memdev": ({}, lambda ctx, a: qobject(mem_info.query_memdev(ctx))),
@@ -277,14 +272,18 @@ QMP_COMMANDS: dict[str, tuple[ArgSpec, Callable[[MonitorContext, dict[str, Any]]
     "balloon": ({"value": ("int", True)}, _balloon),
     "query-balloon": ({}, _no_args(b.query_balloon)),
 }
+QMP_COMMANDS.update(dimm.QMP)  # object-add, object-del, device_add, device_del, ...
+QMP_COMMANDS.update(behaviour_model.QMP)  # x-mem-set, x-query-behaviour-model
 _TYPE_NAMES = {"str": "string", "bool": "boolean", "int": "integer", "array": "array"}
 
 
 def check_arguments(spec: ArgSpec, args: dict[str, Any]) -> None:
     for name in args:
-        if name not in spec:
+        if name not in spec and "*" not in spec:  # "*": the command takes any more keys
             raise MonitorError(f"Parameter '{name}' is unexpected")
     for name, (typ, required) in spec.items():
+        if name == "*":
+            continue
         if name not in args:
             if required:
                 raise MonitorError(f"Parameter '{name}' is missing")

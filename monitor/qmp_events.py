@@ -4,8 +4,8 @@ QEMU throttles ``MEMORY_DEVICE_SIZE_CHANGE`` to one event per second per ``qom-p
 ``BALLOON_CHANGE`` to one a second (``monitor_qapi_event_queue``): the first change is
 delivered at once; changes inside that second are merged into one event, delivered about 1 s
 after the previous one, carrying the last size *and the timestamp of the last change*; the last
-value is never lost. Other events (``RESET``, ``STOP``, ``RESUME``, ``SHUTDOWN``) are delivered
-at once.
+value is never lost. Other events (``RESET``, ``STOP``, ``RESUME``, ``SHUTDOWN``,
+``ACPI_DEVICE_OST``, ``DEVICE_DELETED``) are delivered at once.
 """
 
 from __future__ import annotations
@@ -22,12 +22,15 @@ if TYPE_CHECKING:
 
 Sink = Callable[[dict[str, Any]], None]
 THROTTLED = {"MEMORY_DEVICE_SIZE_CHANGE": 1.0, "BALLOON_CHANGE": 1.0}
-#: every event vmemlab emits, in the order of QEMU 7.2's schema (qapi/run-state.json, then
-#: qapi/machine.json); ``query-events`` lists exactly these. :func:`make_event` refuses any
+#: every event vmemlab emits, in the order of QEMU 7.2's schema (qapi-schema.json includes
+#: run-state.json, qdev.json, machine.json, acpi.json in that order); ``query-events`` lists
+#: exactly these. :func:`make_event` refuses any
 #: other name, so an event added without being declared here fails its first test.
 EVENTS: tuple[str, ...] = (
     "SHUTDOWN", "RESET", "STOP", "RESUME", "GUEST_PANICKED",  # run-state.json
+    "DEVICE_DELETED",  # qdev.json
     "BALLOON_CHANGE", "MEMORY_DEVICE_SIZE_CHANGE",  # machine.json
+    "ACPI_DEVICE_OST",  # acpi.json
 )
 
 
@@ -163,6 +166,13 @@ class EventTranslator:
                     "qom-path": f"/machine/peripheral/{dev}", "id": dev}))
         elif kind == "balloon_actual":  # virtio_balloon_set_config(): the guest's size
             out.append(("BALLOON_CHANGE", {"actual": getattr(ev, "guest_size", 0)}))
+        elif kind == "acpi_device_ost":
+            out.append(("ACPI_DEVICE_OST", {"info": dict(getattr(ev, "info", {}))}))
+        elif kind == "device_deleted":
+            dev = getattr(ev, "device", "")
+            data = {"device": dev} if dev else {}
+            data["path"] = getattr(ev, "path", "")
+            out.append(("DEVICE_DELETED", data))
         elif kind == "reset":
             out.append(("RESET", {"guest": bool(getattr(ev, "guest", False)),
                                   "reason": getattr(ev, "reason", "")}))
@@ -171,6 +181,8 @@ class EventTranslator:
             old, self._state = self._state, new
             if new == "running" and old != "running":
                 out.append(("RESUME", None))
+            elif new == "shutdown" and getattr(ev, "reason", "").startswith("host-error"):
+                out.append(("SHUTDOWN", {"guest": False, "reason": "host-error"}))
             elif new == "shutdown":
                 out.append(("SHUTDOWN", {"guest": True, "reason": "guest-shutdown"}))
             elif new == "guest-panicked":

@@ -62,12 +62,12 @@ SIZE_KEYS = ("plugged", "requested", "usable", "resident", "unplugged-resident",
              "node-plugged", "boot-resident")
 BALLOON_SIZE_KEYS = ("actual", "target", "resident", "in-boot", "oom-deflated", "reported",
                      "memtotal")
-COUNT_KEYS = ("plugged-blocks", "guest-faults", "violations")
+COUNT_KEYS = ("plugged-blocks", "guest-faults", "violations", "dimms")
 DEVICE_KEYS = ("plugged", "requested", "usable", "plugged-blocks", "resident", "driver",
                "unplugged-inaccessible", "unplugged-resident")
 # HMP / QMP commands after which "settled" waits for the guest to answer again
-MUTATING_HMP = ("virtio-mem", "qom-set", "system_reset", "balloon")
-MUTATING_QMP = ("qom-set", "system_reset", "human-monitor-command", "balloon")
+MUTATING_HMP = ("virtio-mem", "qom-set", "system_reset", "balloon", "mem-set")
+MUTATING_QMP = ("qom-set", "system_reset", "human-monitor-command", "balloon", "x-mem-set")
 _COMPARE_OPS = ("<=", ">=", "==", "!=", "<", ">")
 
 
@@ -565,7 +565,7 @@ def _balloon_condition(chk: _Checker, cond: dict[str, Any], where: list[Any],
 
 
 def _step(chk: _Checker, index: int, raw: dict[str, Any], machines: dict[str, MachineSpec],
-          allocs: dict[str, set[str]]) -> Step | None:
+          allocs: dict[str, set[str]], dimm_ids: dict[str, set[str]]) -> Step | None:
     from monitor.commands import MonitorError
     from monitor.hmp import ParseError, parse
     from monitor.hmp_line import line_error
@@ -584,6 +584,8 @@ def _step(chk: _Checker, index: int, raw: dict[str, Any], machines: dict[str, Ma
     value = raw[kind]
 
     def device(dev: str, at: list[Any]) -> str:
+        if dev in dimm_ids.get(name, set()):
+            return dev  # a pc-dimm's memory: the guest can allocate in it too
         if dev not in devs:
             chk.fail(at, f"machine '{name}' has no device '{dev}' "
                          f"(it has: {', '.join(devs) or 'none'})")
@@ -602,6 +604,8 @@ def _step(chk: _Checker, index: int, raw: dict[str, Any], machines: dict[str, Ma
             chk.fail([*where, "monitor"], f"HMP: {getattr(err, 'desc', None) or err}")
             shown = ""
         p["mutates"] = shown in MUTATING_HMP
+        if shown == "device_add":  # a DIMM the later steps may name
+            dimm_ids.setdefault(name, set()).update(_added_dimms(value))
         p["expect"] = chk.regex(raw["expect"], [*where, "expect"]) if "expect" in raw else None
         p["expect_not"] = (chk.regex(raw["expect-not"], [*where, "expect-not"])
                            if "expect-not" in raw else None)
@@ -617,6 +621,9 @@ def _step(chk: _Checker, index: int, raw: dict[str, Any], machines: dict[str, Ma
                 chk.fail([*where, "args"] if "args" in raw else [*where, "qmp"],
                          f"QMP {value}: {err.desc}")
         p["mutates"] = value in MUTATING_QMP
+        args = p["args"]
+        if value == "device_add" and isinstance(args, dict) and isinstance(args.get("id"), str):
+            dimm_ids.setdefault(name, set()).add(args["id"])
         p["expect"] = raw.get("expect")
         p["has_expect"] = "expect" in raw
         p["expect_error"] = (chk.regex(raw["expect-error"], [*where, "expect-error"])
@@ -696,6 +703,7 @@ def _step(chk: _Checker, index: int, raw: dict[str, Any], machines: dict[str, Ma
         opts = value or {}
         p["driver"], p["by"] = opts.get("driver"), opts.get("by", "host")
         p["balloon_driver"] = opts.get("balloon-driver")
+        p["driver_name"] = opts.get("driver-name")  # None: the machine's own (control/)
         if p["by"] == "guest" and (p["driver"] is not None or p["balloon_driver"] is not None):
             chk.fail([*where, "reboot"], "a guest reboot keeps its kernel command line: "
                                          "'driver' needs 'by: host'")
@@ -714,10 +722,22 @@ def _step(chk: _Checker, index: int, raw: dict[str, Any], machines: dict[str, Ma
         if "destination" in opts:
             dest = _machine(chk, name, opts["destination"], [*where, "migrate", "destination"])
         p["destination"] = dest
+        p["expect_error"] = (chk.regex(raw["expect-error"], [*where, "expect-error"])
+                             if "expect-error" in raw else None)
     elif kind in ("wait-until", "expect"):
         p["condition"] = _condition(chk, value, [*where, kind], spec)
         p["timeout"] = raw.get("timeout", 30.0)
     return step
+
+
+def _added_dimms(line: str) -> set[str]:
+    """The id of ``device_add pc-dimm,id=X,...`` (an HMP line), if it has one."""
+    from monitor.cmdline import split_opts
+
+    words = line.split(None, 1)
+    if len(words) != 2 or not words[1].startswith("pc-dimm"):
+        return set()
+    return {str(v) for k, v in split_opts(words[1]) if k == "id" and v}
 
 
 def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
@@ -769,8 +789,9 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
         raise ScenarioError(chk.problems)
     steps: list[Step] = []
     allocs: dict[str, set[str]] = {}
+    dimm_ids = {mname: {d.id for d in spec.config.dimms} for mname, spec in machines.items()}
     for i, raw in enumerate(data["steps"]):
-        step = _step(chk, i, raw, machines, allocs)
+        step = _step(chk, i, raw, machines, allocs, dimm_ids)
         if step is not None:
             steps.append(step)
     goals: list[Goal] = []

@@ -337,7 +337,7 @@ class Player:
                 r.summary = "the guest rebooted itself (PSCI SYSTEM_RESET)"
                 return
             before = t.machine.config.cmdline
-            cmdline = t.control.reboot(driver=p["driver"],
+            cmdline = t.control.reboot(driver=p["driver"], driver_name=p["driver_name"],
                                        balloon_driver=p.get("balloon_driver"))
         except ControlError as err:
             raise StepFailed(err.message) from None
@@ -363,10 +363,18 @@ class Player:
         source = t.machine
         dest_spec: MachineSpec = step.params["destination"] or t.spec
         t0 = time.monotonic()
+        expect_error = step.params.get("expect_error")
         try:
             dest = t.control.migrate(dest_spec.config)
         except ControlError as err:
+            if expect_error is not None and expect_error.search(err.message):
+                r.summary = f"failed as expected: {err.message}; the source goes on"
+                return
             raise StepFailed(err.message) from None
+        if expect_error is not None:
+            dest.close()
+            raise StepFailed(f"expected the migration to fail /{expect_error.pattern}/, "
+                             "it succeeded")
         sent = source.last_migration_bytes
         context_for(dest).quit_handler = lambda: None
         if t.unsubscribe is not None:
@@ -491,6 +499,16 @@ def evaluate(snap: MachineSnapshot, cond: dict[str, Any], window: Counter[str],
             num("node-size", node.boot_ram + node.plugged, f"node {node.node_id} size")
             num("node-plugged", node.plugged, f"node {node.node_id} plugged")
     num("guest-faults", snap.guest_faults, "guest faults")
+    num("dimms", len(snap.dimms), "pc-dimms plugged")
+    if "model-balloon" in cond:
+        pvb = snap.guest.pv_balloon if snap.guest is not None else None
+        state = pvb.state if pvb is not None else "absent"
+        host = snap.pv_balloon
+        if state == "idle" and pvb is not None and host is not None and \
+                pvb.target != host["target"]:
+            state = "working"  # idle, but not yet at the host's latest target
+        if state != cond["model-balloon"]:
+            why.append(f"the model's balloon is {state}, expected {cond['model-balloon']}")
     num("violations", window["violation"], "violations since the last expect")
     for kind, want in (cond.get("events") or {}).items():
         if want is not None and not want.check(window[kind]):

@@ -142,8 +142,11 @@ def run_main(argv: list[str]) -> int:
                 # QEMU: -ENOTSUP for a stream version it does not read, else -EINVAL
                 reason = ("Operation not supported" if err.desc.startswith(
                     "Unsupported migration stream version") else "Invalid argument")
-                sys.stderr.write(f"vmemlab: {err.desc}\n"
-                                 f"vmemlab: load of migration failed: {reason}\n")
+                # QEMU: the RAM section (ram_load) names the device it was loading
+                ram = err.desc.startswith(("Unknown ramblock", "Size mismatch"))
+                sys.stderr.write(f"vmemlab: {err.desc}\n" + (
+                    "vmemlab: error while loading state for instance 0x0 of device 'ram'\n"
+                    if ram else "") + f"vmemlab: load of migration failed: {reason}\n")
                 return 1
             machine.start()
         else:

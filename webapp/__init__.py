@@ -44,6 +44,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         sockets,  # noqa: F401  (registers the event handlers)
     )
     from webapp.api import bp as api_bp
+    from webapp.compare_routes import bp as compare_bp
+    from webapp.compare_routes import register_labs
     from webapp.pages import bp as pages_bp
     from webapp.replay import bp as replay_bp
 
@@ -56,6 +58,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(api_bp)
     app.register_blueprint(replay_bp)
     app.register_blueprint(sharing.bp)
+    app.register_blueprint(compare_bp)
     socketio.init_app(app, async_mode="threading", max_http_buffer_size=1_000_000)
     server = socketio.server  # this app's server, even if another app is created later
 
@@ -67,6 +70,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
                               start_task=socketio.start_background_task)
     sessions.chores.append(sharing.janitor(app))  # expired shares go, even if never asked for
     ext.register(app, sessions, server)
+    register_labs(app, sessions)  # /compare: each session's comparison lab
     return app
 
 

@@ -126,6 +126,7 @@ class MachineSession:
         #: bytes resident per block (device id → tuple), from the sampler thread
         self.residency: dict[str, tuple[int, ...]] | None = None
         self.boot_resident: int | None = None
+        self.dimm_resident = 0  # bytes the session's pc-dimms hold
         self.residency_t = 0.0  # when residency was measured (monotonic)
         self.closed_reason: str | None = None  # why the machine went away under the page
         self._failing: str | None = None  # the pump's last failure (logged once)
@@ -159,6 +160,7 @@ class MachineSession:
             self._unsubscribe = machine.bus.subscribe(on_record)
             self.residency = None
             self.boot_resident = None
+            self.dimm_resident = 0
             self.residency_t = 0.0
             self.closed_reason = None
             self._failing = None
@@ -254,14 +256,17 @@ class MachineSession:
     def note_residency(self, snap: MachineSnapshot) -> None:
         self.residency = {d.id: d.resident for d in snap.devices if d.resident is not None}
         self.boot_resident = snap.boot_resident
+        self.dimm_resident = sum(d.resident or 0 for d in snap.dimms)
         self.residency_t = time.monotonic()
 
     def resident_bytes(self) -> int:
-        """Host memory this session's guest holds, as last measured (boot RAM + devices)."""
+        """Host memory this session's guest holds, as last measured (boot RAM, devices and
+        pc-dimms)."""
         if self.machine is None:
             return 0
         devices = self.residency or {}
-        return (self.boot_resident or 0) + sum(sum(blocks) for blocks in devices.values())
+        return ((self.boot_resident or 0) + sum(sum(blocks) for blocks in devices.values())
+                + self.dimm_resident)
 
     def measure(self) -> int:
         """Measure the residency now (a pagemap scan, a few ms) and return it."""
@@ -451,6 +456,11 @@ class SessionManager:
         self._sampler: Task | None = None
         #: periodic housekeeping the pump runs every ``chore_interval`` (e.g. share expiry)
         self.chores: list[Callable[[], None]] = []
+        #: machines and resident memory the server holds outside sessions (compare labs):
+        #: they count against ``max_machines`` and the memory budget too
+        self.other_machines: Callable[[], int] = lambda: 0
+        self.other_resident: Callable[[], int] = lambda: 0
+        self.on_close: list[Callable[[], None]] = []  # run by close_all (close the labs)
         self._last_chores = 0.0
 
     # ---------------------------------------------------------------- lookup
@@ -471,9 +481,9 @@ class SessionManager:
             if sess is not None:
                 sess.last_seen = time.monotonic()
                 return sess
-            if len(self._sessions) >= self.settings.max_machines:
+            if len(self._sessions) + self.other_machines() >= self.settings.max_machines:
                 self._reclaim_one_locked()
-            if len(self._sessions) >= self.settings.max_machines:
+            if len(self._sessions) + self.other_machines() >= self.settings.max_machines:
                 raise LimitError(
                     f"this server already runs {self.settings.max_machines} machines "
                     "(its limit); try again when a workshop seat is free")
@@ -526,8 +536,9 @@ class SessionManager:
             "max_machines": self.settings.max_machines,
             "connected": sum(1 for s in sessions if s.clients),
             "paused_idle": sum(1 for s in sessions if s.idle_paused),
-            "resident": sum(s.resident_bytes() for s in sessions),
+            "resident": sum(s.resident_bytes() for s in sessions) + self.other_resident(),
             "max_resident": self.settings.max_resident,
+            "compare_machines": self.other_machines(),
         }
 
     # ---------------------------------------------------------------- memory budget
@@ -536,7 +547,7 @@ class SessionManager:
         """Host memory all guests hold, as last measured (the sampler does every interval)."""
         with self._lock:
             sessions = list(self._sessions.values())
-        return sum(s.resident_bytes() for s in sessions)
+        return sum(s.resident_bytes() for s in sessions) + self.other_resident()
 
     def admit_growth(self, sess: MachineSession, growth: int) -> None:
         """A session's guest memory may grow by ``growth`` bytes (0: later) -- or not: the
@@ -659,6 +670,8 @@ class SessionManager:
     def close_all(self) -> None:
         self._stop.set()
         self._wake.set()
+        for close in self.on_close:
+            close()
         for task in (self._thread, self._sampler):
             if task is not None and task is not threading.current_thread():
                 task.join(timeout=5)

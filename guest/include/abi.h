@@ -21,9 +21,17 @@
 #define ABI_MAX_NODES   8
 #define ABI_CMDLINE_LEN 256
 
+/* ACPI memory hotplug, as on QEMU's arm "virt" machine (VIRT_ACPI_GED, VIRT_PCDIMM_ACPI) */
+#define ABI_GED_BASE          0x09080000UL /* GED event selector: read returns and clears it */
+#define ABI_GED_MEM_HOTPLUG_EVT 0x1UL
+#define ABI_MHP_BASE          0x090a0000UL /* QEMU's 24-byte memory hotplug register block */
+#define ABI_MHP_LEN           24
+#define ABI_MAX_DIMM_SLOTS    256          /* ACPI_MAX_RAM_SLOTS */
+#define ABI_DIMM_BLOCK_SIZE   0x200000UL   /* a DIMM's counter blocks: 2 MiB (pageblocks) */
+
 /* ---- boot info: at ABI_RAM_BASE, its address is passed in x0 ---- */
 #define ABI_BOOTINFO_MAGIC 0x544f4f424d454d56UL /* "VMEMBOOT" */
-#define ABI_BOOTINFO_VERSION 1
+#define ABI_BOOTINFO_VERSION 2
 
 struct abi_bootinfo_node {
     unsigned long node_id;
@@ -34,6 +42,20 @@ struct abi_bootinfo_node {
 struct abi_bootinfo_virtio {
     unsigned long mmio_base; /* virtio-mmio transport window */
     unsigned long node_id;   /* NUMA node the firmware (ACPI SRAT in real life) puts it on */
+};
+
+/* behaviour models (-machine x-behaviour-model=): the RFC's Q&A comparisons, not emulations */
+#define ABI_MODEL_NONE   0
+#define ABI_MODEL_XEN    1 /* RAM seen = maxmem; only part of it is given; a balloon gives the rest back */
+#define ABI_MODEL_HYPERV 2 /* hot-added memory stays across reboots; a balloon gives memory back */
+
+struct abi_bootinfo_hotplug { /* what ACPI (SRAT, the DSDT's memory hotplug device) tells Linux */
+    unsigned long mhp_base;      /* memory hotplug registers (ABI_MHP_BASE) */
+    unsigned long ged_base;      /* GED event selector (ABI_GED_BASE) */
+    unsigned long area_base;     /* the device-memory area (SRAT's hotpluggable range) */
+    unsigned long area_size;
+    unsigned int nr_dimm_slots;  /* -m ...,slots=N (0: no memory hotplug) */
+    unsigned int behaviour_model; /* ABI_MODEL_* */
 };
 
 struct abi_bootinfo {
@@ -49,6 +71,7 @@ struct abi_bootinfo {
     struct abi_bootinfo_node nodes[ABI_MAX_NODES];
     struct abi_bootinfo_virtio virtio[ABI_MAX_DEVICES];
     char cmdline[ABI_CMDLINE_LEN]; /* e.g. "modprobe.blacklist=virtio_mem memory_block_size=128M" */
+    struct abi_bootinfo_hotplug hotplug; /* version 2 */
 };
 
 /* ---- paravirtual calls: "smc #0", function id in x0, arguments x1..x5, results x0..x5 ---- */
@@ -63,10 +86,18 @@ struct abi_bootinfo {
 #define VMEM_CALL_TIME    0xC6000003UL /* -> x0 = nanoseconds since this boot */
 #define VMEM_CALL_YIELD   0xC6000004UL /* nothing; a safe point where the host may stop the vCPU.
                                           Long loops call it every few milliseconds of work */
+#define VMEM_CALL_PVBALLOON 0xC6000005UL /* behaviour models' balloon (Xen, Hyper-V): x1 = ABI_PVB_OP_*,
+                                          x2 = address, x3 = pages -> x0 = result */
+
+#define ABI_PVB_OP_TARGET 0 /* -> x0 = bytes of RAM the host wants the guest to have; ~0: no model */
+#define ABI_PVB_OP_GIVE   1 /* the guest gives pages [x2, x2 + x3 pages) back -> 0 or -errno */
+#define ABI_PVB_OP_TAKE   2 /* the guest takes pages back (Xen: populate_physmap) -> 0 or -errno */
 
 #define ABI_EV_VIRTIO  (1UL << 0) /* some virtio-mmio transport raised its interrupt line */
 #define ABI_EV_COMMAND (1UL << 1) /* a workload command is handed over in x1..x5 */
 #define ABI_EV_TIMEOUT (1UL << 2) /* the wait's timeout expired */
+#define ABI_EV_ACPI    (1UL << 3) /* the ACPI GED interrupt (read the GED event selector) */
+#define ABI_EV_PVBALLOON (1UL << 4) /* the behaviour models' balloon target changed */
 
 #define ABI_STATUS_BOOTED  1 /* x2 = address of struct abi_guest_view, x3 = driver enabled */
 #define ABI_STATUS_DRIVER  2 /* x2 = device index, x3 = ABI_DRV_*, x4 = detail (errno) */
@@ -93,7 +124,7 @@ struct abi_bootinfo {
 #define ABI_DRV_DEFLATING   12 /* virtio-balloon: taking pages back */
 
 /* ---- workload commands (ABI_EV_COMMAND) ---- */
-#define ABI_CMD_ALLOC    1 /* a0 = bytes, a1 = ABI_ALLOC_* | target << 8, a2 = seed -> v0 = id, v1 = pages */
+#define ABI_CMD_ALLOC    1 /* a0 = bytes, a1 = ABI_ALLOC_* | target << 8 (16 bits), a2 = seed -> v0 = id, v1 = pages */
 #define ABI_CMD_FREE     2 /* a0 = id (0: all) -> v0 = pages freed */
 #define ABI_CMD_TOUCH    3 /* a0 = id (0: all) -> v0 = pages written */
 #define ABI_CMD_VERIFY   4 /* a0 = id (0: all) -> v0 = bad pages, v1 = pages checked */
@@ -127,6 +158,7 @@ struct abi_bootinfo {
 #define ABI_ALLOC_UNMOVABLE 1UL
 #define ABI_TARGET_ANY  0xffUL
 #define ABI_TARGET_BOOT 0xfeUL /* else: a device index */
+#define ABI_TARGET_DIMM 0x1000UL /* + slot: the memory of the DIMM in that slot (a1 bits 8..23) */
 
 /* errno values the guest reports (Linux numbering) */
 #define ABI_EFAULT 14
@@ -138,7 +170,7 @@ struct abi_bootinfo {
 
 /* ---- what the guest exports for the host's "guest view" (read-only for the host) ---- */
 #define ABI_VIEW_MAGIC 0x5745495643454d56UL /* "VMEMVIEW" */
-#define ABI_VIEW_VERSION 2
+#define ABI_VIEW_VERSION 3
 #define ABI_MAX_ALLOCS 1024
 
 /* Guest state of one device block. */
@@ -206,6 +238,42 @@ struct abi_device_view {
     unsigned long linux_mb_size;  /* the guest's memory block (BBM: a big block spans several) */
 };
 
+/* A DIMM slot as the guest's ACPI memory hotplug driver sees it (drivers/acpi/acpi_memhotplug.c) */
+#define ABI_DIMM_NONE     0 /* empty slot (or never seen) */
+#define ABI_DIMM_ADDED    1 /* memory added, its memory blocks onlined per memhp_default_state */
+#define ABI_DIMM_EJECTING 2 /* an eject request is being worked on (offlining, retrying) */
+#define ABI_DIMM_FAILED   3 /* add_memory failed (e.g. not aligned to the memory block size) */
+
+struct abi_dimm_view {
+    unsigned long addr;
+    unsigned long size;
+    unsigned long usage_addr;     /* struct abi_block_usage[size / ABI_DIMM_BLOCK_SIZE], 0: none */
+    unsigned long mb_states_addr; /* unsigned char[nr_mbs] of ABI_MB_* (offline, kernel, movable) */
+    unsigned long nr_mbs;         /* memory blocks (128 MiB) of the DIMM */
+    unsigned long first_mb_id;    /* Linux id of the first ("memory32" at 4 GiB) */
+    unsigned long memmap_pages;   /* kernel pages of their memory maps (in ZONE_NORMAL elsewhere) */
+    unsigned int state;           /* ABI_DIMM_* */
+    unsigned int last_ost;        /* source << 16 | status of the last _OST the guest sent */
+    unsigned long attempts;       /* rounds of offlining for eject requests */
+    unsigned long failures;       /* eject requests answered "device busy" */
+};
+
+/* The behaviour models' balloon driver (guest/pv_balloon.c) */
+#define ABI_PVB_ABSENT   0 /* no behaviour model on this machine */
+#define ABI_PVB_DISABLED 1 /* booted without the balloon driver */
+#define ABI_PVB_IDLE     2 /* RAM seen - ballooned == target */
+#define ABI_PVB_WORKING  3
+#define ABI_PVB_SHORT    4 /* could not inflate enough: no free pages */
+
+struct abi_pvballoon_view {
+    unsigned long target;          /* bytes the host asked for */
+    unsigned long ram_pages;       /* pages of RAM the guest manages (boot RAM + added DIMMs) */
+    unsigned long ballooned_pages; /* pages given back (never touched by the guest) */
+    unsigned long gives, takes;    /* calls to the host */
+    unsigned int state;            /* ABI_PVB_* */
+    unsigned int model;            /* ABI_MODEL_* */
+};
+
 struct abi_guest_view {
     unsigned long magic;
     unsigned int version;
@@ -222,6 +290,11 @@ struct abi_guest_view {
     unsigned int online_policy;   /* memory_hotplug.online_policy= (ABI_POLICY_*) */
     unsigned long auto_movable_ratio; /* memory_hotplug.auto_movable_ratio= (percent) */
     struct abi_device_view dev[ABI_MAX_DEVICES];
+    /* version 3 */
+    unsigned int nr_dimm_slots;
+    unsigned int pad;
+    struct abi_pvballoon_view pvballoon;
+    struct abi_dimm_view dimm[ABI_MAX_DIMM_SLOTS];
 };
 
 /* ---- what the virtio-balloon driver exports (ABI_STATUS_BALLOON) ---- */

@@ -99,9 +99,14 @@ void report(u64 what, u64 a, u64 b, u64 c, u64 d);
 #define OWN_ISOLATED 0xfffe /* being offlined */
 #define OWN_KERNEL 0xfffd   /* kernel data: memory maps, driver metadata */
 #define OWN_BALLOON 0xfffc  /* given to the host by virtio-balloon (movable, like Linux's) */
+#define OWN_PV_BALLOON 0xfffb /* given back by the Xen/Hyper-V models' balloon (never moved) */
 
 #define MEMMAP_BYTES_PER_PAGE 64 /* sizeof(struct page) on 64-bit Linux */
 #define PAGEBLOCK_SIZE (2UL << 20) /* pageblock_order 9 with 4 KiB pages */
+
+/* areas the allocator knows by index: virtio-mem devices, then DIMM slots */
+#define MAX_AREAS (ABI_MAX_DEVICES + ABI_MAX_DIMM_SLOTS)
+#define DIMM_AREA(slot) (ABI_MAX_DEVICES + (slot))
 
 /*
  * An "area" is memory the allocator manages: boot RAM, or one virtio-mem device region. It is
@@ -147,6 +152,10 @@ void mb_block_range(struct area *z, u64 m, u64 *b0, u64 *b1);
 u64 block_addr(struct area *z, u64 b);
 u64 block_valid_pages(struct area *z, u64 b);
 void mm_register_area(struct area *z);
+void mm_unregister_area(struct area *z);
+u64 first_unmovable_pfn(struct area *z, u64 b0, u64 b1); /* 0: none */
+u64 mm_balloon_inflate(u64 want, long (*give)(u64 pa, u64 pages));
+u64 mm_balloon_deflate(u64 want, long (*take)(u64 pa, u64 pages));
 struct area *area_of_dev(int dev);
 void set_blocks_zone(struct area *z, u64 b0, u64 b1, u32 zone);
 void online_blocks_pages(struct area *z, u64 b0, u64 b1);
@@ -170,11 +179,28 @@ void mm_stats(void);
 long mhp_add_memory(struct area *z, u64 m, u64 memmap_pages);
 void mhp_remove_memory(struct area *z, u64 m, u64 memmap_pages);
 u32 mhp_online_memory(struct area *z, u64 m, u32 online_type);
+long mhp_offline_memory(struct area *z, u64 m, u64 *migrated);
+
+/* ---- acpi_memhp.c: ACPI memory hotplug (DIMMs) ---- */
+void acpi_memhp_init(const struct abi_bootinfo *bi);
+void acpi_memhp_handle_irq(void);
+void acpi_memhp_run_timers(void);
+u64 acpi_memhp_next_deadline_ns(void); /* 0: none */
+long acpi_memhp_online(u64 slot, u64 type, u64 *v0);
+void acpi_memhp_stats(void);
+
+/* ---- pv_balloon.c: the behaviour models' balloon (Xen, Hyper-V) ---- */
+void pv_balloon_init(const struct abi_bootinfo *bi);
+void pv_balloon_target_changed(void);
+void pv_balloon_memory_changed(void);
+void pv_balloon_stats(void);
 
 /* ---- virtio_mem.c ---- */
 struct cmdline_opts {
     int blacklisted;
     int balloon_blacklisted; /* modprobe.blacklist=virtio_balloon */
+    int no_pv_balloon;  /* modprobe.blacklist=xen_balloon / hv_balloon: no balloon driver */
+    int no_memhotplug;  /* acpi_no_memhotplug: no ACPI memory hotplug driver */
     u64 memory_block_size;
     u64 retry_ms;
     int adopt;         /* virtio_mem.adopt=1: keep memory found plugged at probe (the RFC's reboot) */

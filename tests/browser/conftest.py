@@ -68,3 +68,12 @@ def new_page(chromium: Any, live_server: LiveServer) -> Iterator[Any]:
     for context in contexts:
         context.close()
     live_server.manager.close_sessions()
+
+
+@pytest.fixture(autouse=True)
+def _close_labs(live_server: LiveServer) -> Iterator[None]:
+    """/compare's labs end with their test, as sessions do."""
+    yield
+    from webapp.compare_routes import LABS
+
+    live_server.app.extensions[LABS].close_all()

@@ -38,7 +38,10 @@ def test_python_abi_mirrors_the_c_header() -> None:
 
 def test_struct_sizes_match_the_header_layout() -> None:
     assert abi.BOOTINFO_HEAD.size == 56
-    assert abi.BOOTINFO_SIZE == 56 + 8 * 24 + 8 * 16 + 256
+    assert abi.BOOTINFO_HOTPLUG.size == 4 * 8 + 2 * 4
+    assert abi.BOOTINFO_SIZE == 56 + 8 * 24 + 8 * 16 + 256 + 40
+    assert abi.PVB_VIEW.size == 5 * 8 + 2 * 4
+    assert abi.DIMM_VIEW.size == 7 * 8 + 2 * 4 + 2 * 8
     assert abi.DEVICE_VIEW.size == 16 * 8 + 8 + 9 * 8
     assert abi.VIEW_HEAD.size == 8 + 4 + 4 + 8 * 8 + 4 + 4 + 8
     assert abi.BLOCK_USAGE.size == 24

@@ -22,6 +22,13 @@ def test_the_stories_are_bundled() -> None:
     assert names == ["rfc-walkthrough", "reboot-shipped-vs-rfc", "unmodified-guest",
                      "who-guarantees-what", "crash-dump", "why-unplug-stops-short", "migration",
                      "block-size-and-numa",
+                     # the RFC's Q&A, one file per question, named after it
+                     "qa-whats-the-problem-with-ordinary-memory-hot-un-plug",
+                     "qa-how-does-this-compare-to-xen-balloon",
+                     "qa-how-does-this-compare-to-hyper-v-balloon",
+                     "qa-why-not-reuse-acpi-hotplug",
+                     "qa-why-do-we-need-resizable-memory-regions",
+                     "qa-what-are-the-limitations-with-paravirtualized-memory-hotplug",
                      # issue 11: one per claim of the 2017 RFC about virtio-balloon
                      "balloon-cannot-add-memory", "balloon-deflate-on-oom",
                      "balloon-fixed-page-size", "balloon-no-guarantee",

@@ -63,6 +63,9 @@ def app() -> Iterator[Flask]:
 def _close_machines(app: Flask) -> Iterator[None]:
     yield
     ext.sessions(app).close_sessions()
+    from webapp.compare_routes import LABS
+
+    app.extensions[LABS].close_all()  # /compare's labs too
 
 
 def _settled_client(app: Flask) -> tuple[FlaskClient, dict[str, Any]]:
