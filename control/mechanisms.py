@@ -204,8 +204,11 @@ class VirtioMem(Mechanism):
         except ControlError as err:
             return Measured(f"nothing to write to ({err.message})", {"cheated": False})
         blocked = bool(out.values["blocked"])
-        return Measured("no: the host refused the write" if blocked else
-                        "yes: the write went through", {"cheated": not blocked})
+        if blocked:  # x-rfc-write-protect or an unmapped memslot (dynamic-memslots)
+            return Measured("no: the host refused the write", {"cheated": False})
+        return Measured("yes: shipped QEMU protects nothing; the host backs the page again"
+                        if out.values.get("host-resident") else "yes: the write went through",
+                        {"cheated": True})
 
     def host_wants(self, control: MachineControl) -> int:
         dev = control.machine.devices["vm0"]

@@ -251,11 +251,6 @@ def take_snapshot(machine: Machine, *, residency: bool = False) -> MachineSnapsh
             ))
         runstate = machine.runstate
         balloon = _balloon(machine)
-    if balloon is not None:
-        balloon = replace(balloon, host_inflated_resident=(
-            machine.board.balloon_ram.inflated_resident() if residency else None),
-            guest=read_balloon_view(machine.boot_ram, machine.balloon_view_addr,
-                                    len(devices)))
         hotplug = machine.hotplug
         dimms = [DimmSnapshot(d.id, d.path, d.memdev, d.addr, d.size, d.slot, d.node,
                               d.hotplugged) for d in sorted(hotplug.dimms.values(),
@@ -263,6 +258,11 @@ def take_snapshot(machine: Machine, *, residency: bool = False) -> MachineSnapsh
         ospm = tuple(hotplug.acpi.ospm_status())
         backends = tuple((b.id, b.size, b.used_by) for b in hotplug.backends)
         memories = {d.memdev: hotplug.memory.get(d.memdev) for d in dimms}
+    if balloon is not None:
+        balloon = replace(balloon, host_inflated_resident=(
+            machine.board.balloon_ram.inflated_resident() if residency else None),
+            guest=read_balloon_view(machine.boot_ram, machine.balloon_view_addr,
+                                    len(devices)))
     if residency:
         devices = [
             replace(d, resident=tuple(machine.regions[d.id].resident_per_block(d.block_size)))

@@ -855,6 +855,22 @@ u64 mm_balloon_deflate(u64 want, long (*take)(u64 pa, u64 pages))
 }
 
 /* pages of RAM the guest has online: all of boot RAM and online DIMM/device memory */
+/* Pages of RAM present: all of boot RAM and every online block of every device area (what
+ * the behaviour models' balloons count: the populated physmap, reserved pages included) */
+u64 mm_present_pages(void)
+{
+    u64 pages = boot_ram_pages;
+    for (int i = 0; i < MAX_AREAS; i++) {
+        struct area *z = dev_areas[i];
+        if (!z || !z->usage)
+            continue;
+        for (u64 b = 0; b < z->nblocks; b++)
+            if (z->usage[b].zone == ABI_ZONE_NORMAL || z->usage[b].zone == ABI_ZONE_MOVABLE)
+                pages += block_valid_pages(z, b);
+    }
+    return pages;
+}
+
 /* has_unmovable_pages(): the first page of [b0, b1) nothing can migrate (0: none) */
 u64 first_unmovable_pfn(struct area *z, u64 b0, u64 b1)
 {

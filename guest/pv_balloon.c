@@ -49,7 +49,7 @@ static void converge(void)
     if (target == ~0UL)
         return;
     v->target = target;
-    v->ram_pages = mm_managed_pages();
+    v->ram_pages = mm_present_pages();
     u64 want_pages = target >> PAGE_SHIFT;
     u64 have = v->ram_pages - v->ballooned_pages;
     v->state = ABI_PVB_WORKING;
@@ -83,7 +83,7 @@ void pv_balloon_init(const struct abi_bootinfo *bi)
         model = 0;
         return;
     }
-    guest_view.pvballoon.ram_pages = mm_managed_pages();
+    guest_view.pvballoon.ram_pages = mm_present_pages();
     if (opts.no_pv_balloon) {
         guest_view.pvballoon.state = ABI_PVB_DISABLED;
         printk("%s: driver blacklisted on the command line: nothing is given back\n", name());

@@ -2,7 +2,7 @@
  * the table of measured results. The server does the work (webapp/compare_lab.py); this page
  * polls GET /api/compare and builds its DOM with textContent only (CSP: no inline script).
  */
-import { decodeCells, drawRow, PALETTE } from "./compare_grid.js";
+import { decodeCells, drawRow, fillOf } from "./compare_grid.js";
 
 const csrf = document.querySelector('meta[name="csrf-token"]').content;
 const $ = (id) => document.getElementById(id);
@@ -46,7 +46,7 @@ function buildColumns(lab) {
     for (const item of col.legend) {
       const li = el("li");
       const swatch = el("span", "", "swatch");
-      swatch.style.background = (PALETTE[item.code] || PALETTE[0]).fill;
+      swatch.style.background = fillOf(item.code);
       li.append(swatch, document.createTextNode(item.text));
       legend.append(li);
     }

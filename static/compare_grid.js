@@ -1,25 +1,20 @@
-/* Draw a /compare grid: rows of cells, one state code per cell, on one <canvas> per row.
+/* Draw a /compare grid: rows of cells, one block-state code per cell, on one <canvas> per row.
  *
- * The codes are webapp/compare_view.py's CELLS; colours are Okabe-Ito (colour-blind safe)
- * and the "given back" and "pinned" states carry a pattern as well. After drawing, the canvas
- * carries data-cells and data-returned (what was drawn), which tests read.
+ * The codes are the one block-state table's "compare" view (webapp/block_states.py, served
+ * by static/block-states.js): colours and patterns come from there, as on the live page.
+ * After drawing, the canvas carries data-cells and data-returned (what was drawn), which
+ * tests read.
  */
-export const PALETTE = {
-  0: { fill: "#ffffff", outline: "#9a9a9a" },          // empty slot
-  1: { fill: "#0072B2" },                              // ZONE_MOVABLE
-  2: { fill: "#56B4E9" },                              // ZONE_NORMAL
-  3: { fill: "#e4e4e4", cross: "#9a9a9a" },            // given back
-  4: { fill: "#F0E442" },                              // partly given back
-  5: { fill: "#D55E00", dot: "#ffffff" },              // pinned
-  6: { fill: "#d5ebf7", outline: "#0072B2" },          // offline
-  7: { fill: "#009E73" },                              // RAM the guest has
-};
+import { CODE, state } from "./block-states.js";
 
 export function decodeCells(hex) {
   const out = new Uint8Array(hex.length / 2);
   for (let i = 0; i < out.length; i++) out[i] = parseInt(hex.substr(2 * i, 2), 16);
   return out;
 }
+
+/** The fill of a code (the legend's swatch). */
+export const fillOf = (code) => state(code).style.fill;
 
 export function drawRow(canvas, cells, { cell = 8, width = 256 } = {}) {
   const perRow = Math.max(1, Math.floor(width / cell));
@@ -36,14 +31,14 @@ export function drawRow(canvas, cells, { cell = 8, width = 256 } = {}) {
   cells.forEach((code, i) => {
     const x = (i % perRow) * cell;
     const y = Math.floor(i / perRow) * cell;
-    const s = PALETTE[code] || PALETTE[0];
+    const s = state(code).style;
     const w = cell - 1;
     g.fillStyle = s.fill;
     g.fillRect(x, y, w, w);
     if (s.outline) { g.strokeStyle = s.outline; g.lineWidth = 1; g.strokeRect(x + 0.5, y + 0.5, w - 1, w - 1); }
     if (s.cross) { g.strokeStyle = s.cross; g.beginPath(); g.moveTo(x + 1, y + 1); g.lineTo(x + w - 1, y + w - 1); g.stroke(); }
     if (s.dot) { g.fillStyle = s.dot; g.fillRect(x + w / 3, y + w / 3, w / 3, w / 3); }
-    if (code === 3) returned++;
+    if (code === CODE.LAB_RETURNED) returned++;
   });
   canvas.dataset.cells = String(cells.length);
   canvas.dataset.returned = String(returned);

@@ -1,8 +1,9 @@
 """The block states the grids draw: the one table of codes, names, views and looks.
 
 Every device block is shown in one state per *view*: ``guest`` (what the guest's allocator
-thinks), ``host`` (what the host really backs, from pagemap residency) and ``device`` (only
-the device's plugged bitmap: all a recording keeps). The server computes the codes
+thinks), ``host`` (what the host really backs, from pagemap residency), ``device`` (only
+the device's plugged bitmap: all a recording keeps) and ``compare`` (the comparison lab's
+cells, for every mechanism it compares). The server computes the codes
 (``webapp/view_model.py``); a page gets this table once, as a JSON data element rendered by
 its template (``templates/block_states.html``), and ``static/block-states.js`` hands it to the
 grid, the legend and the live and replay code. No JavaScript file defines a code, a label or
@@ -33,6 +34,16 @@ class BlockState(IntEnum):
     HOST_RESIDENT = 8  # plugged, every page resident
     HOST_UNPLUGGED_RESIDENT = 9  # unplugged, yet the host backs it (a rogue write did that)
     PLUGGED = 10  # plugged, per the device's bitmap (nothing more is known)
+    # the comparison lab (webapp/compare_view.py): one cell per block or chunk of any
+    # mechanism -- virtio-mem blocks, a DIMM slot's blocks, a balloon model's RAM
+    LAB_EMPTY = 11  # an empty DIMM slot
+    LAB_MOVABLE = 12  # plugged, onlined to ZONE_MOVABLE
+    LAB_NORMAL = 13  # plugged, onlined to ZONE_NORMAL
+    LAB_RETURNED = 14  # given back to the host
+    LAB_PARTLY = 15  # partly given back
+    LAB_PINNED = 16  # holds pages nothing can migrate
+    LAB_OFFLINE = 17  # added, offline
+    LAB_IN_USE = 18  # RAM the guest has
 
 
 @dataclass(frozen=True)
@@ -89,6 +100,18 @@ STATES: dict[BlockState, StateInfo] = {
         "unplugged but resident (a rogue write: the host backs it again)", False,
         Style("#000000", cross=VERMILLION)),
     BlockState.PLUGGED: StateInfo("plugged", "plugged", True, Style(BLUE)),
+    BlockState.LAB_EMPTY: StateInfo("empty slot", "empty slot", False,
+                                    Style("#ffffff", outline="#9a9a9a")),
+    BlockState.LAB_MOVABLE: StateInfo("movable", "plugged, ZONE_MOVABLE", True, Style(BLUE)),
+    BlockState.LAB_NORMAL: StateInfo("normal", "plugged, ZONE_NORMAL", True, Style(SKY_BLUE)),
+    BlockState.LAB_RETURNED: StateInfo("returned", "given back to the host", False,
+                                       Style("#e4e4e4", cross="#9a9a9a")),
+    BlockState.LAB_PARTLY: StateInfo("partly", "partly given back", True, Style("#F0E442")),
+    BlockState.LAB_PINNED: StateInfo("pinned", "holds pages nothing can migrate", True,
+                                     Style(VERMILLION, dot="#ffffff")),
+    BlockState.LAB_OFFLINE: StateInfo("offline", "added, offline", True,
+                                      Style("#d5ebf7", outline=BLUE)),
+    BlockState.LAB_IN_USE: StateInfo("in use", "RAM the guest has", True, Style("#E69F00")),
 }
 
 #: the states each view can show, in the legend's order
@@ -99,6 +122,9 @@ VIEWS: dict[str, tuple[BlockState, ...]] = {
              BlockState.HOST_PARTLY_RESIDENT, BlockState.HOST_RESIDENT,
              BlockState.OUTSIDE_USABLE, BlockState.HOST_UNPLUGGED_RESIDENT),
     "device": (BlockState.UNPLUGGED, BlockState.PLUGGED, BlockState.OUTSIDE_USABLE),
+    "compare": (BlockState.LAB_MOVABLE, BlockState.LAB_NORMAL, BlockState.LAB_PINNED,
+                BlockState.LAB_OFFLINE, BlockState.LAB_IN_USE, BlockState.LAB_PARTLY,
+                BlockState.LAB_RETURNED, BlockState.LAB_EMPTY),
 }
 
 PLUGGED_CODES = frozenset(state for state, info in STATES.items() if info.plugged)

@@ -97,6 +97,9 @@ class CompareLab:
     def _guarded(self, work: Callable[[LabMachine], None], lm: LabMachine) -> None:
         try:
             work(lm)
+        except ControlError as err:  # refused or failed on purpose (e.g. closed meanwhile)
+            if not lm.machine.closed:
+                log.warning("compare lab: %s: %s", lm.mechanism.name, err.message)
         except Exception:  # a bug must not take the lab or the server down
             log.exception("compare lab: %s failed", lm.mechanism.name)
 

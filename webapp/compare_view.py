@@ -14,15 +14,15 @@ from typing import Any
 from control import MachineControl
 from control.mechanisms import Mechanism
 from control.sizes import format_mib
+from webapp.block_states import STATES, BlockState
 
-CELLS = {"empty": 0, "movable": 1, "normal": 2, "returned": 3, "partly": 4, "pinned": 5,
-         "offline": 6, "in-use": 7}
-LEGEND = [
-    ("movable", "plugged, ZONE_MOVABLE"), ("normal", "plugged, ZONE_NORMAL"),
-    ("pinned", "holds pages nothing can migrate"), ("offline", "added, offline"),
-    ("in-use", "RAM the guest has"), ("partly", "partly given back"),
-    ("returned", "given back to the host"), ("empty", "empty slot"),
-]
+#: the lab's cells by short key: codes of the one block-state table (webapp/block_states.py)
+CELLS = {"empty": BlockState.LAB_EMPTY, "movable": BlockState.LAB_MOVABLE,
+         "normal": BlockState.LAB_NORMAL, "returned": BlockState.LAB_RETURNED,
+         "partly": BlockState.LAB_PARTLY, "pinned": BlockState.LAB_PINNED,
+         "offline": BlockState.LAB_OFFLINE, "in-use": BlockState.LAB_IN_USE}
+LEGEND = [(key, STATES[CELLS[key]].label) for key in
+          ("movable", "normal", "pinned", "offline", "in-use", "partly", "returned", "empty")]
 CHUNK = 2 << 20
 
 #: what each mechanism is, and for the models which RFC paragraph they reproduce

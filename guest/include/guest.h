@@ -166,6 +166,7 @@ u32 *page_links(u64 pa);      /* a page's two u32 list links, in its memory map 
 u64 balloon_take_pages(u64 n, u64 *pas); /* up to n movable pages, owner OWN_BALLOON */
 void balloon_put_page(u64 pa);          /* a balloon page back to the free pages */
 u64 mm_managed_pages(void);   /* Linux's totalram_pages (before the balloon adjusts it) */
+u64 mm_present_pages(void);   /* RAM present: boot RAM and online device blocks, all pages */
 u64 mm_free_pages(void);
 extern u64 pgfault_count;     /* pages first touched by workloads: minor faults */
 
