@@ -60,7 +60,8 @@ def test_compare_lab_end_to_end(chromium: Any, live_server: LiveServer) -> None:
         assert returned.count() == 1
 
         run(page, "rogue-write")
-        assert cell(page, "cheat", "virtio-mem") == "yes: shipped QEMU protects nothing; the host backs the page again"
+        assert cell(page, "cheat", "virtio-mem") == (
+            "yes: shipped QEMU protects nothing; the host backs the page again")
         assert cell(page, "cheat", "dimm") == "no: the DIMM is gone, nothing is there"
         assert cell(page, "cheat", "xen") == "no: writing there killed the domain"
         page.wait_for_function(
