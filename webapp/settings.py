@@ -35,6 +35,7 @@ class Settings:
     max_recording_bytes: int = 32 * MiB  # live recording per session; 0: none
     recording_dir: str | None = None  # where the live recordings go (None: the temp dir)
     max_resident: int = 8 * GiB  # resident guest memory of all machines together (0: no cap)
+    max_machine_resident: int = 512 * MiB  # resident guest memory of one machine (0: no cap)
     chore_interval: float = 60.0  # seconds between the pump's chores (share expiry, ...)
 
     @staticmethod
