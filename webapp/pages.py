@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, render_template, session
+from flask import Blueprint, current_app, jsonify, render_template, session
 from flask.typing import ResponseReturnValue
 
 from webapp import ext
@@ -32,5 +32,7 @@ def index() -> str:
 
 @bp.get("/healthz")
 def healthz() -> ResponseReturnValue:
+    """Liveness and load of this process; ``worker`` names it (behind a proxy: which one
+    answered)."""
     stats = ext.sessions().stats()
-    return jsonify(status="ok", **stats)
+    return jsonify(status="ok", worker=current_app.config["VMEMLAB_WORKER_NAME"], **stats)

@@ -8,7 +8,8 @@ import logging
 import os
 import sys
 
-from webapp import ROOT, create_app, ext, socketio
+from webapp import ROOT, create_app, socketio
+from webapp.lifecycle import shutdown
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        ext.sessions(app).close_all()
+        shutdown(app)
     return 0
 
 

@@ -35,6 +35,7 @@ from emulator.snapshot import MachineSnapshot
 from scenarios.recording import Recorder
 from webapp import view_model
 from webapp.inputs import InputError, config_to_form
+from webapp.registry import MachineRegistry
 from webapp.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,7 @@ class MachineSession:
         self.residency_t = 0.0  # when residency was measured (monotonic)
         self.residency_seq = -1  # the machine's event seq when it was
         self.closed_reason: str | None = None  # why the machine went away under the page
+        self.why_new: str | None = None  # why this session's last machine is not this one
         self._failing: str | None = None  # the pump's last failure (logged once)
 
     # ---------------------------------------------------------------- machine lifetime
@@ -463,8 +465,10 @@ class SessionManager:
 
     def __init__(self, settings: Settings, emit: Emit,
                  config_factory: Callable[[], MachineConfig] = default_config, *,
-                 start_task: StartTask = start_thread) -> None:
+                 start_task: StartTask = start_thread,
+                 registry: MachineRegistry | None = None) -> None:
         self.settings = settings
+        self.registry = registry  # which process runs each session's machine (shared)
         self.emit = emit
         self.config_factory = config_factory
         self._start_task = start_task
@@ -509,7 +513,11 @@ class SessionManager:
             sess.lock.acquire()
             self._sessions[token] = sess
         try:
+            if self.registry is not None:
+                sess.why_new = self.registry.why_new(token)
             sess.start_machine(self.config_factory())
+            if self.registry is not None:
+                self.registry.opened(token)
         except BaseException:
             with self._lock:
                 self._sessions.pop(token, None)
@@ -678,6 +686,7 @@ class SessionManager:
             idle = now - sess.last_seen
             if idle >= self.settings.idle_reclaim:
                 self._close(token)
+                self._note_reclaimed(token, idle)
             elif idle >= self.settings.idle_pause and not sess.idle_paused:
                 with sess.lock:
                     if sess.machine.runstate == "running":
@@ -692,6 +701,11 @@ class SessionManager:
             _, token = min(idle)
             sess = self._sessions.pop(token)
             self._start_task(sess.stop_machine)
+            self._note_reclaimed(token, now - sess.last_seen)
+
+    def _note_reclaimed(self, token: str, idle: float) -> None:
+        if self.registry is not None:
+            self.registry.reclaimed(token, idle)
 
     def _close(self, token: str) -> None:
         with self._lock:

@@ -326,7 +326,12 @@ def test_one_machine_cannot_grow_past_its_own_budget(serve: Callable[..., LiveSe
     frames: list[dict[str, Any]] = []
     got = threading.Event()
     client = socketio.Client(reconnection=False)
-    client.on("keyframe", lambda data: (frames.append(data), got.set()))
+
+    def on_keyframe(data: dict[str, Any]) -> None:
+        frames.append(data)
+        got.set()
+
+    client.on("keyframe", on_keyframe)
     client.on("view", lambda data: frames.append(data))
     client.connect(server.url, headers={"Cookie": greedy.cookie}, transports=["websocket"],
                    wait_timeout=10)

@@ -1,0 +1,47 @@
+"""How a server process ends: every page is told, every machine is closed, every socket drops.
+
+One function for every way the process ends: ``vmemlab serve`` after Ctrl-C, a gunicorn
+worker's SIGTERM (``deploy/gunicorn.conf.py`` calls it from its signal and exit hooks), and
+interpreter exit (``atexit``, for any other WSGI server that imports ``webapp.wsgi``).
+Closing a machine stops its vCPU thread and deletes its live recording; dropping the sockets
+lets a graceful server finish its open WebSocket connections instead of waiting them out.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from flask import Flask
+
+from webapp import ext
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN = "the server is shutting down: this machine is closed; reload the page in a moment"
+
+_done: set[int] = set()
+_lock = threading.Lock()
+
+
+def shutdown(app: Flask) -> int:
+    """Close ``app``'s machines and sockets, once (later calls return 0): how many closed."""
+    with _lock:
+        if id(app) in _done:
+            return 0
+        _done.add(id(app))
+    manager = ext.sessions(app)
+    server = ext.server(app)
+    closed = len(manager)
+    if closed:
+        try:
+            server.emit("machine_closed", {"error": SHUTDOWN}, namespace="/")
+        except Exception:  # a broken socket must not keep the machines alive
+            log.exception("could not tell the pages that the server is shutting down")
+    manager.close_all()
+    try:
+        server.eio.disconnect()  # every client: their WebSocket threads end
+    except Exception:
+        log.exception("could not close the sockets")
+    log.info("vmemlab: shut down, %d machine(s) closed", closed)
+    return closed
