@@ -52,8 +52,9 @@ class MachineRegistry:
             return None
         idle = record.get("reclaimed_after")
         if isinstance(idle, (int, float)):
-            return (f"your last machine was closed after {idle / 60:.0f} minutes without a "
-                    "browser on it; this is a new machine")
+            away = f"{idle / 60:.0f} minutes" if idle >= 120 else f"{idle:.0f} s"
+            return (f"your last machine was closed after {away} without a browser on it "
+                    "(the server's idle reclaim); this is a new machine")
         if process != self.process:
             return (f"the server process that ran your machine ({worker}) has stopped; "
                     "this is a new machine")

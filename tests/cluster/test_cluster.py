@@ -65,6 +65,10 @@ class Student:
         with self.changed:
             return self.changed.wait_for(lambda: self.keyframes >= count, timeout)
 
+    def wait_error(self, timeout: float) -> bool:
+        with self.changed:
+            return self.changed.wait_for(lambda: bool(self.errors), timeout)
+
     def worker(self) -> str:
         return str(self.http.get(self.url + "/healthz", timeout=30).json()["worker"])
 
@@ -122,8 +126,7 @@ def test_a_class_behind_one_address_spreads_over_the_workers_and_survives_one_dy
         # its students: told why, and a new machine on another worker
         for student in hit:
             assert student.wait_keyframes(2, 60), "a student of the dead worker got no machine"
-            with student.changed:
-                assert student.changed.wait_for(lambda s=student: s.errors, 10)
+            assert student.wait_error(10), "a student of the dead worker was not told"
             message = student.errors[-1]["error"]
             assert message == (f"the server process that ran your machine ({victim_name}) "
                                "has stopped; this is a new machine"), message
