@@ -188,3 +188,32 @@ def test_a_student_back_after_the_idle_reclaim_is_told(apps: list[Flask]) -> Non
         assert errors[0]["error"].startswith("your last machine was closed after ")
         assert errors[0]["error"].endswith("without a browser on it (the server's idle "
                                            "reclaim); this is a new machine")
+
+
+def test_share_ids_are_reserved_in_the_shared_store(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two processes on one share folder and one store: every id is handed out once and
+    both see every share; an expired share leaves the index with its file."""
+    from webapp.share_store import ShareStore
+
+    index = MemoryStore()
+    one = ShareStore(str(tmp_path), 1 << 20, 3600.0, index)
+    two = ShareStore(str(tmp_path), 1 << 20, 3600.0, index)
+    ids = [store.store(b"x" * 100, "yaml") for store in (one, two) for _ in range(20)]
+    assert len(set(ids)) == 40
+    first, last = two.indexed(ids[0]), one.indexed(ids[-1])
+    assert first is not None and first["size"] == 100
+    assert last is not None and last["ext"] == "yaml"
+    # an id another process reserved is never used, even before its file exists
+    assert index.set("share:AAAAAAAA", "{}", only_new=True)
+    picks = iter(["AAAAAAAA", "BBBBBBBB"])
+    monkeypatch.setattr("webapp.share_store.secrets.token_urlsafe", lambda n: next(picks))
+    assert one.store(b"y", "yaml") == "BBBBBBBB"
+    assert not (tmp_path / "AAAAAAAA.yaml").exists()
+    old = time.time() - 7200
+    path = tmp_path / f"{ids[0]}.yaml"
+    import os
+
+    os.utime(path, (old, old))
+    assert one.find(ids[0]) is None
+    assert two.indexed(ids[0]) is None and not path.exists()
