@@ -6,7 +6,8 @@ import importlib
 import json
 import sys
 
-MODULES = ["benchmarks.engine", "benchmarks.web_render", "benchmarks.web_load"]
+MODULES = ["benchmarks.engine", "benchmarks.web_render", "benchmarks.web_load",
+           "benchmarks.classroom"]
 
 
 def main(argv: list[str]) -> int:
