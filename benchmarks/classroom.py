@@ -4,17 +4,23 @@ The server is ``vmemlab serve`` in a process of its own (so its RSS and CPU time
 own); every student is a real Socket.IO client (python-socketio over WebSocket, its own
 cookie and so its own machine). A student runs the worksheet below, timing each step the way
 the page shows it: from the click (the socket event) to the page's picture being settled
-(the acknowledgement, then the ``view``/``batch`` that shows the result). The same run does
-N = 1 first, then N = 30 at once; each action's p50/p95 at 30 is compared with 1.
+(the acknowledgement, then the ``view``/``batch`` that shows the result).
+
+One run: one student alone; then N = 30 at a classroom's pace (they start together and
+read for 1-4 s before each step: the targets); then the same 30 with no pause at all (the
+stress case: guest work is CPU-bound in the engine, so it cannot beat 30 x one student's CPU
+over the cores, ``cpu_floor_seconds``). Each step's p50/p95 at 30 is compared with one
+student's. Then the same on ``make cluster``'s shape (nginx, Redis, 3 gunicorn workers) where
+nginx and redis-server are installed.
 
 The worksheet (``STEPS``): a fresh default machine (boot), grow ``vm0`` to 512 MiB, allocate
 64 MiB movable in ``vm0`` and 16 MiB unmovable in boot RAM, shrink ``vm0`` to 0 (the guest
 migrates the 64 MiB out), free both, reboot, dump.
 
-The server gets a machine rate limit the benchmark cannot hit (every student comes from
-127.0.0.1, as a class behind one NAT does); the mechanism stays on.
+Every student comes from 127.0.0.1, as a class behind one NAT does: the server's machine
+rate limit is raised for the run; the mechanism stays on.
 
-One JSON object per result on stdout (``python -m benchmarks.classroom [N ...]``).
+One JSON object per result on stdout (``python -m benchmarks.classroom [N [WORKERS]]``).
 """
 
 from __future__ import annotations
@@ -23,9 +29,11 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -40,10 +48,16 @@ STUDENTS = 30
 STEPS = ("boot", "grow", "alloc_movable", "alloc_unmovable", "shrink_to_0", "free", "reboot",
          "dump")
 STEP_TIMEOUT = 300.0
+CLUSTER_WORKERS = 3
 THINK = (1.0, 4.0)  # seconds a student reads the page and the next instruction
 TARGET_RATIO = 3.0  # median action at N = 30 over the single student's median
 TARGET_P95_MS = 2000.0
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: every student comes from 127.0.0.1: a machine rate limit the class cannot hit (the
+#: mechanism stays on), and machines reclaimed a moment after their students leave, so each
+#: round's memory is its own
+SERVER_ENV = {"VMEMLAB_RATELIMIT_MACHINES": "100000 per hour", "VMEMLAB_IDLE_PAUSE": "1",
+              "VMEMLAB_IDLE_RECLAIM": "2"}
 
 
 def pct(values: list[float], q: float) -> float:
@@ -51,52 +65,91 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-# ---------------------------------------------------------------- the server process
+# ---------------------------------------------------------------- the server processes
 
-class ServerProcess:
-    """``vmemlab serve`` in a subprocess on a free loopback port; RSS and CPU from /proc."""
-
-    def __init__(self, *flags: str, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        environ = {**os.environ, "VMEMLAB_RATELIMIT_MACHINES": "100000 per hour",
-                   **(env or {})}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "webapp.serve", "--port", str(self.port), *flags],
-            cwd=ROOT, env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                self.health()
-                return
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.close()
-                    raise RuntimeError("the server did not start: " + self.stderr()) from None
-                time.sleep(0.1)
-
-    def health(self) -> dict[str, Any]:
-        with urllib.request.urlopen(self.url + "/healthz", timeout=5) as answer:
-            return dict(json.load(answer))
-
-    def rss(self) -> tuple[int, int]:
-        """(resident now, peak resident) in bytes."""
-        fields = {}
-        with open(f"/proc/{self.proc.pid}/status") as status:
+def proc_rss(pid: int) -> int:
+    """Resident bytes of process ``pid`` now (0: it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
             for line in status:
-                key, _, value = line.partition(":")
-                fields[key] = value.split()
-        return int(fields["VmRSS"][0]) * 1024, int(fields["VmHWM"][0]) * 1024
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def proc_cpu(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (0: it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            parts = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def get_json(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        return dict(json.load(answer))
+
+
+class Servers:
+    """The processes serving the class: where students go (``url``), which processes run
+    machines (``pids``: their RSS and CPU) and their health checks (``health_urls``)."""
+
+    url: str
+    pids: list[int]
+    health_urls: list[str]
+
+    def machines(self) -> int:
+        return sum(int(get_json(url)["machines"]) for url in self.health_urls)
+
+    def rss(self) -> int:
+        return sum(proc_rss(pid) for pid in self.pids)
 
     def cpu_seconds(self) -> float:
-        with open(f"/proc/{self.proc.pid}/stat") as stat:
-            parts = stat.read().rsplit(")", 1)[1].split()
-        return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+        return sum(proc_cpu(pid) for pid in self.pids)
 
-    def stderr(self) -> str:
-        if self.proc.stderr is None or self.proc.poll() is None:
-            return ""
-        return self.proc.stderr.read().decode(errors="replace")[-2000:]
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Servers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def wait_until_up(url: str, alive: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            get_json(url + "/healthz")
+            return
+        except OSError:
+            if not alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"{url} did not start") from None
+            time.sleep(0.1)
+
+
+class ServerProcess(Servers):
+    """``vmemlab serve`` in a subprocess on a free loopback port."""
+
+    def __init__(self, *flags: str, env: dict[str, str] | None = None) -> None:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.health_urls = [self.url + "/healthz"]
+        environ = {**os.environ, **SERVER_ENV, **(env or {})}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "webapp.serve", "--port", str(port), *flags],
+            cwd=ROOT, env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.pids = [self.proc.pid]
+        try:
+            wait_until_up(self.url, lambda: self.proc.poll() is None)
+        except RuntimeError:
+            self.close()
+            raise
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -106,14 +159,41 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
 
-    def __enter__(self) -> ServerProcess:
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+class ClusterProcesses(Servers):
+    """``deploy/cluster.sh`` (``make cluster``): nginx, Redis and ``workers`` gunicorn
+    processes, in a temporary folder on free ports; the workers' RSS and CPU count."""
+
+    def __init__(self, workers: int, env: dict[str, str]) -> None:
+        self.dir = tempfile.mkdtemp(prefix="vmemlab-bench-cluster-")
+        listen, redis_port, worker_port = free_port(), free_port(), free_port()
+        self.env = {**os.environ, **SERVER_ENV, **env, "VENV": os.path.dirname(
+            os.path.dirname(sys.executable)), "VMEMLAB_CLUSTER_DIR": self.dir,
+            "VMEMLAB_CLUSTER_LISTEN": f"127.0.0.1:{listen}",
+            "VMEMLAB_CLUSTER_REDIS_PORT": str(redis_port),
+            "VMEMLAB_CLUSTER_WORKERS": str(workers),
+            "VMEMLAB_CLUSTER_WORKER_PORT": str(worker_port)}
+        self.url = f"http://127.0.0.1:{listen}"
+        self.health_urls = [f"http://127.0.0.1:{worker_port + i}/healthz"
+                            for i in range(workers)]
+        started = subprocess.run(["bash", "deploy/cluster.sh", "start"], cwd=ROOT,
+                                 env=self.env, capture_output=True, text=True, timeout=300)
+        if started.returncode != 0:
+            self.close()
+            raise RuntimeError("the cluster did not start: " + started.stderr[-2000:])
+        self.pids = []
+        for i in range(workers):  # each gunicorn master's worker process runs the machines
+            with open(os.path.join(self.dir, f"w{i + 1}.pid")) as f:
+                master = f.read().strip()
+            children = subprocess.run(["pgrep", "-P", master], capture_output=True,
+                                      text=True).stdout.split()
+            self.pids += [int(pid) for pid in children]
+
+    def close(self) -> None:
+        subprocess.run(["bash", "deploy/cluster.sh", "stop"], cwd=ROOT, env=self.env,
+                       capture_output=True, timeout=120)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- one student
@@ -276,7 +356,7 @@ class Round:
         return [t for values in self.times.values() for t in values]
 
 
-def run_class(server: ServerProcess, students: int, think: tuple[float, float] = (0.0, 0.0)
+def run_class(server: Servers, students: int, think: tuple[float, float] = (0.0, 0.0)
               ) -> Round:
     """``students`` at once (they start together); ``think``: seconds between steps."""
     errors: list[str] = []
@@ -290,7 +370,7 @@ def run_class(server: ServerProcess, students: int, think: tuple[float, float] =
         nonlocal rss_peak
         while not done.wait(0.2):
             with contextlib.suppress(OSError):
-                rss_peak = max(rss_peak, server.rss()[0])
+                rss_peak = max(rss_peak, server.rss())
 
     def one(n: int) -> None:
         student: Student | None = None
@@ -320,7 +400,7 @@ def run_class(server: ServerProcess, students: int, think: tuple[float, float] =
     seconds = time.perf_counter() - t0
     done.set()
     watcher.join()
-    rss_end = server.rss()[0]
+    rss_end = server.rss()
     return Round(students, times, errors, seconds, max(rss_peak, rss_end), rss_end,
                  server.cpu_seconds() - cpu0)
 
@@ -349,16 +429,17 @@ def _summary(single: Round, many: Round, pace: str) -> dict[str, Any]:
     }
 
 
-def rows(single: Round, paced: Round, at_once: Round, budget: int) -> list[dict[str, Any]]:
+def rows(single: Round, paced: Round, at_once: Round, budget: int, prefix: str = "classroom",
+         processes: int = 1) -> list[dict[str, Any]]:
     """Per step, then the class as a whole (paced: the targets; at once: the stress case),
-    then the server's memory and CPU."""
+    then the servers' memory and CPU (``processes`` of them)."""
     out: list[dict[str, Any]] = []
     n = paced.students
     for name in STEPS:
         one, lots, rush = single.times[name], paced.times[name], at_once.times[name]
         p50_1, p50_n, p50_rush = _median_ms(one), _median_ms(lots), _median_ms(rush)
         out.append({
-            "bench": f"classroom_{name}", "unit": "ms", "students": n,
+            "bench": f"{prefix}_{name}", "unit": "ms", "students": n, "processes": processes,
             "value": p50_n, "p95": _ms(lots, 0.95), "samples": len(lots),
             "single_p50": p50_1, "single_p95": _ms(one, 0.95),
             "ratio": round(p50_n / p50_1, 2) if p50_1 else None,
@@ -368,7 +449,7 @@ def rows(single: Round, paced: Round, at_once: Round, budget: int) -> list[dict[
     summary = _summary(single, paced, f"think {THINK[0]:g}-{THINK[1]:g} s between steps")
     summary["errors"] = (single.errors + paced.errors)[:5]
     out.append({
-        "bench": f"classroom_{n}_students_action_p50", **summary,
+        "bench": f"{prefix}_{n}_students_action_p50", "processes": processes, **summary,
         "target": f"median <= {TARGET_RATIO:g}x one student's, p95 <= {TARGET_P95_MS:g} ms",
         "ok": bool(summary["complete"] and not single.errors
                    and (summary["ratio"] or float("inf")) <= TARGET_RATIO
@@ -378,11 +459,12 @@ def rows(single: Round, paced: Round, at_once: Round, budget: int) -> list[dict[
     # guest work is CPU-bound in the engine: n students at once need n x one student's
     # server CPU time, over the cores the server gets (other processes take their share)
     stress["cpu_floor_seconds"] = round(n * single.cpu_seconds / (os.cpu_count() or 1), 1)
-    out.append({"bench": f"classroom_{n}_students_at_once_action_p50", **stress,
+    out.append({"bench": f"{prefix}_{n}_students_at_once_action_p50", "processes": processes,
+                **stress,
                 "ok": bool(stress["complete"])})
     peak = max(paced.rss_peak, at_once.rss_peak)
     out.append({
-        "bench": f"classroom_{n}_students_server_rss", "unit": "MiB",
+        "bench": f"{prefix}_{n}_students_server_rss", "unit": "MiB", "processes": processes,
         "value": round(peak / MiB), "paced_peak": round(paced.rss_peak / MiB),
         "at_once_peak": round(at_once.rss_peak / MiB), "single_peak": round(single.rss_peak / MiB),
         "single_cpu_seconds": round(single.cpu_seconds, 2),
@@ -394,28 +476,44 @@ def rows(single: Round, paced: Round, at_once: Round, budget: int) -> list[dict[
     return out
 
 
-def wait_for_no_machines(server: ServerProcess, timeout: float = 60.0) -> None:
+def wait_for_no_machines(server: Servers, timeout: float = 60.0) -> None:
     """The last round's machines are gone (the server reclaims them a moment after their
     students left: ``--idle-reclaim``), so each round's memory is its own."""
     deadline = time.monotonic() + timeout
-    while server.health()["machines"] and time.monotonic() < deadline:
+    while server.machines() and time.monotonic() < deadline:
         time.sleep(0.2)
 
 
-def run(students: int = STUDENTS) -> list[dict[str, Any]]:
+def one_run(servers: Servers, students: int) -> tuple[Round, Round, Round]:
+    """One student alone, then the class at a classroom's pace, then all at once."""
+    single = run_class(servers, 1)
+    wait_for_no_machines(servers)
+    paced = run_class(servers, students, THINK)
+    wait_for_no_machines(servers)
+    at_once = run_class(servers, students)
+    return single, paced, at_once
+
+
+def run(students: int = STUDENTS, workers: int = CLUSTER_WORKERS) -> list[dict[str, Any]]:
+    """One server process; then ``workers`` processes behind nginx (``make cluster``),
+    where nginx and redis-server are installed."""
     from webapp.settings import Settings
 
     budget = Settings().max_machine_resident
-    flags = ["--max-machines", str(students + 8), "--idle-pause", "1", "--idle-reclaim", "2"]
-    with ServerProcess(*flags) as server:
-        single = run_class(server, 1)
-        wait_for_no_machines(server)
-        paced = run_class(server, students, THINK)
-        wait_for_no_machines(server)
-        at_once = run_class(server, students)
-    return rows(single, paced, at_once, budget)
+    with ServerProcess("--max-machines", str(students + 8)) as server:
+        out = rows(*one_run(server, students), budget)
+    if not (shutil.which("nginx") or os.path.exists("/usr/sbin/nginx")) \
+            or not shutil.which("redis-server"):
+        out.append({"bench": f"classroom_{workers}_workers", "skipped":
+                    "nginx or redis-server not installed (apt-get install nginx redis-server)"})
+        return out
+    env = {"VMEMLAB_MAX_MACHINES": str(students + 8)}
+    with ClusterProcesses(workers, env) as cluster:
+        out += rows(*one_run(cluster, students), budget, f"classroom_{workers}_workers",
+                    processes=workers)
+    return out
 
 
 if __name__ == "__main__":
-    for row in run(*(int(a) for a in sys.argv[1:2])):
+    for row in run(*(int(a) for a in sys.argv[1:3])):
         print(json.dumps(row), flush=True)

@@ -35,7 +35,10 @@ def shutdown(app: Flask) -> int:
     closed = len(manager)
     if closed:
         try:
-            server.emit("machine_closed", {"error": SHUTDOWN}, namespace="/")
+            # this process's sockets only: with a message queue a plain broadcast would
+            # reach every worker's students
+            server.emit("machine_closed", {"error": SHUTDOWN}, namespace="/",
+                        ignore_queue=True)
         except Exception:  # a broken socket must not keep the machines alive
             log.exception("could not tell the pages that the server is shutting down")
     manager.close_all()

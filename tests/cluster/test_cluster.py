@@ -40,6 +40,8 @@ class Student:
                                       reconnection_delay_max=1.0)
         self.client.on("keyframe", self._on_keyframe)
         self.client.on("server_error", self._on_error)
+        self.client.on("machine_closed", self._on_closed)
+        self.closed: list[dict[str, Any]] = []
         self.client.on("disconnect", self._on_disconnect)
 
     def _on_keyframe(self, data: dict[str, Any]) -> None:
@@ -50,6 +52,11 @@ class Student:
     def _on_error(self, data: dict[str, Any]) -> None:
         with self.changed:
             self.errors.append(data)
+            self.changed.notify_all()
+
+    def _on_closed(self, data: dict[str, Any]) -> None:
+        with self.changed:
+            self.closed.append(data)
             self.changed.notify_all()
 
     def _on_disconnect(self, reason: Any = None) -> None:
@@ -137,6 +144,34 @@ def test_a_class_behind_one_address_spreads_over_the_workers_and_survives_one_dy
             assert student.disconnects == 0 and not student.errors and student.keyframes == 1
         alive = [i for i in range(3) if i != victim]
         assert sum(int(str(cluster.health(i)["machines"])) for i in alive) == STUDENTS
+    finally:
+        for student in students:
+            student.close()
+
+
+def test_a_worker_stopped_gracefully_tells_only_its_own_students(cluster: Cluster) -> None:
+    """SIGTERM to one worker (a restart, a deploy): its students are told the server is
+    shutting down, then get a new machine elsewhere; the goodbye does not cross the message
+    queue to the other workers' students."""
+    students = _class_of(cluster, 12)
+    try:
+        homes = {id(s): s.worker() for s in students}
+        per_worker = Counter(homes.values())
+        assert len(per_worker) >= 2, per_worker
+        victim_name, _ = per_worker.most_common(1)[0]
+        victim = int(victim_name[1:]) - 1
+        master = cluster.pids(victim)[0]
+        os.kill(master, signal.SIGTERM)
+        hit = [s for s in students if homes[id(s)] == victim_name]
+        spared = [s for s in students if homes[id(s)] != victim_name]
+        for student in hit:
+            assert student.wait_keyframes(2, 60), "no new machine after the worker stopped"
+            assert student.closed and student.closed[0]["error"].startswith(
+                "the server is shutting down")
+            assert student.worker() != victim_name
+        time.sleep(1.0)
+        for student in spared:
+            assert not student.closed and not student.errors and student.disconnects == 0
     finally:
         for student in students:
             student.close()
