@@ -4,7 +4,8 @@ One function for every way the process ends: ``vmemlab serve`` after Ctrl-C, a g
 worker's SIGTERM (``deploy/gunicorn.conf.py`` calls it from its signal and exit hooks), and
 interpreter exit (``atexit``, for any other WSGI server that imports ``webapp.wsgi``).
 Closing a machine stops its vCPU thread and deletes its live recording; dropping the sockets
-lets a graceful server finish its open WebSocket connections instead of waiting them out.
+lets a graceful server finish its open WebSocket connections instead of waiting them out,
+and the pages reconnect (behind nginx: to another worker, a new machine and the reason).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from webapp import ext
 
 log = logging.getLogger(__name__)
 
-SHUTDOWN = "the server is shutting down: this machine is closed; reload the page in a moment"
+SHUTDOWN = ("the server is shutting down: this machine is closed; the page reconnects to a "
+            "new one as soon as a server answers")
 
 _done: set[int] = set()
 _lock = threading.Lock()
@@ -42,9 +44,13 @@ def shutdown(app: Flask) -> int:
         except Exception:  # a broken socket must not keep the machines alive
             log.exception("could not tell the pages that the server is shutting down")
     manager.close_all()
-    try:
-        server.eio.disconnect()  # every client: their WebSocket threads end
-    except Exception:
-        log.exception("could not close the sockets")
+    # every socket dropped without Engine.IO's goodbye: the WebSocket threads end (so a
+    # graceful stop does not wait them out) and the pages reconnect, as after a crash
+    # (a CLOSE packet would tell Socket.IO clients not to)
+    for sock in list(server.eio.sockets.values()):
+        try:
+            sock.close(wait=False, abort=True)
+        except Exception:
+            log.exception("could not close a socket")
     log.info("vmemlab: shut down, %d machine(s) closed", closed)
     return closed
