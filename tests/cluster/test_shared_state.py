@@ -4,6 +4,9 @@ The shared secret key (one cookie valid on every process), the shared store (mem
 real redis-server when installed), the machine registry that tells a returning student why
 their machine is new, and the trusted-proxy setting that makes per-client limits work
 behind nginx without letting a client pick its own address.
+
+These tests make apps of their own, so they live here, before tests/webapp, whose Socket.IO
+test clients use the module-level server of the last app made.
 """
 
 from __future__ import annotations
