@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench guest guest-check lint venv vendor clean
+.PHONY: run test bench guest guest-check lint venv vendor clean cluster cluster-stop
 
 run: $(STAMP) vendor
 	$(VENV)/bin/vmemlab serve
@@ -21,6 +21,13 @@ test: $(STAMP) vendor
 
 bench: $(STAMP) vendor
 	$(PY) -m benchmarks
+
+# nginx (:8080) + Redis + 3 gunicorn workers on this machine (docs/scaling.md)
+cluster: $(STAMP) vendor
+	VENV=$(VENV) bash deploy/cluster.sh start
+
+cluster-stop:
+	VENV=$(VENV) bash deploy/cluster.sh stop
 
 guest:
 	$(MAKE) -C guest

@@ -7,7 +7,7 @@ import json
 import sys
 
 MODULES = ["benchmarks.engine", "benchmarks.balloon", "benchmarks.web_render",
-           "benchmarks.web_load"]
+           "benchmarks.web_load", "benchmarks.classroom"]
 
 
 def main(argv: list[str]) -> int:

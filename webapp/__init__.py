@@ -8,13 +8,17 @@ and every app gets them through ``socketio.init_app``.
 from __future__ import annotations
 
 import os
+import socket
 from typing import Any
 
 from flask import Flask
 from flask_socketio import SocketIO
+from werkzeug.middleware.proxy_fix import ProxyFix
 
+from webapp.registry import MachineRegistry
 from webapp.sessions import SessionManager, default_config
 from webapp.settings import DEFAULTS, Settings, from_environment
+from webapp.store import open_store
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -31,7 +35,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config.update(from_environment())
     if config:
         app.config.update(config)
+    shared_key = secret_key(app.config)
+    if shared_key is not None:
+        app.config["SECRET_KEY"] = shared_key
+    if not app.config["VMEMLAB_WORKER_NAME"]:
+        app.config["VMEMLAB_WORKER_NAME"] = f"{socket.gethostname()}:{os.getpid()}"
     settings = Settings.from_config(app.config)
+    store = open_store(app.config["VMEMLAB_STORE_URI"])
 
     from webapp import (
         bodies,
@@ -59,19 +69,42 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(replay_bp)
     app.register_blueprint(sharing.bp)
     app.register_blueprint(compare_bp)
-    socketio.init_app(app, async_mode="threading", max_http_buffer_size=1_000_000)
+    socketio.init_app(app, async_mode="threading", max_http_buffer_size=1_000_000,
+                      message_queue=app.config["VMEMLAB_MESSAGE_QUEUE"])
     server = socketio.server  # this app's server, even if another app is created later
+    proxies = int(app.config["VMEMLAB_TRUSTED_PROXIES"])
+    if proxies > 0:  # outermost, so Socket.IO's requests see the client's address too
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies,  # type: ignore[method-assign]
+                                x_host=proxies)
 
     def emit(event: str, data: Any, to: str) -> None:
-        server.emit(event, data, to=to, namespace="/")
+        # a machine's room is in this process: straight to its sockets, never through the
+        # message queue (that carries what crosses processes: class broadcasts)
+        server.emit(event, data, to=to, namespace="/", ignore_queue=True)
 
     factory = app.config["VMEMLAB_DEFAULT_MACHINE"] or default_config
+    registry = MachineRegistry(store, app.config["VMEMLAB_WORKER_NAME"])
     sessions = SessionManager(settings, emit, factory,
-                              start_task=socketio.start_background_task)
+                              start_task=socketio.start_background_task, registry=registry)
     sessions.chores.append(sharing.janitor(app))  # expired shares go, even if never asked for
-    ext.register(app, sessions, server)
+    ext.register(app, sessions, server, store)
     register_labs(app, sessions)  # /compare: each session's comparison lab
     return app
 
 
-__all__ = ["DEFAULTS", "create_app", "socketio"]
+def secret_key(config: Any) -> str | None:
+    """The session cookie's key shared by several processes: ``VMEMLAB_SECRET_KEY``, or the
+    first line of ``VMEMLAB_SECRET_KEY_FILE``; None: each process makes its own."""
+    path = config.get("VMEMLAB_SECRET_KEY_FILE")
+    if path:
+        with open(path, encoding="utf-8") as f:
+            key = f.readline().strip()
+        if len(key) < 16:
+            raise ValueError(f"VMEMLAB_SECRET_KEY_FILE {path}: a key of 16 characters or "
+                             "more is needed")
+        return key
+    key = config.get("VMEMLAB_SECRET_KEY")
+    return str(key) if key else None
+
+
+__all__ = ["DEFAULTS", "create_app", "secret_key", "socketio"]

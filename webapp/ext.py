@@ -12,14 +12,22 @@ from typing import Any, cast
 from flask import Flask, current_app, request
 
 from webapp.sessions import SessionManager
+from webapp.store import Store
 
 _SESSIONS = "vmemlab"
 _SERVER = "vmemlab_server"
+_STORE = "vmemlab_store"
 
 
-def register(app: Flask, manager: SessionManager, server: Any) -> None:
+def register(app: Flask, manager: SessionManager, server: Any, store: Store) -> None:
     app.extensions[_SESSIONS] = manager
     app.extensions[_SERVER] = server
+    app.extensions[_STORE] = store
+
+
+def store(app: Flask | None = None) -> Store:
+    """The store the server processes share (``webapp.store``)."""
+    return cast(Store, (app or current_app).extensions[_STORE])
 
 
 def sessions(app: Flask | None = None) -> SessionManager:
@@ -27,9 +35,9 @@ def sessions(app: Flask | None = None) -> SessionManager:
     return cast(SessionManager, (app or current_app).extensions[_SESSIONS])
 
 
-def server() -> Any:
+def server(app: Flask | None = None) -> Any:
     """This app's python-socketio server (not the module-level object's latest one)."""
-    return current_app.extensions[_SERVER]
+    return (app or current_app).extensions[_SERVER]
 
 
 def sid() -> str:

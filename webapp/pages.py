@@ -58,5 +58,7 @@ def about(name: str) -> str:
 
 @bp.get("/healthz")
 def healthz() -> ResponseReturnValue:
+    """Liveness and load of this process; ``worker`` names it (behind a proxy: which one
+    answered)."""
     stats = ext.sessions().stats()
-    return jsonify(status="ok", **stats)
+    return jsonify(status="ok", worker=current_app.config["VMEMLAB_WORKER_NAME"], **stats)

@@ -8,7 +8,10 @@ through HTTP routes and Socket.IO events alike; a client over its limit gets
 saying which limit and when to come back.
 
 The client is its remote address. A class behind one NAT address shares one set of
-counters, so the defaults leave room for a full room (see SECURITY.md).
+counters, so the defaults leave room for a full room (see SECURITY.md). Behind a reverse
+proxy every request comes from the proxy: ``VMEMLAB_TRUSTED_PROXIES`` (the number of
+proxies in front) makes the app take the client's address from ``X-Forwarded-For``
+(Werkzeug's ``ProxyFix``), and only then: a client could otherwise claim any address.
 """
 
 from __future__ import annotations
@@ -37,7 +40,9 @@ class RateLimited(TooManyRequests):
 
 
 def init_app(app: Flask) -> Limiter:
-    limiter = Limiter(_client, app=app, storage_uri=app.config["VMEMLAB_RATELIMIT_STORAGE_URI"],
+    # counters live in the shared store unless told otherwise: one set for all processes
+    uri = app.config["VMEMLAB_RATELIMIT_STORAGE_URI"] or app.config["VMEMLAB_STORE_URI"]
+    limiter = Limiter(_client, app=app, storage_uri=uri,
                       strategy="moving-window", enabled=bool(app.config["VMEMLAB_RATELIMITS"]))
     app.extensions["vmemlab_limiter"] = limiter
     return limiter

@@ -8,7 +8,8 @@ import logging
 import os
 import sys
 
-from webapp import ROOT, create_app, ext, socketio
+from webapp import ROOT, create_app, socketio
+from webapp.lifecycle import shutdown
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-resident", type=int, metavar="MIB",
                         help="host memory all guests together may hold; nothing grows past "
                              "it (default 8192 MiB; 0: no cap)")
+    parser.add_argument("--max-machine-resident", type=int, metavar="MIB",
+                        help="host memory one machine's guest may hold; it grows no further "
+                             "(default 512 MiB; 0: no cap)")
     parser.add_argument("--share-ttl", type=float, metavar="HOURS",
                         help="shared files expire after this long (default 72 h; 0: never)")
     parser.add_argument("--share-max-total", type=int, metavar="MIB",
@@ -63,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         "VMEMLAB_IDLE_PAUSE": args.idle_pause,
         "VMEMLAB_IDLE_RECLAIM": args.idle_reclaim,
         "VMEMLAB_MAX_RESIDENT": _mib(args.max_resident),
+        "VMEMLAB_MAX_MACHINE_RESIDENT": _mib(args.max_machine_resident),
         "VMEMLAB_SHARE_TTL": None if args.share_ttl is None else args.share_ttl * 3600.0,
         "VMEMLAB_SHARE_MAX_TOTAL": _mib(args.share_max_total),
         "VMEMLAB_SHARE_DIR": args.share_dir,
@@ -82,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        ext.sessions(app).close_all()
+        shutdown(app)
     return 0
 
 

@@ -35,6 +35,7 @@ from emulator.snapshot import MachineSnapshot
 from scenarios.recording import Recorder
 from webapp import view_model
 from webapp.inputs import InputError, config_to_form
+from webapp.registry import MachineRegistry
 from webapp.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ LOG_KINDS = frozenset({"request", "response", "config_change", "reset", "violati
                        "guest_status", "runstate", "device_broken", "device_reset",
                        "guest_command", "migration", "zero_page_read", "unplugged_write"})
 MAX_BATCH_EVENTS = 3000  # more than this in one tick: send a keyframe instead
+IDLE_MEASURE_AGE = 30.0  # seconds between residency scans of a machine with no events
 
 
 class LimitError(InputError):
@@ -57,6 +59,10 @@ class BudgetError(LimitError):
     """The server's budget of resident guest memory is used up: nothing may grow."""
 
     status = 429
+
+
+class MachineBudgetError(BudgetError):
+    """One machine's budget of resident guest memory is used up: it may not grow further."""
 
 
 class NoCookieError(InputError):
@@ -91,9 +97,11 @@ class MachineSession:
 
     def __init__(self, token: str, wake: Callable[[], None] = lambda: None, *,
                  max_recording_bytes: int = 32 * MiB, recording_dir: str | None = None,
-                 admit: Callable[[MachineSession, int], None] | None = None) -> None:
+                 admit: Callable[[MachineSession, int], None] | None = None,
+                 budget: Callable[[MachineSession], dict[str, int]] | None = None) -> None:
         self.token = token
         self._admit = admit  # the server's say before this session's guest memory grows
+        self._budget = budget  # the memory budgets' numbers, for the page
         self.max_recording_bytes = max_recording_bytes
         self.recording_dir = recording_dir
         self.recorder: Recorder | None = None
@@ -128,7 +136,9 @@ class MachineSession:
         self.boot_resident: int | None = None
         self.dimm_resident = 0  # bytes the session's pc-dimms hold
         self.residency_t = 0.0  # when residency was measured (monotonic)
+        self.residency_seq = -1  # the machine's event seq when it was
         self.closed_reason: str | None = None  # why the machine went away under the page
+        self.why_new: str | None = None  # why this session's last machine is not this one
         self._failing: str | None = None  # the pump's last failure (logged once)
 
     # ---------------------------------------------------------------- machine lifetime
@@ -162,6 +172,7 @@ class MachineSession:
             self.boot_resident = None
             self.dimm_resident = 0
             self.residency_t = 0.0
+            self.residency_seq = -1
             self.closed_reason = None
             self._failing = None
             self.log.clear()
@@ -258,6 +269,15 @@ class MachineSession:
         self.boot_resident = snap.boot_resident
         self.dimm_resident = sum(d.resident or 0 for d in snap.dimms)
         self.residency_t = time.monotonic()
+        self.residency_seq = snap.seq
+
+    def measure_due(self, now: float, max_age: float) -> bool:
+        """Worth a residency scan: the machine did something since the last one (guest
+        memory fills and empties only with events: commands, plugs, unplugs, boots), or
+        that one is ``max_age`` old. An idle class costs the sampler nothing."""
+        machine = self.machine
+        return machine is not None and (machine.bus.last_seq != self.residency_seq
+                                        or now - self.residency_t >= max_age)
 
     def resident_bytes(self) -> int:
         """Host memory this session's guest holds, as last measured (boot RAM, devices and
@@ -283,6 +303,11 @@ class MachineSession:
     def view(self, snap: MachineSnapshot) -> view_model.MachineView:
         return view_model.machine_view(snap, self.residency, self.boot_resident)
 
+    def budget(self) -> dict[str, int] | None:
+        """This machine's and the server's resident memory and budgets (``view``/``keyframe``
+        field ``budget``); None outside a server."""
+        return self._budget(self) if self._budget is not None else None
+
     def memdevs(self) -> dict[str, str]:
         cfg = self.config
         return {d.id: d.memdev or d.id for d in cfg.devices} if cfg else {}
@@ -303,6 +328,7 @@ class MachineSession:
             "config": config_to_form(self.config),
             "rfc_shrink_on_reboot": self.config.rfc_shrink_on_reboot,
             "memory_devices": view_model.memory_devices(snap, self.memdevs()),
+            "budget": self.budget(),
             "capabilities": {
                 "step": hasattr(machine, "step"),
                 "speed": hasattr(machine, "set_speed"),
@@ -405,6 +431,7 @@ class MachineSession:
             payload["generation"] = self.generation
             payload["sample"] = self._sample(snap, view, now, due_sample)
             payload["memory_devices"] = view_model.memory_devices(snap, self.memdevs())
+            payload["budget"] = self.budget()
             emit("view", payload, self.room)
             self._sent_view = view
             self._last_view_t = now
@@ -443,8 +470,10 @@ class SessionManager:
 
     def __init__(self, settings: Settings, emit: Emit,
                  config_factory: Callable[[], MachineConfig] = default_config, *,
-                 start_task: StartTask = start_thread) -> None:
+                 start_task: StartTask = start_thread,
+                 registry: MachineRegistry | None = None) -> None:
         self.settings = settings
+        self.registry = registry  # which process runs each session's machine (shared)
         self.emit = emit
         self.config_factory = config_factory
         self._start_task = start_task
@@ -490,11 +519,15 @@ class SessionManager:
             sess = MachineSession(token, self._wake.set,
                                   max_recording_bytes=self.settings.max_recording_bytes,
                                   recording_dir=self.settings.recording_dir,
-                                  admit=self.admit_growth)
+                                  admit=self.admit_growth, budget=self.budget)
             sess.lock.acquire()
             self._sessions[token] = sess
         try:
+            if self.registry is not None:
+                sess.why_new = self.registry.why_new(token)
             sess.start_machine(self.config_factory())
+            if self.registry is not None:
+                self.registry.opened(token)
         except BaseException:
             with self._lock:
                 self._sessions.pop(token, None)
@@ -539,6 +572,7 @@ class SessionManager:
             "resident": sum(s.resident_bytes() for s in sessions) + self.other_resident(),
             "max_resident": self.settings.max_resident,
             "compare_machines": self.other_machines(),
+            "max_machine_resident": self.settings.max_machine_resident,
         }
 
     # ---------------------------------------------------------------- memory budget
@@ -553,9 +587,31 @@ class SessionManager:
         """A session's guest memory may grow by ``growth`` bytes (0: later) -- or not: the
         machine's control layer asks this before every growth, whoever asks for it."""
         try:
+            self.check_machine_budget(sess, growth)
             self.check_budget(growth, own=sess)
         except BudgetError as err:
             raise ControlError(str(err), ErrorKind.EXHAUSTED) from None
+
+    def check_machine_budget(self, sess: MachineSession, extra: int = 0) -> None:
+        """Refuse (``MachineBudgetError``) growth of one machine past its own budget, so one
+        student cannot take the whole server's (``max_machine_resident``; 0: no cap)."""
+        limit = self.settings.max_machine_resident
+        if limit <= 0:
+            return
+        used = sess.measure()
+        if used + extra > limit or used >= limit:
+            raise MachineBudgetError(
+                f"this machine's memory budget is used up ({used >> 20} of {limit >> 20} MiB "
+                f"resident{f', {extra >> 20} MiB more asked for' if extra else ''}); "
+                "unplug memory to give some back (free allocations, then shrink a device)")
+
+    def budget(self, sess: MachineSession) -> dict[str, int]:
+        """The numbers the page shows next to the memory: this machine's resident bytes and
+        its budget, the server's and its budget (as last measured; a limit of 0: none)."""
+        return {"resident": sess.resident_bytes(),
+                "machine_limit": self.settings.max_machine_resident,
+                "server_resident": self.resident(),
+                "server_limit": self.settings.max_resident}
 
     def check_budget(self, extra: int = 0, own: MachineSession | None = None, *,
                      replacing: bool = False) -> None:
@@ -620,15 +676,17 @@ class SessionManager:
                 log.exception("chore %r failed", chore)
 
     def _sample_loop(self) -> None:
-        """Host residency (pagemap over every region, ~2 ms a machine) off the event path,
-        per interval, for every machine: the pages show it and the memory budget adds it up."""
+        """Host residency (pagemap over every region, ~6 ms a machine) off the event path,
+        per interval, for every machine that did something: the pages show it and the
+        memory budgets add it up."""
         while not self._stop.wait(self.settings.sample_interval):
             with self._lock:
                 sessions = list(self._sessions.values())
             for sess in sessions:
                 if self._stop.is_set():
                     break
-                sess.measure()
+                if sess.measure_due(time.monotonic(), IDLE_MEASURE_AGE):
+                    sess.measure()
 
     def _reclaim(self, now: float) -> None:
         with self._lock:
@@ -639,6 +697,7 @@ class SessionManager:
             idle = now - sess.last_seen
             if idle >= self.settings.idle_reclaim:
                 self._close(token)
+                self._note_reclaimed(token, idle)
             elif idle >= self.settings.idle_pause and not sess.idle_paused:
                 with sess.lock:
                     if sess.machine.runstate == "running":
@@ -653,6 +712,11 @@ class SessionManager:
             _, token = min(idle)
             sess = self._sessions.pop(token)
             self._start_task(sess.stop_machine)
+            self._note_reclaimed(token, now - sess.last_seen)
+
+    def _note_reclaimed(self, token: str, idle: float) -> None:
+        if self.registry is not None:
+            self.registry.reclaimed(token, idle)
 
     def _close(self, token: str) -> None:
         with self._lock:

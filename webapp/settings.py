@@ -35,6 +35,7 @@ class Settings:
     max_recording_bytes: int = 32 * MiB  # live recording per session; 0: none
     recording_dir: str | None = None  # where the live recordings go (None: the temp dir)
     max_resident: int = 8 * GiB  # resident guest memory of all machines together (0: no cap)
+    max_machine_resident: int = 512 * MiB  # resident guest memory of one machine (0: no cap)
     chore_interval: float = 60.0  # seconds between the pump's chores (share expiry, ...)
 
     @staticmethod
@@ -68,10 +69,17 @@ DEFAULTS: dict[str, Any] = {
     "VMEMLAB_MAX_JSON_BYTES": 64 << 10,  # largest JSON (or form) body of any other request
     # per-client rate limits (limits' syntax, ';' between several); see webapp.ratelimits
     "VMEMLAB_RATELIMITS": True,
-    "VMEMLAB_RATELIMIT_STORAGE_URI": "memory://",
+    "VMEMLAB_RATELIMIT_STORAGE_URI": None,  # None: VMEMLAB_STORE_URI
     "VMEMLAB_RATELIMIT_MACHINES": "60 per minute;600 per hour",
     "VMEMLAB_RATELIMIT_SHARES": "20 per minute;120 per hour",
     "VMEMLAB_RATELIMIT_SHARE_BYTES": f"{128 << 20} per hour",
+    # several server processes (docs/scaling.md): what they share and how they tell apart
+    "VMEMLAB_SECRET_KEY": None,  # the session cookie's key; None: a random one per process
+    "VMEMLAB_SECRET_KEY_FILE": None,  # ... or read from this file (first line)
+    "VMEMLAB_MESSAGE_QUEUE": None,  # e.g. redis://host:6379/0: Socket.IO across processes
+    "VMEMLAB_STORE_URI": "memory://",  # shared state (share index, machine registry)
+    "VMEMLAB_WORKER_NAME": None,  # this process in /healthz; None: host:pid
+    "VMEMLAB_TRUSTED_PROXIES": 0,  # reverse proxies whose X-Forwarded-* headers count
     "MAX_CONTENT_LENGTH": 64 << 10,  # Flask's own cap; webapp.bodies sets it per endpoint
     "SESSION_COOKIE_SAMESITE": "Lax",
 }

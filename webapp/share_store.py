@@ -4,15 +4,23 @@ A share is ``ID.ndjson`` (a recording) or ``ID.yaml`` (a scenario); its age is i
 modification time. A file older than ``ttl`` seconds is expired: it is removed when someone
 asks for it, when a new share needs room (oldest first) and by the pump's periodic chore
 (``sweep``), so one visitor filling the store locks everyone out for at most ``ttl``.
+
+The files live in one folder (several processes or hosts share it: a common volume); the ids
+are reserved in the shared store (``webapp.store``, key ``share:ID``, expiring with the
+share), so two processes never hand out one id, and every process can see which shares
+exist, their kind and size without reading the folder.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import secrets
 import time
+
+from webapp.store import Store
 
 ID_RE = re.compile(r"[A-Za-z0-9_-]{8}")
 EXTENSIONS = ("ndjson", "yaml")  # recording, scenario
@@ -23,10 +31,34 @@ class StoreFull(Exception):
 
 
 class ShareStore:
-    def __init__(self, folder: str, max_total: int, ttl: float) -> None:
+    def __init__(self, folder: str, max_total: int, ttl: float, index: Store | None = None
+                 ) -> None:
         self.folder = folder
         self.max_total = max_total
         self.ttl = ttl
+        self.index = index
+
+    def _reserve(self, share_id: str, ext: str, size: int) -> bool:
+        """Claim ``share_id`` in the shared index (True: nobody had it)."""
+        if self.index is None:
+            return True
+        record = json.dumps({"ext": ext, "size": size, "created": time.time()})
+        return self.index.set("share:" + share_id, record,
+                              ttl=self.ttl if self.ttl > 0 else None, only_new=True)
+
+    def _forget(self, path: str) -> None:
+        """Remove a share's file and its index entry."""
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        if self.index is not None:
+            self.index.delete("share:" + os.path.basename(path).partition(".")[0])
+
+    def indexed(self, share_id: str) -> dict[str, object] | None:
+        """What the shared index knows of ``share_id`` (kind, size, created); None: nothing."""
+        if self.index is None or not ID_RE.fullmatch(share_id):
+            return None
+        raw = self.index.get("share:" + share_id)
+        return None if raw is None else dict(json.loads(raw))
 
     # ---------------------------------------------------------------- reading
 
@@ -63,8 +95,7 @@ class ShareStore:
             except OSError:
                 continue
             if self.expired(mtime):
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
+                self._forget(path)
                 return None
             if os.path.isfile(path):
                 return path, ext
@@ -84,10 +115,9 @@ class ShareStore:
                 break
             if not self.expired(mtime, now):
                 continue
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-                used -= size
-                removed += 1
+            self._forget(path)
+            used -= size
+            removed += 1
         return removed
 
     def store(self, data: bytes, ext: str) -> str:
@@ -103,6 +133,8 @@ class ShareStore:
                     f"{self.max_total >> 20} MiB used{hours}): try again later")
         for _ in range(20):
             share_id = secrets.token_urlsafe(6)
+            if not self._reserve(share_id, ext, len(data)):
+                continue  # another process has it
             try:
                 with open(os.path.join(self.folder, f"{share_id}.{ext}"), "xb") as f:
                     f.write(data)

@@ -69,7 +69,7 @@ class ShareError(ValueError):
 def store_of(app: Flask) -> ShareStore:
     folder = app.config.get("VMEMLAB_SHARE_DIR") or os.path.join(app.instance_path, "shared")
     return ShareStore(str(folder), int(app.config["VMEMLAB_SHARE_MAX_TOTAL"]),
-                      float(app.config["VMEMLAB_SHARE_TTL"]))
+                      float(app.config["VMEMLAB_SHARE_TTL"]), ext.store(app))
 
 
 def janitor(app: Flask) -> Callable[[], None]:

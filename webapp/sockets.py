@@ -90,6 +90,10 @@ def on_connect(auth: Any = None) -> dict[str, Any] | None:
         ext.server().emit("server_error", {"error": text}, to=ext.sid())
         return None
     ext.server().enter_room(ext.sid(), sess.room, namespace="/")
+    if sess.why_new:  # a new machine where the student had one: say why, once
+        ext.server().emit("server_error", {"error": sess.why_new, "kind": "machine_lost"},
+                          to=ext.sid(), namespace="/", ignore_queue=True)
+        sess.why_new = None
     return None
 
 

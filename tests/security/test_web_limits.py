@@ -292,3 +292,77 @@ def test_nothing_grows_once_the_budget_is_used_up(serve: Callable[..., LiveServe
     assert len(server.manager) == 1
     # replacing one's own machine frees its memory, so it is allowed
     assert v.post("/api/machine", json={"preset": "default"}).status_code == 200
+
+
+def test_one_machine_cannot_grow_past_its_own_budget(serve: Callable[..., LiveServer]) -> None:
+    """A per-machine budget: one student stops at it with a clear message, the others go on,
+    and the page gets the numbers in its keyframe and views."""
+    budget = 160 * MiB
+    server = serve(VMEMLAB_MAX_MACHINE_RESIDENT=budget, VMEMLAB_MAX_RESIDENT=4 << 30)
+    greedy, other = Visitor(server), Visitor(server)
+    greedy.settled()
+    other.settled()
+    assert greedy.post("/api/machine/requested-size",
+                       json={"device": "vm0", "size": "256M"}).status_code == 200
+    greedy.settled()
+    answers = [_alloc(greedy, 48) for _ in range(5)]
+    codes = [a.status_code for a in answers]
+    first_refusal = codes.index(429) if 429 in codes else len(codes)
+    assert first_refusal >= 2 and set(codes[first_refusal:]) == {429}, codes
+    refusal = answers[-1].json()["error"]
+    assert refusal.startswith("this machine's memory budget is used up (")
+    assert "of 160 MiB resident, 48 MiB more asked for" in refusal
+    assert refusal.endswith("unplug memory to give some back (free allocations, then shrink "
+                            "a device)")
+    out = greedy.hmp("guest alloc 48M")
+    assert out.startswith("Error: this machine's memory budget is used up"), out
+    # the server is far from its own budget: another machine still grows
+    assert _alloc(other, 48).status_code == 200
+    deadline = time.monotonic() + 10
+    while greedy.get("/healthz").json()["resident"] < budget - 48 * MiB + 48 * MiB:
+        assert time.monotonic() < deadline, "the sampler never measured the other machine"
+        time.sleep(0.05)
+    # the page's numbers: this machine near its budget, the server's total above it
+    frames: list[dict[str, Any]] = []
+    got = threading.Event()
+    client = socketio.Client(reconnection=False)
+
+    def on_keyframe(data: dict[str, Any]) -> None:
+        frames.append(data)
+        got.set()
+
+    client.on("keyframe", on_keyframe)
+    client.on("view", lambda data: frames.append(data))
+    client.connect(server.url, headers={"Cookie": greedy.cookie}, transports=["websocket"],
+                   wait_timeout=10)
+    try:
+        assert got.wait(10)
+        numbers = frames[0]["budget"]
+        assert numbers["machine_limit"] == budget and numbers["server_limit"] == 4 << 30
+        assert budget - 48 * MiB < numbers["resident"] <= budget
+        assert numbers["server_resident"] >= numbers["resident"] + 40 * MiB
+        greedy.post("/api/machine/requested-size", json={"device": "vm0", "size": "192M"})
+        deadline = time.monotonic() + 10
+        while not any("budget" in f and f is not frames[0] for f in frames):
+            assert time.monotonic() < deadline, "no view after a change"
+            time.sleep(0.05)
+        view = next(f for f in frames[1:] if "budget" in f)
+        assert view["budget"]["machine_limit"] == budget
+    finally:
+        client.disconnect()
+    # freeing and unplugging gives memory back, and makes room again
+    for answer in answers[:first_refusal]:
+        assert greedy.post("/api/machine/guest", json={"action": "free",
+                                                       "id": answer.json()["id"]}
+                           ).status_code == 200
+    for dev in ("vm0", "vm1"):
+        assert greedy.post("/api/machine/requested-size",
+                           json={"device": dev, "size": 0}).status_code == 200
+    greedy.settled()
+    assert _alloc(greedy, 32).status_code == 200
+    # a used-up budget refuses a larger requested-size too (a smaller one stays allowed)
+    assert greedy.hmp("virtio-mem vm1 64") == ""
+    server.manager.settings.max_machine_resident = 32 * MiB
+    assert greedy.hmp("virtio-mem vm1 128").startswith(
+        "Error: this machine's memory budget is used up")
+    assert greedy.hmp("virtio-mem vm1 16") == ""

@@ -37,6 +37,7 @@ def test_serving_beyond_loopback_prints_a_warning(monkeypatch: pytest.MonkeyPatc
 
     monkeypatch.setattr(serve_module.socketio, "run", no_listen)
     assert serve_module.main(["--host", host, "--max-resident", "1024", "--share-ttl", "2",
+                              "--max-machine-resident", "256",
                               "--rate-limit-storage", "memory://"]) == 0
     err = capsys.readouterr().err
     assert ("WARNING: listening on" in err) == warns, err
@@ -44,4 +45,5 @@ def test_serving_beyond_loopback_prints_a_warning(monkeypatch: pytest.MonkeyPatc
     assert app.config["VMEMLAB_MAX_RESIDENT"] == 1 << 30
     assert app.config["VMEMLAB_SHARE_TTL"] == 7200.0
     assert app.extensions["vmemlab"].settings.max_resident == 1 << 30
+    assert app.extensions["vmemlab"].settings.max_machine_resident == 256 << 20
     assert app.config["VMEMLAB_MAX_MACHINES"] == DEFAULTS["VMEMLAB_MAX_MACHINES"]
