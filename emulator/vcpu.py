@@ -61,6 +61,7 @@ class VcpuRunner:
         self._stop_wanted_since = 0.0
         self._slice_start = 0.0
         self.speed = 1.0  # fraction of the time the vCPU runs (presentation speed control)
+        self.watchdog_stops = 0  # asynchronous stops of a guest without safe points (see doc)
         uc.hook_add(UC_HOOK_INTR, self._on_intr)
 
     # ---------------------------------------------------------------- thread lifetime
@@ -189,6 +190,7 @@ class VcpuRunner:
                 stuck = (self._stop_wanted and self._in_emu
                          and time.monotonic() - self._stop_wanted_since > STUCK_GUEST_S)
             if stuck:
+                self.watchdog_stops += 1  # each one may have replayed guest instructions
                 self._uc.emu_stop()
 
     def _throttle(self) -> None:

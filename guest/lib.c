@@ -97,6 +97,17 @@ void cond_resched(void)
         smc0(VMEM_CALL_YIELD, 0, 0, 0, 0, 0);
 }
 
+/*
+ * A safe point now: for a loop that repeats host requests without waiting (the -EAGAIN retry
+ * of the virtio-mem work item). Without one the host can only stop the vCPU asynchronously,
+ * which replays instructions (emulator/vcpu.py); with one, a config interrupt the host posts
+ * meanwhile arrives at the next poll, as Linux's would preempt the worker.
+ */
+void cpu_yield(void)
+{
+    smc0(VMEM_CALL_YIELD, 0, 0, 0, 0, 0);
+}
+
 u64 now_ns(void)
 {
     return smc0(VMEM_CALL_TIME, 0, 0, 0, 0, 0);

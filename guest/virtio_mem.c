@@ -903,6 +903,7 @@ retry:
         }
         break;
     case -EAGAIN: /* retry immediately (e.g., the config changed) */
+        cpu_yield(); /* a NACK loop lasts until the config interrupt: let it in */
         goto retry;
     case -EIO:
         mark_broken(d, EIO);

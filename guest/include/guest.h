@@ -90,6 +90,7 @@ void console_init(u64 uart_base);
 int printk(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 u64 smc0(u64 fn, u64 a1, u64 a2, u64 a3, u64 a4, u64 a5);
 void cond_resched(void);
+void cpu_yield(void);
 u64 now_ns(void);
 void report(u64 what, u64 a, u64 b, u64 c, u64 d);
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from device.acpi_memhp import (
@@ -110,6 +110,7 @@ ACCESS = st.one_of(
 
 @settings(max_examples=300, deadline=None)
 @given(st.integers(0, 6), st.lists(ACCESS, max_size=60))
+@example(1, [("host", "plug", 0, 0), ("write", 0x14, 1, 8), ("host", "plug", 0, 0)])  # re-plug
 def test_any_guest_access_sequence_is_contained(slots: int, accesses: list[Any]) -> None:
     rig = Rig(slots)
     plugged: dict[int, PcDimm] = {}
@@ -125,8 +126,9 @@ def test_any_guest_access_sequence_is_contained(slots: int, accesses: list[Any])
             rig.mhp.plug(plugged[b])
         elif a == "unplug" and b in plugged:
             rig.mhp.unplug_request(b)
-        for slot in rig.ejected:
+        for slot in rig.ejected:  # ejected by this step (a slot can be plugged again later)
             plugged.pop(slot, None)
+        rig.ejected.clear()
         # invariants: slots never change in number, a slot is enabled iff it holds a DIMM
         assert len(rig.mhp.devs) == slots
         for slot, mdev in enumerate(rig.mhp.devs):
