@@ -14,12 +14,14 @@ from webapp.inputs import InputError, balloon_config, config_to_form, machine_co
 
 def balloon_machine(b, **opts):
     b.ready()
+    b.pull()
+    b.received.clear()  # from here on, only the new machine's messages
     answer = b.emit("new_machine", {"boot_ram": 128, "nodes": 1, "device_size": 128,
                                     "requested_size": 0, "balloon": opts or True})
     assert answer["ok"], answer
     assert answer["config"]["balloon"] == {"deflate_on_oom": bool(opts.get("deflate_on_oom")),
                                            "free_page_reporting": False}
-    b.wait_for(lambda m: m["name"] == "keyframe" and m["args"][0]["view"]["guest_booted"])
+    b.wait_view(lambda v: v["guest_booted"])  # the keyframe or a later view, whichever says so
 
 
 def wait_balloon(b, size: int, timeout: float = 10.0) -> dict:
