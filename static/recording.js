@@ -104,7 +104,14 @@ function upperBound(times, t) {
 
 /* Every machine's state at time t: nearest keyframe, then the events after it. */
 export function stateAt(rec, t) {
-  const end = upperBound(rec.times, t);
+  return stateUntil(rec, upperBound(rec.times, t));
+}
+
+/** The number of entries up to time t (a position for stateUntil). */
+export const positionAt = (rec, t) => upperBound(rec.times, t);
+
+/* Every machine's state after the first `end` entries. */
+export function stateUntil(rec, end) {
   const start = {};
   for (let i = end - 1; i >= 0; i--) {
     const e = rec.entries[i];
@@ -126,6 +133,34 @@ export function stateAt(rec, t) {
 
 export function markers(rec) {
   return rec.entries.filter((e) => e.type === "say" || (e.type === "marker" && e.marker === "violation"));
+}
+
+/* The step mode's ticks: positions just after each scenario step and each answered virtqueue
+ * request (a "response" event), in order; stepping walks them forward and back. */
+export function ticks(rec) {
+  const out = [];
+  rec.entries.forEach((e, i) => {
+    if (e.type === "step" || (e.type === "event" && e.event && e.event.kind === "response")) out.push(i + 1);
+  });
+  return out;
+}
+
+/* What happened in the first `end` entries: narration, steps, virtqueue log, console. */
+export function storyUntil(rec, end, keep = 40) {
+  const says = [], steps = [], log = [], consoleLines = [];
+  for (let i = 0; i < end; i++) {
+    const e = rec.entries[i];
+    if (e.type === "say") says.push(e);
+    else if (e.type === "step") steps.push(e);
+    else if (e.type === "event" && e.event) {
+      const ev = e.event;
+      if (ev.kind === "request" || ev.kind === "response") log.push({ machine: e.machine, ...ev });
+      else if (ev.kind === "console" && typeof ev.line === "string") consoleLines.push(ev.line);
+      if (log.length > keep * 2) log.splice(0, log.length - keep);
+      if (consoleLines.length > keep * 2) consoleLines.splice(0, consoleLines.length - keep);
+    }
+  }
+  return { say: says.length ? says[says.length - 1] : null, steps, log: log.slice(-keep), console: consoleLines.slice(-keep) };
 }
 
 /* The narration and finished steps up to t (for the side panel). */

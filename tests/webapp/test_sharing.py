@@ -168,7 +168,7 @@ def test_share_a_scenario_and_start_it(app: Flask, http: FlaskClient, share_dir:
         [(d.id, d.size) for d in cfg.devices]
     target = started.headers["Location"]
     if scenario.goals:
-        assert target.endswith(f"/s/{share_id}/lesson")
+        assert target.endswith(f"/s/{share_id}/lesson?fresh=1")
         lesson = http.get(target).get_data(as_text=True)
         assert f"/s/{share_id}/goals" in lesson
         goals = http.get(f"/s/{share_id}/goals").get_json()["goals"]
