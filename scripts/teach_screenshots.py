@@ -72,7 +72,7 @@ def main() -> int:
         }""")
         page.screenshot(path=os.path.join(OUT, "lesson-debrief.png"))
 
-        # 3. the replay in step mode: the RFC walkthrough, a few steps in
+        # 3. the replay in step mode: the RFC walkthrough, pinned memory in reg0
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "rfc-walkthrough.ndjson")
             with open(path, "w", encoding="utf-8") as stream:
@@ -83,7 +83,12 @@ def main() -> int:
             replay.set_input_files("#rec-file", path)
             replay.wait_for_function(
                 "() => document.getElementById('replay').dataset.loaded === '1'")
-            for _ in range(14):
+            # step to where the guest pins memory it cannot give back, then a little on
+            for _ in range(600):
+                if "cannot give back" in replay.inner_text("#rec-say"):
+                    break
+                replay.click("#rec-step")
+            for _ in range(12):
                 replay.click("#rec-step")
             replay.click("#rec-back")
             replay.wait_for_timeout(500)

@@ -50,7 +50,11 @@ function hexToBytes(hex) {
 
 function cloneState(state) {
   const s = JSON.parse(JSON.stringify(state));
-  for (const dev of Object.values(s.devices || {})) dev.bits = hexToBytes(dev.bitmap);
+  for (const dev of Object.values(s.devices || {})) {
+    dev.bits = hexToBytes(dev.bitmap);
+    // what the guest held per block (0 nothing, 1 movable, 2 unmovable), if recorded
+    dev.held = typeof dev.held === "string" && dev.held.length === dev.bitmap.length ? hexToBytes(dev.held) : null;
+  }
   return s;
 }
 
@@ -61,7 +65,10 @@ export function applyEvent(state, ev) {
   const dev = typeof ev.device === "string" ? devices[ev.device] : undefined;
   switch (ev.kind) {
     case "block_state":
-      if (dev) dev.bits.fill(ev.plugged ? 1 : 0, ev.first_block, ev.first_block + ev.count);
+      if (dev) {
+        dev.bits.fill(ev.plugged ? 1 : 0, ev.first_block, ev.first_block + ev.count);
+        if (!ev.plugged && dev.held) dev.held.fill(0, ev.first_block, ev.first_block + ev.count);
+      }
       break;
     case "config_change":
       if (dev) {
@@ -89,7 +96,7 @@ export function applyEvent(state, ev) {
     case "reset":
       state.cmdline = ev.cmdline ?? state.cmdline;
       state.guest_booted = false;
-      for (const d of Object.values(devices)) d.driver_state = "absent";
+      for (const d of Object.values(devices)) { d.driver_state = "absent"; if (d.held) d.held.fill(0); }
       break;
     default:
       break;

@@ -15,23 +15,31 @@ import { markers, parseRecording, positionAt, stateUntil, storyUntil, ticks } fr
  * same pattern; "/\\host/x" or "//host/x" would be another origin to the browser). */
 export const SHARED_SRC = /^\/shared\/[A-Za-z0-9_-]{8}\.ndjson$/;
 
-const VIEW = "device";
+/* Recordings whose keyframes keep what the guest held per block are drawn in the live page's
+ * guest colours (free / movable / unmovable: the "replay" view); older ones only know the
+ * device's bitmap (the "device" view). */
 const grids = new WeakMap(); // canvas -> its BlockGrid
+const HELD = [CODE.PLUGGED_FREE, CODE.PLUGGED_MOVABLE, CODE.PLUGGED_UNMOVABLE];
+
+export const viewOf = (dev) => (dev.held ? "replay" : "device");
 
 /* One device's blocks from its bitmap, drawn at once (the player draws as it seeks). */
 function drawDevice(canvas, dev) {
+  const view = viewOf(dev);
   let grid = grids.get(canvas);
-  if (!grid || grid.nb !== dev.nb_blocks) {
-    grid = new BlockGrid(canvas, dev.nb_blocks, { views: [VIEW], fitWidth: true });
+  if (!grid || grid.nb !== dev.nb_blocks || grid.mode !== view) {
+    grid = new BlockGrid(canvas, dev.nb_blocks, { views: [view], fitWidth: true });
     grids.set(canvas, grid);
   }
   const usable = Math.floor(dev.usable_region_size / dev.block_size);
   const codes = new Uint8Array(dev.nb_blocks);
   for (let i = 0; i < codes.length; i++) {
-    codes[i] = dev.bits[i] ? CODE.PLUGGED : i >= usable ? CODE.OUTSIDE_USABLE : CODE.UNPLUGGED;
+    const plugged = dev.held ? (HELD[dev.held[i]] ?? CODE.PLUGGED_FREE) : CODE.PLUGGED;
+    codes[i] = dev.bits[i] ? plugged : i >= usable ? CODE.OUTSIDE_USABLE : CODE.UNPLUGGED;
   }
-  grid.setCodes(VIEW, codes);
+  grid.setCodes(view, codes);
   grid.drawNow();
+  return view;
 }
 
 export function initReplay(root) {
@@ -43,7 +51,8 @@ export function initReplay(root) {
     error: $("#rec-error"), legend: $("#rec-legend"), back: $("#rec-back"), tick: $("#rec-tick"),
     log: $("#rec-log"), console: $("#rec-console"),
   };
-  renderLegend(ui.legend, VIEW, []);
+  let legendView = "device";
+  renderLegend(ui.legend, legendView, []);
   // the position is a number of entries (pos), the time is where it lies (t)
   let rec = null, t = 0, pos = 0, home = 0, marks = [], playing = false, lastFrame = 0;
 
@@ -92,7 +101,8 @@ export function initReplay(root) {
       for (const [id, dev] of devs) {
         box.querySelector(`.rec-dev-label[data-dev="${CSS.escape(id)}"]`).textContent =
           `${id} · node ${dev.node} · requested ${sizeText(dev.requested_size)} · plugged ${sizeText(dev.plugged_size)} · usable ${sizeText(dev.usable_region_size)} · driver ${dev.driver_state}`;
-        drawDevice(box.querySelector(`canvas[data-dev="${CSS.escape(id)}"]`), dev);
+        const view = drawDevice(box.querySelector(`canvas[data-dev="${CSS.escape(id)}"]`), dev);
+        if (view !== legendView) { legendView = view; renderLegend(ui.legend, view, []); }
       }
     }
     const story = storyUntil(rec, pos);

@@ -154,7 +154,13 @@ def test_replay_steps_forward_and_back(new_page: Any, recording: Path) -> None:
     page.focus("#replay")
     page.keyboard.press("ArrowRight")
     assert page.inner_text("#rec-tick") == seen[3][0]
-    assert page.locator("#rec-legend li").count() >= 3  # the live page's legend
+    # the live page's legend and colours: the RFC walkthrough pins memory in reg0
+    assert "plugged, movable data" in page.inner_text("#rec-legend")
+    page.fill("#rec-timeline", "1000")
+    pinned = page.evaluate("""() => {
+        const t = JSON.parse(document.getElementById('vmem-block-states').textContent);
+        return t.states.find((s) => s.key === 'PLUGGED_UNMOVABLE').label; }""")
+    assert pinned in page.inner_text("#rec-legend")
     assert page.errors == []
 
 
