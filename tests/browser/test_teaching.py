@@ -228,3 +228,46 @@ def test_every_page_has_a_favicon(new_page: Any) -> None:
     answer = page.request.get("/favicon.ico")
     assert answer.status == 200 and answer.headers["content-type"].startswith("image/svg")
     assert missing == []
+
+
+HOSTILE = '<img src=x onerror="window.__xss=(window.__xss||0)+1">'
+
+
+def test_a_shared_lessons_teaching_text_is_only_text(new_page: Any, live_server: Any,
+                                                      tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hints, question and debrief of an uploaded lesson render as text, never as markup."""
+    monkeypatch.setitem(live_server.app.config, "VMEMLAB_SHARE_DIR", str(tmp_path))
+    lesson = tmp_path.parent / "hostile-lesson.yaml"
+    quoted = json.dumps(HOSTILE)
+    lesson.write_text(
+        f"title: {quoted}\n"
+        "machine: -m 256M,maxmem=2G -object memory-backend-ram,id=mem0,size=512M"
+        " -device virtio-mem-pci,id=vm0,memdev=mem0,requested-size=64M\n"
+        "steps:\n  - say: hi\n"
+        "goals:\n"
+        f"  - goal: {quoted}\n"
+        f"    hints: [{quoted}, {quoted}, {quoted}]\n"
+        f"    predict: {{question: {quoted}, measure: plugged}}\n"
+        f"    debrief: {quoted}\n"
+        "    when: {device: vm0, plugged: '>= 0'}\n")
+    page = new_page()
+    page.goto("/share")
+    page.set_input_files("#share-file-input", str(lesson))
+    page.click("#share-file button[type=submit]")
+    link = page.locator("#share-file-out a.share-link")
+    link.wait_for(timeout=10_000)
+    link.click()
+    page.click("#start")
+    page.click("#start")  # warned once, then it replaces the machine
+    page.wait_for_url("**/lesson")
+    goal = page.locator("#goals li[data-index='0']")
+    for _ in range(3):
+        goal.locator(".more-hint").click()
+    page.wait_for_selector("#goals li[data-index='0'].done", timeout=30_000)
+    assert goal.locator(".debrief").inner_text() == "Why: " + HOSTILE
+    assert HOSTILE in goal.locator(".hint[data-level='3']").inner_text()
+    assert HOSTILE in goal.locator(".predict-q").inner_text()
+    assert page.locator("#goals img").count() == 0
+    assert page.evaluate("window.__xss") is None
+    assert page.errors == []
