@@ -151,7 +151,9 @@ async function poll() {
         if (typeof g.measured === "number") state.measured[g.index] = g.measured;
         changed = true;
       }
-      if (!reached.has(g.index)) li.querySelector(".why").textContent = (g.why || []).join("; ");
+      // what the machine shows now against what the goal needs (the hints say how to get there)
+      const why = Array.isArray(g.why) ? g.why.slice(0, 8).join("; ") : "";
+      if (!reached.has(g.index)) li.querySelector(".why").textContent = why ? `Not yet: ${why}.` : "";
     }
     if (changed) persist();
     render();

@@ -59,8 +59,8 @@ function cards() {
           "follows requested when the guest can: it stays above it when blocks hold data that cannot " +
           "be moved, and at 0 when the guest has no driver."),
         h("dt", {}, "usable"), h("dd", {}, "The part of the device's region the guest may plug into " +
-          "now (usable_region_size). The device keeps it a little larger than requested; cells past " +
-          "it are hatched."))],
+          "now (usable_region_size). QEMU keeps it larger than requested (by 256 MiB on x86, 1 GiB " +
+          "on ARM, at most the whole region); cells past it are hatched."))],
     ["What to try first",
       h("ol", {},
         h("li", {}, "Move a device's requested-size slider up, or type ", h("code", {}, "qom-set vm0 requested-size 512M"),
