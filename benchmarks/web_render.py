@@ -94,6 +94,7 @@ def run() -> list[dict[str, Any]]:
             sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.add_init_script("localStorage.setItem('vmemlab.tour', 'seen')")  # no tour
         page.goto(server.url)
         page.wait_for_function("() => document.body.dataset.ready === '1'", timeout=30_000)
         page.wait_for_function(

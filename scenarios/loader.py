@@ -37,6 +37,7 @@ from emulator.config import (
 )
 from scenarios import safe_yaml
 from scenarios.patterns import Pattern, PatternError, compile_pattern
+from scenarios.predictions import MEASURES, Prediction
 from scenarios.textfile import TextFileError, read_text
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -166,12 +167,23 @@ class Step:
 
 @dataclass
 class Goal:
-    """A lesson goal: a condition on the (default) machine the learner has to bring about."""
+    """A lesson goal: a condition on the (default) machine the learner has to bring about.
+
+    ``hints`` are shown one at a time (nudge, pointer, answer), ``debrief`` once the goal is
+    reached, ``predict`` asks a question before it (scenarios/predictions.py).
+    """
 
     title: str
-    hint: str
+    hints: tuple[str, ...]
     condition: dict[str, Any]
     line: int
+    debrief: str = ""
+    predict: Prediction | None = None
+
+    @property
+    def hint(self) -> str:
+        """The last (most explicit) hint."""
+        return self.hints[-1] if self.hints else ""
 
 
 @dataclass
@@ -535,6 +547,57 @@ def _condition(chk: _Checker, cond: dict[str, Any], where: list[Any], spec: Mach
     return out
 
 
+def _goal(chk: _Checker, raw: dict[str, Any], where: list[Any], spec: MachineSpec) -> Goal:
+    cond = _condition(chk, raw["when"], [*where, "when"], spec)
+    if "hint" in raw and "hints" in raw:
+        chk.fail(where, "give either 'hint' or 'hints' (a list: nudge, pointer, answer)",
+                 key="hints")
+    hints = tuple(raw["hints"]) if "hints" in raw else (raw["hint"],) if "hint" in raw else ()
+    predict = _prediction(chk, raw["predict"], [*where, "predict"], spec) \
+        if "predict" in raw else None
+    return Goal(raw["goal"], hints, cond, line_at(chk.root, where),
+                debrief=raw.get("debrief", ""), predict=predict)
+
+
+def _prediction(chk: _Checker, raw: dict[str, Any], where: list[Any], spec: MachineSpec
+                ) -> Prediction | None:
+    """A goal's ``predict:``: the measure must exist on this machine."""
+    name = raw["measure"]
+    devs = _devices(spec)
+    device = raw.get("device")
+    if MEASURES[name].per_device:
+        if device is None and len(devs) == 1:
+            device = next(iter(devs))
+        elif device is None:
+            chk.fail(where, f"measure '{name}' needs 'device' (the machine has "
+                            f"{len(devs)} devices)", key="measure")
+            return None
+        elif device not in devs:
+            chk.fail([*where, "device"], f"machine '{spec.name}' has no device '{device}' "
+                                         f"(it has: {', '.join(devs) or 'none'})")
+            return None
+    elif device is not None:
+        chk.fail([*where, "device"], f"measure '{name}' is of the machine, not of a device")
+        return None
+    if name.startswith("balloon-") and spec.config.balloon is None:
+        chk.fail([*where, "measure"], _no_balloon(spec))
+        return None
+    tolerance = 0
+    if "tolerance" in raw:
+        if MEASURES[name].unit == "count":
+            value = raw["tolerance"]
+            if not isinstance(value, int) or isinstance(value, bool):
+                chk.fail([*where, "tolerance"], f"'tolerance': '{value}' is not a count")
+                return None
+            tolerance = value
+        else:
+            size = chk.size(raw["tolerance"], [*where, "tolerance"])
+            if size is None:
+                return None
+            tolerance = size
+    return Prediction(raw["question"], name, device, tolerance)
+
+
 def _no_balloon(spec: MachineSpec) -> str:
     return (f"machine '{spec.name}' has no balloon (add -device virtio-balloon-pci,"
             "id=balloon0)")
@@ -797,9 +860,7 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
     goals: list[Goal] = []
     first = machines[next(iter(machines))]
     for i, raw_goal in enumerate(data.get("goals", [])):
-        cond = _condition(chk, raw_goal["when"], ["goals", i, "when"], first)
-        goals.append(Goal(raw_goal["goal"], raw_goal.get("hint", ""), cond,
-                          line_at(root, ["goals", i])))
+        goals.append(_goal(chk, raw_goal, ["goals", i], first))
     if chk.problems:
         raise ScenarioError(sorted(chk.problems, key=lambda p: p.line))
     return Scenario(data["title"], data.get("summary", ""), path, machines, steps, goals)

@@ -49,6 +49,7 @@ from scenarios.textfile import TextFileError, read_text
 if TYPE_CHECKING:
     from emulator.config import MachineConfig
     from emulator.machine import Machine
+    from emulator.snapshot import MachineSnapshot
     from scenarios.loader import Scenario, Step
     from scenarios.runner import StepReport
 
@@ -204,7 +205,7 @@ class Recorder:
             return
         self._flush(upto=(name, snap.seq))  # exactly the events the snapshot includes
         self._write({"t": self._stamp(t), "type": "keyframe", "machine": name,
-                     "state": machine_state(snap)})
+                     "state": with_held(snap, machine_state(snap))})
         self._since_keyframe[name] = 0
         self._last_keyframe[name] = time.monotonic()
 
@@ -234,6 +235,8 @@ class Recorder:
                      "machine": report.machine, "line": report.line, "title": report.title,
                      "ok": report.ok, "summary": report.summary, "output": report.output,
                      "elapsed": round(report.elapsed, 6)})
+        if report.kind == "guest":  # what the guest holds changed: the replay's colours
+            self.tick(force_keyframe=True, only=report.machine)
 
     def finish(self, ok: bool) -> None:
         self._flush()
@@ -245,6 +248,36 @@ class Recorder:
 
 class RecordingError(ValueError):
     """Not a recording this reader understands (with the line number)."""
+
+
+def with_held(snap: MachineSnapshot, state: Any) -> Any:
+    """A keyframe ``state`` with each device's ``held``: per block, hex, what the guest keeps
+    in it (00 nothing, 01 movable data, 02 unmovable data), so a replay draws plugged blocks
+    in the live page's colours. Before the guest has booted it holds nothing; left out when a
+    running guest exports no usage table for the device."""
+    guest = snap.guest
+    for i, dev in enumerate(snap.devices):
+        if dev.id not in state["devices"]:
+            continue
+        if guest is None:
+            state["devices"][dev.id]["held"] = bytes(dev.nb_blocks).hex()
+            continue
+        view = guest.devices[i] if i < len(guest.devices) else None
+        usage = view.usage if view is not None else ()
+        if len(usage) == dev.nb_blocks:
+            state["devices"][dev.id]["held"] = bytes(
+                2 if unmovable else 1 if movable else 0
+                for movable, unmovable, _free, _state in usage).hex()
+    return state
+
+
+def _clear_held(dev: dict[str, Any], first: int, count: int | None) -> None:
+    if "held" not in dev:
+        return
+    held = bytearray.fromhex(dev["held"])
+    end = len(held) if count is None else min(len(held), first + count)
+    held[first:end] = bytes(max(0, end - first))
+    dev["held"] = held.hex()
 
 
 def apply_event(state: dict[str, Any], event: dict[str, Any]) -> None:
@@ -259,6 +292,8 @@ def apply_event(state: dict[str, Any], event: dict[str, Any]) -> None:
         count = max(0, min(int(event["count"]), len(bitmap) - first))  # never resizes it
         bitmap[first:first + count] = (b"\x01" if event["plugged"] else b"\x00") * count
         dev["bitmap"] = bitmap.hex()
+        if not event["plugged"]:  # an unplugged block holds nothing
+            _clear_held(dev, first, count)
     elif kind == "config_change" and dev is not None:
         for key, value in (event.get("fields") or {}).items():
             if key in ("plugged_size", "requested_size", "usable_region_size"):
@@ -283,6 +318,7 @@ def apply_event(state: dict[str, Any], event: dict[str, Any]) -> None:
         state["guest_booted"] = False
         for d in devices.values():
             d["driver_state"] = "absent"
+            _clear_held(d, 0, None)
 
 
 class Recording:

@@ -218,10 +218,12 @@ def _device_state(value: Any, where: str) -> None:
                       "requested_size": _count, "usable_region_size": _count,
                       "driver_state": _str, "bitmap": _str},
             {"addr": _count, "region_size": _count, "block_size": _count,
-             "unplugged_inaccessible": _bool})
-    bitmap = dev["bitmap"]
-    if len(bitmap) != 2 * dev["nb_blocks"] or not _HEX.issuperset(bitmap):
-        raise FormatError(f"'{at}bitmap' must be {dev['nb_blocks']} blocks in hex")
+             "unplugged_inaccessible": _bool, "held": _str})
+    for key in ("bitmap", "held"):
+        value = dev.get(key)
+        if value is not None and (len(value) != 2 * dev["nb_blocks"] or
+                                  not _HEX.issuperset(value)):
+            raise FormatError(f"'{at}{key}' must be {dev['nb_blocks']} blocks in hex")
 
 
 def _keyframe_state(value: Any, where: str) -> None:

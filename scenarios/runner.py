@@ -39,6 +39,7 @@ from emulator.snapshot import BalloonSnapshot, DeviceSnapshot, MachineSnapshot
 from monitor.commands import context_for
 from scenarios.loader import Compare, MachineSpec, Scenario, Step
 from scenarios.patterns import Pattern
+from scenarios.predictions import measure
 
 POLL_S = 0.02
 
@@ -90,6 +91,8 @@ class Player:
         self.machines: dict[str, _Tracked] = {}
         self.reports: list[StepReport] = []
         self._goals: dict[int, list[str]] = {}  # goal index -> what did not hold ([] reached)
+        #: goal index -> what its prediction's measure showed when the goal was first reached
+        self.measured: dict[int, int | None] = {}
         self._lock = threading.Lock()
 
     # ---------------------------------------------------------------- machines
@@ -166,23 +169,27 @@ class Player:
             if self._goals.get(i) == []:
                 continue
             if snap is None:
-                snap = tracked.machine.snapshot(residency=any(
-                    needs_residency(g.condition) for g in self.scenario.goals))
+                snap = tracked.machine.snapshot(residency=lesson_residency(self.scenario))
             with self._lock:
                 counts = Counter(tracked.counts)
             self._goals[i] = evaluate(snap, goal.condition, counts,
                                       list(tracked.machine.console),
                                       tracked.control.watch.settled,
                                       unsettled=tracked.control.unsettled)
+            if not self._goals[i] and goal.predict is not None:
+                self.measured[i] = measure(snap, goal.predict)
 
     def _check_goals(self) -> bool:
         """After the worked solution every goal must have been reached at some point."""
         ok = True
         for i, goal in enumerate(self.scenario.goals):
             why = self._goals.get(i, ["never checked"])
+            summary = "reached" if not why else "; ".join(why)
+            if not why and goal.predict is not None:
+                summary += f" ({goal.predict.measure}: {self.measured.get(i)})"
             report = StepReport(len(self.scenario.steps) + i + 1, "goal",
                                 self.scenario.default_machine, goal.line, goal.title,
-                                not why, "reached" if not why else "; ".join(why))
+                                not why, summary)
             self.reports.append(report)
             if self.recorder is not None:
                 self.recorder.step(report, None)
@@ -428,6 +435,12 @@ Unsettled = Callable[[MachineSnapshot, str | None], list[str]]
 
 
 RESIDENCY_KEYS = ("resident", "unplugged-resident", "boot-resident")
+
+
+def lesson_residency(scenario: Scenario) -> bool:
+    """Whether checking ``scenario``'s goals (and predictions) needs host residency."""
+    return any(needs_residency(g.condition) or (g.predict is not None and g.predict.residency)
+               for g in scenario.goals)
 
 
 def needs_residency(cond: dict[str, Any]) -> bool:

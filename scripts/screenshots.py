@@ -30,6 +30,7 @@ def main() -> int:
     with LiveServer() as server, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1440, "height": 1000})
+        page.add_init_script("localStorage.setItem('vmemlab.tour', 'seen')")  # no tour
         page.goto(server.url)
         page.wait_for_function("() => document.body.dataset.ready === '1'", timeout=30_000)
         plugged(page, "vm0", 128)
@@ -55,6 +56,7 @@ def main() -> int:
         page.wait_for_timeout(300)
         page.locator("#devices").screenshot(path=os.path.join(OUT, "after-reboot.png"))
         narrow = browser.new_page(viewport={"width": 760, "height": 1100})
+        narrow.add_init_script("localStorage.setItem('vmemlab.tour', 'seen')")  # no tour
         narrow.goto(server.url)
         narrow.wait_for_function("() => document.body.dataset.ready === '1'", timeout=30_000)
         narrow.wait_for_timeout(1000)

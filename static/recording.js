@@ -50,7 +50,11 @@ function hexToBytes(hex) {
 
 function cloneState(state) {
   const s = JSON.parse(JSON.stringify(state));
-  for (const dev of Object.values(s.devices || {})) dev.bits = hexToBytes(dev.bitmap);
+  for (const dev of Object.values(s.devices || {})) {
+    dev.bits = hexToBytes(dev.bitmap);
+    // what the guest held per block (0 nothing, 1 movable, 2 unmovable), if recorded
+    dev.held = typeof dev.held === "string" && dev.held.length === dev.bitmap.length ? hexToBytes(dev.held) : null;
+  }
   return s;
 }
 
@@ -61,7 +65,10 @@ export function applyEvent(state, ev) {
   const dev = typeof ev.device === "string" ? devices[ev.device] : undefined;
   switch (ev.kind) {
     case "block_state":
-      if (dev) dev.bits.fill(ev.plugged ? 1 : 0, ev.first_block, ev.first_block + ev.count);
+      if (dev) {
+        dev.bits.fill(ev.plugged ? 1 : 0, ev.first_block, ev.first_block + ev.count);
+        if (!ev.plugged && dev.held) dev.held.fill(0, ev.first_block, ev.first_block + ev.count);
+      }
       break;
     case "config_change":
       if (dev) {
@@ -89,7 +96,7 @@ export function applyEvent(state, ev) {
     case "reset":
       state.cmdline = ev.cmdline ?? state.cmdline;
       state.guest_booted = false;
-      for (const d of Object.values(devices)) d.driver_state = "absent";
+      for (const d of Object.values(devices)) { d.driver_state = "absent"; if (d.held) d.held.fill(0); }
       break;
     default:
       break;
@@ -104,7 +111,14 @@ function upperBound(times, t) {
 
 /* Every machine's state at time t: nearest keyframe, then the events after it. */
 export function stateAt(rec, t) {
-  const end = upperBound(rec.times, t);
+  return stateUntil(rec, upperBound(rec.times, t));
+}
+
+/** The number of entries up to time t (a position for stateUntil). */
+export const positionAt = (rec, t) => upperBound(rec.times, t);
+
+/* Every machine's state after the first `end` entries. */
+export function stateUntil(rec, end) {
   const start = {};
   for (let i = end - 1; i >= 0; i--) {
     const e = rec.entries[i];
@@ -126,6 +140,34 @@ export function stateAt(rec, t) {
 
 export function markers(rec) {
   return rec.entries.filter((e) => e.type === "say" || (e.type === "marker" && e.marker === "violation"));
+}
+
+/* The step mode's ticks: positions just after each scenario step and each answered virtqueue
+ * request (a "response" event), in order; stepping walks them forward and back. */
+export function ticks(rec) {
+  const out = [];
+  rec.entries.forEach((e, i) => {
+    if (e.type === "step" || (e.type === "event" && e.event && e.event.kind === "response")) out.push(i + 1);
+  });
+  return out;
+}
+
+/* What happened in the first `end` entries: narration, steps, virtqueue log, console. */
+export function storyUntil(rec, end, keep = 40) {
+  const says = [], steps = [], log = [], consoleLines = [];
+  for (let i = 0; i < end; i++) {
+    const e = rec.entries[i];
+    if (e.type === "say") says.push(e);
+    else if (e.type === "step") steps.push(e);
+    else if (e.type === "event" && e.event) {
+      const ev = e.event;
+      if (ev.kind === "request" || ev.kind === "response") log.push({ machine: e.machine, ...ev });
+      else if (ev.kind === "console" && typeof ev.line === "string") consoleLines.push(ev.line);
+      if (log.length > keep * 2) log.splice(0, log.length - keep);
+      if (consoleLines.length > keep * 2) consoleLines.splice(0, consoleLines.length - keep);
+    }
+  }
+  return { say: says.length ? says[says.length - 1] : null, steps, log: log.slice(-keep), console: consoleLines.slice(-keep) };
 }
 
 /* The narration and finished steps up to t (for the side panel). */

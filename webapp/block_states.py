@@ -122,6 +122,9 @@ VIEWS: dict[str, tuple[BlockState, ...]] = {
              BlockState.HOST_PARTLY_RESIDENT, BlockState.HOST_RESIDENT,
              BlockState.OUTSIDE_USABLE, BlockState.HOST_UNPLUGGED_RESIDENT),
     "device": (BlockState.UNPLUGGED, BlockState.PLUGGED, BlockState.OUTSIDE_USABLE),
+    # a recording's keyframes keep what the guest held per block (scenarios/recording.py)
+    "replay": (BlockState.UNPLUGGED, BlockState.PLUGGED_FREE, BlockState.PLUGGED_MOVABLE,
+               BlockState.PLUGGED_UNMOVABLE, BlockState.OUTSIDE_USABLE),
     "compare": (BlockState.LAB_MOVABLE, BlockState.LAB_NORMAL, BlockState.LAB_PINNED,
                 BlockState.LAB_OFFLINE, BlockState.LAB_IN_USE, BlockState.LAB_PARTLY,
                 BlockState.LAB_RETURNED, BlockState.LAB_EMPTY),

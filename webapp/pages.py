@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import os
 
-from flask import Blueprint, abort, current_app, jsonify, render_template, session
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    jsonify,
+    render_template,
+    send_from_directory,
+    session,
+)
 from flask.blueprints import BlueprintSetupState
 from flask.typing import ResponseReturnValue
 
@@ -62,3 +70,10 @@ def healthz() -> ResponseReturnValue:
     answered)."""
     stats = ext.sessions().stats()
     return jsonify(status="ok", worker=current_app.config["VMEMLAB_WORKER_NAME"], **stats)
+
+
+@bp.get("/favicon.ico")
+def favicon() -> ResponseReturnValue:
+    """Every page, also those without a ``<link rel="icon">``: browsers ask for this."""
+    return send_from_directory(os.path.join(ROOT, "static"), "favicon.svg",
+                               mimetype="image/svg+xml", max_age=86400)

@@ -31,7 +31,8 @@ from flask import (
 
 from control import control_for
 from scenarios.loader import Scenario, ScenarioError, lessons, load_scenario
-from scenarios.runner import evaluate, needs_residency
+from scenarios.predictions import measure
+from scenarios.runner import evaluate, lesson_residency
 from webapp import ext
 
 bp = Blueprint("replay", __name__)
@@ -106,11 +107,28 @@ def start_scenario(scenario: Scenario) -> Any:
     return None
 
 
-def lesson_view(scenario: Scenario, *, goals_url: str, start_url: str) -> str:
-    """The lesson page (narration, goals, the sandbox beside them) for any scenario."""
+def lesson_view(scenario: Scenario, *, goals_url: str, start_url: str, key: str,
+                next_lesson: tuple[str, Scenario] | None = None) -> str:
+    """The lesson page (narration, goals, the sandbox beside them) for any scenario.
+
+    ``key`` names the lesson in the browser's progress store (static/lesson.js);
+    ``next_lesson`` is (start URL, lesson) of the one after it, if any.
+    """
     narration = [s.params["text"] for s in scenario.steps if s.kind == "say"]
     return render_template("lesson.html", lesson=scenario, narration=narration,
-                           goals_url=goals_url, start_url=start_url)
+                           goals_url=goals_url, start_url=start_url, key=key,
+                           next_lesson=next_lesson)
+
+
+def _next(name: str) -> tuple[str, Scenario] | None:
+    from flask import url_for
+
+    every = _lessons()
+    names = list(every)
+    if name not in names or names.index(name) + 1 >= len(names):
+        return None
+    after = names[names.index(name) + 1]
+    return url_for("replay.start_lesson", name=after), every[after]
 
 
 @bp.post("/lessons/<name>/start")
@@ -120,7 +138,7 @@ def start_lesson(name: str) -> Any:
     error = start_scenario(_lesson(name))
     if error is not None:
         return error
-    return redirect(url_for("replay.lesson_page", name=name))
+    return redirect(url_for("replay.lesson_page", name=name, fresh=1))
 
 
 @bp.get("/lessons/<name>")
@@ -128,7 +146,8 @@ def lesson_page(name: str) -> str:
     from flask import url_for
 
     return lesson_view(_lesson(name), goals_url=url_for("replay.lesson_goals", name=name),
-                       start_url=url_for("replay.start_lesson", name=name))
+                       start_url=url_for("replay.start_lesson", name=name),
+                       key=f"lesson:{name}", next_lesson=_next(name))
 
 
 @bp.get("/lessons/<name>/goals")
@@ -145,13 +164,15 @@ def goals_answer(lesson: Scenario) -> Any:
                                "why": ["no machine: start the lesson"]}
                               for i, g in enumerate(lesson.goals)])
     control = control_for(machine)
-    residency = any(needs_residency(g.condition) for g in lesson.goals)
-    snap = machine.snapshot(residency=residency)
+    snap = machine.snapshot(residency=lesson_residency(lesson))
     counts = Counter(r.event.kind for r in machine.bus.since(0))
     console = list(machine.console)
     out = []
     for i, goal in enumerate(lesson.goals):
         why = evaluate(snap, goal.condition, counts, console, control.watch.settled,
                        unsettled=control.unsettled)
-        out.append({"index": i, "goal": goal.title, "reached": not why, "why": why})
+        entry: dict[str, Any] = {"index": i, "goal": goal.title, "reached": not why, "why": why}
+        if goal.predict is not None:  # measured now, from the machine (never from the file)
+            entry["measured"] = measure(snap, goal.predict)
+        out.append(entry)
     return jsonify(goals=out)

@@ -1,10 +1,13 @@
 """Share by link: recordings and scenarios stored on this server under a short random id.
 
+* ``GET /share`` -- the page that does the same from a browser (``templates/share.html``,
+  ``static/share-upload.js``): pick a file, or title this session's live recording.
 * ``POST /share`` -- an uploaded file (field ``file``: a recording ``.ndjson`` or a scenario
   ``.yaml``, checked first: a recording must parse with ``scenarios.recording.Recording``, a
   scenario must pass the loader, whose ``FILE:LINE: message`` comes back as a 400), or the JSON
-  body ``{"session_recording": true}`` (this session's live recording). Answers
-  ``{"id": ID, "url": "/s/ID"}``.
+  body ``{"session_recording": true}`` (this session's live recording; optional ``"title"``
+  and ``"note"``, the sharer's words: the title replaces "Live session", the note becomes the
+  recording's summary and its first narration line). Answers ``{"id": ID, "url": "/s/ID"}``.
 * ``GET /s/ID`` -- a recording: a redirect to the player (``/replay?src=/shared/ID.ndjson``);
   a scenario: its title, summary and narration with a *start* button. ``POST /s/ID/start``
   gives this session a machine built from the scenario's machine (the lesson flow of
@@ -23,6 +26,7 @@ file of any kind is a 400 that says why, never a 500.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import re
@@ -45,6 +49,7 @@ from flask import (
 
 from scenarios.loader import Scenario, ScenarioError, load_scenario, parse_scenario
 from scenarios.recording import Recording, RecordingError
+from scenarios.recording_format import FormatError, decode_line
 from webapp import bodies, ext, ratelimits
 from webapp.share_store import ShareStore, StoreFull
 
@@ -52,6 +57,9 @@ bp = Blueprint("sharing", __name__)
 log = logging.getLogger(__name__)
 
 _NAME_RE = re.compile(r"[^A-Za-z0-9._-]+")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]+")  # one character class: linear time
+MAX_TITLE = 120  #: characters of a shared live session's title
+MAX_NOTE = 1000  #: characters of its note (the first narration line)
 #: what a parser may raise on a hostile file besides its own error (deep nesting, wrong
 #: types, huge numbers): the file is malformed, not the server broken
 MALFORMED = (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError,
@@ -150,6 +158,38 @@ def _session_recording() -> bytes:
         return f.read(size)
 
 
+def _words(value: Any, limit: int, what: str) -> str:
+    """The sharer's text: a string of at most ``limit`` characters, control characters
+    turned into spaces (a title is one line); anything else is a 400."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ShareError(f"{what}: must be text")
+    if len(value) > limit:
+        raise ShareError(f"{what}: at most {limit} characters")
+    return _CONTROL_RE.sub(" ", value).strip()
+
+
+def retitle(data: bytes, title: str, note: str) -> bytes:
+    """A recording with the sharer's ``title`` (and ``note``: the summary and a first
+    narration line, at the recording's first moment)."""
+    head, sep, rest = data.partition(b"\n")
+    try:
+        header = decode_line(head.decode("utf-8"))
+    except (FormatError, UnicodeDecodeError):
+        raise ShareError("this session's recording cannot be read") from None
+    if not isinstance(header, dict):
+        raise ShareError("this session's recording cannot be read")
+    if title:
+        header["title"] = title
+    lines = [json.dumps(header).encode()]
+    if note:
+        header["summary"] = note
+        lines = [json.dumps(header).encode(),
+                 json.dumps({"t": 0, "type": "say", "text": note}).encode()]
+    return b"\n".join(lines) + b"\n" + rest if sep else b"\n".join(lines) + b"\n"
+
+
 def _upload() -> tuple[bytes, str]:
     cap = int(current_app.config["VMEMLAB_SHARE_MAX_BYTES"])
     if request.content_length is not None and request.content_length > cap + (64 << 10):
@@ -158,7 +198,11 @@ def _upload() -> tuple[bytes, str]:
     if upload is None:
         body = bodies.json_body()
         if isinstance(body, dict) and body.get("session_recording") is True:
+            title = _words(body.get("title"), MAX_TITLE, "title")
+            note = _words(body.get("note"), MAX_NOTE, "note")
             data = _session_recording()
+            if title or note:
+                data = retitle(data, title, note)
             check_recording(data, "live recording")
             return data, "ndjson"
         raise ShareError("send a file (field 'file') or {\"session_recording\": true}")
@@ -175,6 +219,14 @@ def _upload() -> tuple[bytes, str]:
 
 
 # ------------------------------------------------------------------------------ routes
+
+@bp.get("/share")
+def share_page() -> str:
+    """Share from the browser: a file, or this session's recording with a title."""
+    cap = int(current_app.config["VMEMLAB_SHARE_MAX_BYTES"])
+    return render_template("share.html", max_mib=cap >> 20, max_title=MAX_TITLE,
+                           max_note=MAX_NOTE)
+
 
 @bp.post("/share")
 def share() -> Any:
@@ -219,7 +271,7 @@ def start_shared(share_id: str) -> Any:
     if error is not None:
         return error
     if scenario.goals:
-        return redirect(url_for("sharing.shared_lesson", share_id=share_id))
+        return redirect(url_for("sharing.shared_lesson", share_id=share_id, fresh=1))
     return redirect(url_for("pages.index"))
 
 
@@ -229,7 +281,8 @@ def shared_lesson(share_id: str) -> str:
 
     return lesson_view(_scenario(share_id),
                        goals_url=url_for("sharing.shared_goals", share_id=share_id),
-                       start_url=url_for("sharing.start_shared", share_id=share_id))
+                       start_url=url_for("sharing.start_shared", share_id=share_id),
+                       key=f"shared:{share_id}")
 
 
 @bp.get("/s/<share_id>/goals")

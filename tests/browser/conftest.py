@@ -53,10 +53,12 @@ def new_page(chromium: Any, live_server: LiveServer) -> Iterator[Any]:
     """Open the sandbox in a fresh browser context (its own cookie, so its own machine)."""
     contexts: list[Any] = []
 
-    def open_page(width: int = 1400, height: int = 1000) -> Any:
+    def open_page(width: int = 1400, height: int = 1000, tour: bool = False) -> Any:
         context = chromium.new_context(viewport={"width": width, "height": height},
                                        base_url=live_server.url)
         contexts.append(context)
+        if not tour:  # the first-visit tour (static/tour.js) would cover the page
+            context.add_init_script("localStorage.setItem('vmemlab.tour', 'seen')")
         page = context.new_page()
         page.errors = []
         page.on("pageerror", lambda exc: page.errors.append(str(exc)))

@@ -31,6 +31,7 @@ def _open(chromium: Any, live_server: LiveServer, path: str) -> tuple[Any, Any, 
     context = chromium.new_context(viewport={"width": 1400, "height": 1000},
                                    base_url=live_server.url)
     context.add_init_script(WATCH_CSP)
+    context.add_init_script("localStorage.setItem('vmemlab.tour', 'seen')")  # no tour over it
     page = context.new_page()
     dialogs: list[str] = []
 

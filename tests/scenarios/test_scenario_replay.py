@@ -147,7 +147,7 @@ def test_lesson_goals_are_checked_live_against_the_sessions_machine() -> None:
         assert client.get("/lessons/nope").status_code == 404
         reply = client.post("/lessons/05-make-it-stop-short/start")
         assert reply.status_code == 302
-        assert reply.location.endswith("/lessons/05-make-it-stop-short")
+        assert reply.location.endswith("/lessons/05-make-it-stop-short?fresh=1")
         page = client.get("/lessons/05-make-it-stop-short").get_data(as_text=True)
         assert "Grow vm0 to at least 512M" in page and "<iframe" in page
         with client.session_transaction() as cookie:

@@ -168,7 +168,7 @@ def test_share_a_scenario_and_start_it(app: Flask, http: FlaskClient, share_dir:
         [(d.id, d.size) for d in cfg.devices]
     target = started.headers["Location"]
     if scenario.goals:
-        assert target.endswith(f"/s/{share_id}/lesson")
+        assert target.endswith(f"/s/{share_id}/lesson?fresh=1")
         lesson = http.get(target).get_data(as_text=True)
         assert f"/s/{share_id}/goals" in lesson
         goals = http.get(f"/s/{share_id}/goals").get_json()["goals"]
@@ -196,3 +196,26 @@ def test_invalid_yaml_gives_400_with_a_line(http: FlaskClient, share_dir: Path) 
 def test_bad_ids_are_404(http: FlaskClient, share_dir: Path, path: str) -> None:
     res = http.post(path) if path.endswith("/start") else http.get(path)
     assert res.status_code == 404
+
+
+def test_a_shared_session_carries_the_sharers_title_and_note(
+        app: Flask, http: FlaskClient, share_dir: Path) -> None:
+    """Issue 12 §6: not "Live session" with no narration, but the sharer's words, bounded."""
+    http.get("/")
+    _machine(app, http)
+    res = http.post("/share", json={"session_recording": True, "title": "Why\x1b[2J 16M stay",
+                                     "note": "Watch vm0.\nThen reboot."})
+    assert res.status_code == 200, res.get_json()
+    share_id = res.get_json()["id"]
+    text = http.get(f"/shared/{share_id}.ndjson").get_data(as_text=True)
+    rec = Recording.parse(io.StringIO(text))
+    assert rec.header["title"] == "Why [2J 16M stay"  # control characters are gone
+    assert rec.header["summary"] == "Watch vm0. Then reboot."
+    says = [e for e in rec.entries if e["type"] == "say"]
+    assert says[0]["text"] == "Watch vm0. Then reboot." and says[0]["t"] == 0
+    for body, words in (({"title": "x" * 121}, "at most 120"), ({"title": 5}, "must be text"),
+                        ({"note": "y" * 1001}, "at most 1000")):
+        bad = http.post("/share", json={"session_recording": True, **body})
+        assert bad.status_code == 400 and words in bad.get_json()["error"]
+    page = http.get("/share").get_data(as_text=True)
+    assert 'id="share-file-input"' in page and 'maxlength="120"' in page
