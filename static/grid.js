@@ -91,14 +91,28 @@ export class BlockGrid {
     this.dirtyCount = 0;
     this.pendingWall = 0;
     this.seq = 0;
+    this.rowBlocks = 0; // device blocks per Linux memory block: one row each (0: unknown)
+    this.labelWidth = 0; // pixels the row labels beside the canvas take
+    this.onLayout = null; // called after each layout (the row labels follow the cell size)
+    this.layout();
+  }
+
+  /** Rows of `blocks` device blocks: one per Linux memory block (the guest's own size). */
+  setRowBlocks(blocks, labelWidth) {
+    if (blocks === this.rowBlocks && labelWidth === this.labelWidth) return;
+    this.rowBlocks = blocks; this.labelWidth = labelWidth;
     this.layout();
   }
 
   layout() {
-    const width = Math.max(200, (this.canvas.parentElement || this.canvas).clientWidth || 600);
+    const width = Math.max(200, ((this.canvas.parentElement || this.canvas).clientWidth || 600) - this.labelWidth);
     const n = this.nb;
     let cell, cols;
-    if (this.fitWidth) {
+    if (this.rowBlocks && this.rowBlocks * 3 <= width) {
+      // Linux's structure: one row per memory block (a block-size change keeps the rows)
+      cols = Math.min(n, this.rowBlocks);
+      cell = Math.max(3, Math.min(12, Math.floor(width / cols), n <= 4096 ? 12 : 7));
+    } else if (this.fitWidth) {
       cols = Math.max(1, Math.min(n, 128));
       cell = Math.max(2, Math.floor(width / cols));
     } else {
@@ -133,6 +147,8 @@ export class BlockGrid {
       this.flashTiles[code] = perKind;
     }
     this.dirtyAll = true;
+    this.canvas.dataset.cols = cols;
+    if (this.onLayout) this.onLayout(this);
     BlockGrid.schedule();
   }
 

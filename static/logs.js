@@ -9,9 +9,22 @@ const MAX_CONSOLE = 60000, KEEP_CONSOLE = 40000; // characters
 
 export function clearLogs() { $("vq-log").textContent = ""; $("console").textContent = ""; }
 
-export function logLine(text, cls) {
-  const ol = $("vq-log"); const li = document.createElement("li");
-  li.textContent = text; if (cls) li.className = cls; ol.appendChild(li);
+/** Append a log line. Lines with the same `group` in a row are one line with a running count
+ * (a dump's zero-page reads: "vm0: zero-page reads: 192 blocks in 192 reads"), so repeated
+ * events do not push the PLUG/UNPLUG history out of the log. */
+export function logLine(text, cls, group) {
+  const ol = $("vq-log");
+  const last = ol.lastElementChild;
+  if (group && last && last.dataset.group === group.key) {
+    const n = +last.dataset.count + 1, blocks = +last.dataset.blocks + (group.blocks || 0);
+    last.dataset.count = n; last.dataset.blocks = blocks;
+    last.textContent = group.text(n, blocks);
+    return;
+  }
+  const li = document.createElement("li");
+  li.textContent = group ? group.text(1, group.blocks || 0) : text; if (cls) li.className = cls;
+  if (group) { li.dataset.group = group.key; li.dataset.count = 1; li.dataset.blocks = group.blocks || 0; }
+  ol.appendChild(li);
   while (ol.childElementCount > MAX_LOG) ol.firstElementChild.remove();
   ol.scrollTop = ol.scrollHeight;
 }
@@ -45,7 +58,12 @@ export function describe(ev, dev) {
     case "unplugged_write":
       return [`${ev.device}: write to unplugged block ${ev.first_block} ×${ev.count} went through (the host backs it again)`, "violation"];
     case "zero_page_read":
-      return [`${ev.device}: zero-page read of block ${ev.first_block} ×${ev.count}${ev.outside_usable ? " (outside usable)" : ""}`, "zero"];
+      return [null, "zero", { key: `zero:${ev.device}`, blocks: ev.count,
+        text: (n, blocks) => `${ev.device}: zero-page reads: ${blocks} block${blocks === 1 ? "" : "s"}${n > 1 ? ` in ${n} reads` : ""} (unplugged memory read as zeros)` }];
+    case "request_held":
+      return [`${ev.device}: ${ev.type} ${ev.nb_blocks ? hex(ev.addr) + " ×" + ev.nb_blocks : ""} in flight (teaching pace ${ev.pace_ms} ms)`, "meta held"];
+    case "pace":
+      return [`teaching pace (vmemlab): ${ev.pace_ms ? ev.pace_ms + " ms per request" : "full speed"}${ev.pause_after_reset ? ", pause after reset" : ""}${ev.stepping ? ", stepping one request" : ""}`, "meta"];
     case "reset": return [`RESET (${ev.reason})${ev.cmdline ? " cmdline: " + ev.cmdline : ""}`, "reset"];
     case "device_broken": return [`${ev.device}: BROKEN ${ev.reason}`, "violation"];
     case "runstate": return [`runstate → ${ev.state}${ev.reason ? " (" + ev.reason + ")" : ""}`, "meta"];

@@ -89,9 +89,12 @@ def test_step_request_answers_exactly_one_request(make_machine: MachineFactory) 
     seq = machine.bus.last_seq
     for n in (1, 2):
         control.step_request()
-        assert machine.wait_until(
-            lambda m, n=n: len(_events(m, seq, "response")) == n
-            and m.runstate is RunState.PAUSED and not m.pacer.stepping, 10)
+
+        def stepped(m: Machine, n: int = n) -> bool:
+            return (len(_events(m, seq, "response")) == n
+                    and m.runstate is RunState.PAUSED and not m.pacer.stepping)
+
+        assert machine.wait_until(stepped, 10)
         time.sleep(0.2)  # paused: nothing more happens
         assert len(_events(machine, seq, "response")) == n
         assert machine.devices["vm0"].plugged_size == n * 128 * MiB
