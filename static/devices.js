@@ -35,7 +35,9 @@ export function buildDevices(view) {
         " ", el("span", { class: "stat" }, "plugged ", el("b", { class: "plugged" })),
         " ", el("span", { class: "stat" }, "usable ", el("b", { class: "usable" })),
         " ", el("span", { class: "stat" }, "driver ", el("b", { class: "driver" })),
-        " ", el("span", { class: "stat inflight", hidden: true }, "· in flight ·")),
+        " ", el("span", { class: "stat inflight", hidden: true }, "· in flight ·"),
+        " ", el("button", { type: "button", class: "zoom", hidden: true,
+          title: "A large device draws several blocks per cell (the most telling one's state); zoom in to see every block" }, "zoom in")),
       el("div", { class: "grid-wrap" }, el("ol", { class: "mb-labels", "aria-label": `memory blocks of ${id}` }), canvas));
     box.appendChild(card);
     const grid = new BlockGrid(canvas, d.nb_blocks);
@@ -50,6 +52,12 @@ export function buildDevices(view) {
     const state = Object.assign({}, d);
     delete state.guest; delete state.host; // codes live in the grid
     els.labels = card.querySelector(".mb-labels");
+    els.zoom = card.querySelector(".zoom");
+    els.zoom.addEventListener("click", () => {
+      grid.setZoom(!grid.zoomed);
+      card.classList.toggle("zoomed", grid.zoomed);
+      els.zoom.textContent = grid.zoomed ? "zoom out" : "zoom in";
+    });
     const dev = { id, state, grid, els, pendingReq: null, inflight: null, held: [], editing: false };
     model.devices.set(id, dev); model.order.push(id);
     const setReq = (valueMiB) => {
@@ -109,19 +117,24 @@ export function updateInflight(dev) {
 export function renderRowLabels(dev) {
   const g = dev.grid, box = dev.els.labels; if (!box) return;
   box.textContent = "";
-  const s = dev.state, rows = g.rowBlocks ? Math.ceil(g.nb / g.cols) : 0;
+  const s = dev.state, rows = g.rowBlocks ? g.rows : 0;
+  if (dev.els.zoom) {
+    dev.els.zoom.hidden = !(g.agg > 1 || g.zoomed);
+    dev.els.labels.dataset.agg = g.agg;
+  }
   box.hidden = !rows;
   box.style.height = g.canvas.style.height;
   if (!rows) return;
   const byFirst = new Map((s.memory_blocks || []).map((mb) => [mb.first_block, mb]));
   const every = Math.max(1, Math.ceil(11 / g.cell)); // a label needs ~11 px of height
   for (let r = 0; r < rows; r++) {
-    const first = r * g.cols;
+    const first = r * g.cols * g.agg;
     const li = document.createElement("li");
     li.style.height = g.cell * (r + every <= rows ? every : rows - r) + "px";
     const mb = byFirst.get(first);
+    const last = g.mbPerRow > 1 ? byFirst.get(first + (g.mbPerRow - 1) * g.rowBlocks) : null;
     li.dataset.addr = hex(s.addr + first * s.block_size);
-    li.textContent = `${hex(s.addr + first * s.block_size)}${mb ? " " + mb.name : ""}`;
+    li.textContent = `${hex(s.addr + first * s.block_size)}${mb ? " " + mb.name : ""}${last ? "–" + last.name.replace("memory", "") : ""}`;
     li.title = mb ? `${mb.name}: ${mb.zone === "none" ? "not added" : mb.zone === "offline" ? "offline" : "ZONE_" + mb.zone.toUpperCase()} (${mb.state})` : "not a memory block of the guest yet";
     if (mb) li.dataset.zone = mb.zone;
     box.appendChild(li);
@@ -156,11 +169,14 @@ function hover(dev, e) {
   const i = dev.grid.cellAt(e.clientX, e.clientY); const tip = $("tooltip");
   if (i < 0) { tip.hidden = true; return; }
   const addr = dev.state.addr + i * dev.state.block_size;
-  const code = dev.grid.codes[model.mode][i];
+  const code = dev.grid.cellCode(i);
   tip.hidden = false;
   tip.style.left = Math.min(window.innerWidth - 280, e.clientX + 14) + "px";
   tip.style.top = (e.clientY + 14) + "px";
-  tip.textContent = `${dev.id} block ${i} @ ${hex(addr)}\n${blockState(code).label}`;
+  const agg = dev.grid.agg;
+  tip.textContent = agg > 1
+    ? `${dev.id} blocks ${i}–${i + agg - 1} @ ${hex(addr)} (one cell: ${agg} blocks; zoom in for each)\n${blockState(code).label} (the most telling)`
+    : `${dev.id} block ${i} @ ${hex(addr)}\n${blockState(code).label}`;
   const my = ++hoverSeq;
   clearTimeout(dev.hoverTimer);
   dev.hoverTimer = setTimeout(() => socket.emit("block_info", { device: dev.id, block: i }, (r) => {

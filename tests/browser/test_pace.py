@@ -180,3 +180,23 @@ def test_an_empty_size_box_is_refused_not_zero_and_a_tap_shows_a_cell(new_page):
     page.mouse.click(box["x"] + 3, box["y"] + 3)  # a tap is a click: the details appear
     page.wait_for_function("() => /vm0 block 0 @/.test(document.getElementById('tooltip')"
                            ".textContent)")
+
+
+def test_a_large_device_aggregates_cells_and_zooms_to_every_block(new_page):
+    page = new_page(width=1440, height=900)
+    new_machine(page, 6144, 256)  # 3072 blocks of 2 MiB: cells of 2 blocks, 2 memory blocks a row
+    grid = canvas("vm0")
+    page.wait_for_function(f"() => document.querySelector('{grid}').dataset.agg === '2'")
+    assert page.get_attribute(grid, "data-cols") == "64"
+    assert page.get_attribute(grid, "data-blocks") == "3072"
+    assert page.get_attribute(grid, "data-plugged") == "128"  # counted per block, not cell
+    first = page.locator(f"{CARD} .mb-labels li").first.inner_text()
+    name = first.split()[1]  # two memory blocks a row: "memoryN" EN DASH "M"
+    assert name.count("memory") == 1 and "\u2013" in name
+    page.click(f"{CARD} .zoom")
+    page.wait_for_function(f"() => document.querySelector('{grid}').dataset.agg === '1'")
+    assert page.get_attribute(grid, "data-cols") == "64"  # one memory block a row again
+    assert page.locator(f"{CARD} .mb-labels li").count() == 3072 // 64
+    page.click(f"{CARD} .zoom")
+    page.wait_for_function(f"() => document.querySelector('{grid}').dataset.agg === '2'")
+    assert page.errors == []
