@@ -56,6 +56,14 @@ export function explain(ev, dev) {
       if (ev.status === "no-memory") return `${ev.device}: the guest ran out of memory for the memory map (ENOMEM): it cannot add more memory blocks`;
       return null;
     }
+    case "config_change": {
+      if (!("requested_size" in ev.fields)) return null;
+      const size = mib(ev.fields.requested_size);
+      const drv = dev ? dev.state.driver_state : "";
+      if (drv === "absent" || drv === "disabled" || drv === "failed")
+        return `${ev.device}: requested size set to ${size}, but no driver handles the device (${drv}): nothing will be plugged or unplugged, and nothing is in flight`;
+      return `${ev.device}: requested size set to ${size}: the device tells the guest with a config-change interrupt; its driver now plugs or unplugs to match`;
+    }
     case "zero_page_read":
       return `${ev.device}: the guest read unplugged memory (${ev.count} block${ev.count === 1 ? "" : "s"}): the host answered with the shared zero page, costing no memory`;
     case "unplugged_write":

@@ -176,6 +176,12 @@ def test_an_empty_size_box_is_refused_not_zero_and_a_tap_shows_a_cell(new_page):
     assert "type a requested size" in page.inner_text("#error-text")
     time.sleep(0.5)
     assert page.get_attribute(canvas("vm0"), "data-plugged") == "32"
+    # an allocation the guest cannot satisfy: no "allocating..." left behind, ENOMEM explained
+    page.fill("#alloc-size", "400")  # within the budget, beyond the guest's memory
+    page.click("#alloc-form button[type=submit]")
+    page.wait_for_function("() => /allocation failed/.test(document.getElementById("
+                           "'action-result').textContent)")
+    assert "(ENOMEM): plug more memory" in page.inner_text("#action-result")
     box = page.locator(canvas("vm0")).bounding_box()
     page.mouse.click(box["x"] + 3, box["y"] + 3)  # a tap is a click: the details appear
     page.wait_for_function("() => /vm0 block 0 @/.test(document.getElementById('tooltip')"
