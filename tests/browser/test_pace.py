@@ -206,3 +206,24 @@ def test_a_large_device_aggregates_cells_and_zooms_to_every_block(new_page):
     page.click(f"{CARD} .zoom")
     page.wait_for_function(f"() => document.querySelector('{grid}').dataset.agg === '2'")
     assert page.errors == []
+
+
+def test_a_dump_leaves_one_zero_page_line_per_device_not_one_per_read(new_page):
+    page = new_page()
+    wait_plugged(page, "vm0", 32)
+    set_requested(page, "vm0", 100)  # half a memory block: the other half reads as zeros
+    wait_plugged(page, "vm0", 50)
+    # the RFC's / a pre-5.16 kdump reads every page of the added memory, unplugged too
+    page.fill("#hmp-in", "guest dump --legacy vm0")
+    page.press("#hmp-in", "Enter")
+    page.wait_for_function("() => /read \\d+ bytes/.test(document.getElementById('hmp-out')"
+                           ".textContent)", timeout=30_000)
+    page.wait_for_function("() => document.querySelectorAll('#vq-log li.zero').length > 0")
+    time.sleep(0.5)
+    lines = page.locator("#vq-log li.zero").all_inner_texts()
+    vm0 = [line for line in lines if line.startswith("vm0:")]
+    assert len(vm0) == 1, lines
+    assert vm0[0].startswith("vm0: zero-page reads: ") and " blocks" in vm0[0]
+    blocks = int(vm0[0].split("zero-page reads: ")[1].split()[0])
+    assert 0 < blocks <= 128
+    assert "the host answered with the shared zero page" in page.inner_text("#explain")
