@@ -227,3 +227,16 @@ def test_a_dump_leaves_one_zero_page_line_per_device_not_one_per_read(new_page):
     blocks = int(vm0[0].split("zero-page reads: ")[1].split()[0])
     assert 0 < blocks <= 128
     assert "the host answered with the shared zero page" in page.inner_text("#explain")
+
+
+def test_grids_action_bar_and_explanation_share_one_screen_at_1440x900(new_page):
+    page = new_page(width=1440, height=900)
+    wait_plugged(page, "vm0", 32)
+    page.wait_for_function("() => document.querySelectorAll('.mb-labels li').length >= 4")
+    boxes = {sel: page.locator(sel).bounding_box() for sel in
+             ("#action-bar", "#explain", canvas("vm0"), canvas("vm1"), "#btn-step-request",
+              "#btn-dump", "#pace")}
+    for sel, box in boxes.items():
+        assert box is not None and box["y"] >= 0 and box["y"] + box["height"] <= 900, (sel, box)
+    # cause before effect: the actions and the "why" line sit above the grids
+    assert boxes["#explain"]["y"] < boxes[canvas("vm0")]["y"]
