@@ -100,7 +100,7 @@ function updateDeviceText(dev) {
   card.plugged = s.plugged_size; card.requested = s.requested_size; card.usable = s.usable_region_size;
 }
 
-/** The "in flight" badge: only requests really outstanding -- held by the teaching pace, or
+/** The in-flight badge: only requests really outstanding -- held by the teaching pace, or
  * sent and not yet answered -- never a mere difference between plugged and requested (an
  * unplug that stopped short, or a guest without a driver, has nothing in flight). */
 export function updateInflight(dev) {
