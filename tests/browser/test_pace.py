@@ -142,8 +142,9 @@ def test_memory_block_rows_carry_their_addresses(new_page):
     assert labels[0].split() == [hex(addr), f"memory{addr // (128 * MiB)}"]
     assert labels[1].split()[0] == hex(addr + 128 * MiB)
     assert page.get_attribute(canvas("vm0"), "data-cols") == "64"
-    title = page.get_attribute(f"{CARD} .mb-labels li >> nth=0", "title")
-    assert title.startswith(f"memory{addr // (128 * MiB)}: ZONE_NORMAL")
+    # the zone on hover, once the guest has added and onlined the block
+    page.wait_for_function(f"() => /^memory{addr // (128 * MiB)}: ZONE_NORMAL /.test("
+                           f"document.querySelector('{CARD} .mb-labels li').title)")
 
 
 def test_in_flight_badge_is_off_after_an_unplug_stopped_short(new_page):
