@@ -16,6 +16,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import BinaryIO, TypeVar
 
 from control.balloon import BalloonControl
@@ -27,10 +28,27 @@ from control.guest_ops import Alloc, GuestOp, GuestReboot, Outcome, run_guest_op
 from control.settle import SettleWatch, balloon_settled
 from emulator.config import MachineConfig
 from emulator.machine import Machine
+from emulator.pacing import RequestHeld
 from emulator.snapshot import MachineSnapshot
 from emulator.states import RunState
 
 T = TypeVar("T")
+
+@dataclass(frozen=True)
+class Pace:
+    """The teaching pace of a machine (``MachineControl.pace``)."""
+
+    pace_ms: int
+    pause_after_reset: bool
+    stepping: bool  # pauses after the next answered request
+    held: tuple[RequestHeld, ...]  # requests in flight now, oldest first
+    answered: int  # requests answered after being held, since the machine was made
+
+    def to_dict(self) -> dict[str, object]:
+        return {"pace_ms": self.pace_ms, "pause_after_reset": self.pause_after_reset,
+                "stepping": self.stepping, "answered": self.answered,
+                "held": [h.to_dict() for h in self.held]}
+
 
 Admission = Callable[[int], None]
 """Asked before guest memory may grow, with the bytes the operation makes resident now (0: it
@@ -137,6 +155,32 @@ class MachineControl:
 
     def set_speed(self, factor: float) -> None:
         engine_call(lambda: self.machine.set_speed(factor))
+
+    # ---------------------------------------------------------------- teaching pace
+
+    def set_pace(self, pace_ms: int | None = None, *,
+                 pause_after_reset: bool | None = None) -> Pace:
+        """vmemlab's teaching pace (not QEMU's): hold each virtio-mem request ``pace_ms``
+        in flight before the device answers, and the guest a moment at each driver step (0:
+        full speed); ``pause_after_reset`` keeps the machine in the all-unplugged state
+        after a reset until it is continued. None leaves a setting as it is."""
+        engine_call(lambda: self.machine.set_pace(pace_ms, pause_after_reset=pause_after_reset))
+        return self.pace()
+
+    def pace(self) -> Pace:
+        """The pace settings and the requests held in flight now."""
+        pacer = self.machine.pacer
+        return Pace(pacer.pace_ms, pacer.pause_after_reset, pacer.stepping,
+                    tuple(pacer.held()), pacer.answered)
+
+    def step_request(self) -> None:
+        """Run until the next virtio-mem request is answered, then pause (the machine must
+        be paused or running; without a driver sending requests it simply keeps running)."""
+        if self.machine.runstate.needs_reset:
+            raise ControlError("Resetting the Virtual Machine is required", ErrorKind.REFUSED)
+        if self.machine.runstate is RunState.INMIGRATE:
+            raise ControlError("Migration is not finished yet", ErrorKind.BUSY)
+        engine_call(self.machine.step_request)
 
     # ---------------------------------------------------------------- state
 

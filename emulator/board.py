@@ -35,7 +35,7 @@ from device import virtio_balloon_protocol as balloon_protocol
 from device.events import Event
 from device.virtio_balloon import BalloonOptions, VirtioBalloonDevice
 from device.virtio_mem import VirtioMemDevice, VirtioMemOptions
-from device.virtio_mmio import VirtioMmioTransport
+from device.virtio_mmio import QUEUE_NOTIFY, VirtioMmioTransport
 from emulator import abi
 from emulator.backing import HostMemory
 from emulator.balloon_ram import BalloonRam
@@ -203,6 +203,9 @@ class Board:
         self.stage2.install(self.uc)
         self._initial_cpu = self.uc.context_save()
         self._closed = False
+        #: asked first about every queue notification: True when it holds the request back
+        #: (the teaching pace, ``emulator.pacing``); None passes every notification on
+        self.notify_hook: Callable[[VirtioMmioTransport, int], bool] | None = None
 
     def _build_devices(self) -> None:
         for placed in self.layout.devices:
@@ -403,11 +406,24 @@ class Board:
                       _ud: object) -> None:
         index, reg = divmod(offset, abi.VIRTIO_MMIO_STRIDE)
         if index < len(self.mmio_slots):
+            transport = self.mmio_slots[index]
+            hook = self.notify_hook
+            if (reg == QUEUE_NOTIFY and size == 4 and hook is not None
+                    and hook(transport, value & 0xFFFF)):
+                return  # held in flight: answered later by ``answer_queue``
             with self.device_lock:
-                self.mmio_slots[index].write(reg, size, value)
+                transport.write(reg, size, value)
                 # feature negotiation and device resets change what stage 2 allows
                 if self.stage2.sync():
                     self.uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
+
+    def answer_queue(self, transport: VirtioMmioTransport, index: int) -> None:
+        """Process a held queue notification now (vCPU thread): what the guest's notify
+        would have done at once without a teaching pace."""
+        with self.device_lock:
+            transport.process_queue(index)
+            if self.stage2.sync():
+                self.uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
 
     def _mhp_read(self, _uc: object, offset: int, size: int, _ud: object) -> int:
         return self.hotplug.mhp_read(offset, size)

@@ -40,6 +40,7 @@ from emulator.events import EventBus, Reset, RunStateChange, UnpluggedWrite, Zer
 from emulator.faults import GuestFaults
 from emulator.guest_memory import CpuView, DmaMemory
 from emulator.image import load_guest_image
+from emulator.pacing import RequestPacer
 from emulator.paravirt import GuestResult, MachineError, Paravirt
 from emulator.states import DriverState, RunState
 from emulator.vcpu import MIN_SPEED, VcpuRunner
@@ -77,7 +78,13 @@ class Machine:
                                   self.set_runstate, fatal=self.board.fatal_access)
         if self.board.pv_balloon is not None:
             self.paravirt.calls[abi.VMEM_CALL_PVBALLOON] = self.board.pv_balloon.call
-        self.vcpu = VcpuRunner(self.board.uc, self.paravirt, self.faults,
+        #: the teaching pace (vmemlab's own control): held requests, driver-step moments
+        self.pacer = RequestPacer(emit=self._emit, answer=self.board.answer_queue,
+                                  pause=lambda why: self.set_runstate(RunState.PAUSED, why))
+        self.board.notify_hook = self.pacer.take_notify
+        self.paravirt.driver_step = (
+            lambda dev, state: dev in self.board.devices and self.pacer.driver_step(state))
+        self.vcpu = VcpuRunner(self.board.uc, self.paravirt, self.faults, self.pacer,
                                running=lambda: self._runstate is RunState.RUNNING,
                                before_call=self._publish_zero_reads,
                                after_slice=self._after_slice, on_crash=self._on_crash)
@@ -261,6 +268,7 @@ class Machine:
         self.board.load_guest(self.config.cmdline)
 
     def _do_system_reset(self, guest: bool, reason: str, cmdline: str | None = None) -> None:
+        self.pacer.reset()
         self.board.reset_devices()
         if cmdline is not None:
             self.config = self.config.with_cmdline(cmdline)
@@ -270,6 +278,9 @@ class Machine:
         # QEMU's main loop: a machine that was not running waits in "prelaunch" for "cont"
         if self._runstate not in (RunState.RUNNING, RunState.INMIGRATE):
             self.set_runstate(RunState.PRELAUNCH, "reset")
+        elif self._runstate is RunState.RUNNING and self.pacer.pause_after_reset:
+            # the teaching pace's "pause after reset": everything unplugged, until "cont"
+            self.set_runstate(RunState.PAUSED, "pause-after-reset")
 
     # ---------------------------------------------------------------- public control
 
@@ -292,6 +303,29 @@ class Machine:
         if not MIN_SPEED <= speed <= 1.0:
             raise MachineError(f"speed must be between {MIN_SPEED} and 1")
         self.vcpu.set_speed(speed)
+
+    def set_pace(self, pace_ms: int | None = None, *,
+                 pause_after_reset: bool | None = None) -> None:
+        """The teaching pace (``emulator.pacing``): hold each virtio-mem request ``pace_ms``
+        in flight (0: full speed); ``pause_after_reset`` stops after each reset."""
+        try:
+            self.pacer.configure(pace_ms=pace_ms, pause_after_reset=pause_after_reset)
+        except ValueError as err:
+            raise MachineError(str(err)) from None
+        self.vcpu.notify()
+
+    def step_request(self) -> None:
+        """Run until the next virtio-mem request is answered, then pause."""
+        def go() -> None:
+            if not (self._runstate.resumable or self._runstate is RunState.RUNNING):
+                raise MachineError(f"the guest cannot run (it is {self._runstate})")
+            if self._runstate.needs_reset:
+                raise MachineError(f"guest is {self._runstate}")
+            self.pacer.step()
+            self.set_runstate(RunState.RUNNING, "step-request")
+        if not self.vcpu.started:
+            self.start(paused=True)
+        self.call(go)
 
     def step(self, instructions: int = 1) -> int:
         """Execute ``instructions`` guest instructions while paused; returns the new PC."""

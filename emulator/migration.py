@@ -130,6 +130,7 @@ def save_machine(machine: Machine, stream: BinaryIO) -> int:
     """Write the machine to ``stream``; returns the bytes of RAM sent. Leaves it paused."""
 
     def work() -> int:
+        machine.pacer.flush()  # a request the teaching pace holds is answered first
         machine.bus.publish(MigrationStatus("active"))
         for dev in machine.devices.values():
             dev.migration_running = True

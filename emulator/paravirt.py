@@ -100,6 +100,10 @@ class Paravirt:
         self._next_cmd_seq = 1
         self.guest_states: dict[str, DriverState] = {}
         self.guest_faults = 0
+        #: asked at each driver step the guest reports: True holds the guest a moment (the
+        #: teaching pace); the default never holds it
+        self.driver_step: Callable[[str | None, DriverState | None], bool] = (
+            lambda _device, _state: False)
         #: more SMC function ids: fid -> handler(uc, x) returning True when the vCPU must stop
         self.calls: dict[int, Callable[[UcAArch64, list[int]], bool]] = {}
         self.boot()
@@ -244,6 +248,7 @@ class Paravirt:
             if name is not None and state is not None:
                 self.guest_states[name] = state
             self._bus.publish(GuestStatus(state or f"unknown({b})", name, _signed(c)))
+            return self.driver_step(name, state)
         elif kind == abi.STATUS_BALLOON:
             self.balloon_view_addr = a
         elif kind == abi.STATUS_FAULT:

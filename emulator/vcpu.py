@@ -28,6 +28,7 @@ from unicorn import arm64_const as arm
 from unicorn.unicorn_py3.arch.arm64 import UcAArch64
 
 from emulator.faults import GuestFaults
+from emulator.pacing import RequestPacer
 from emulator.paravirt import Paravirt
 
 T = TypeVar("T")
@@ -41,13 +42,15 @@ EXCP_SMC = 13  # QEMU's EXCP_* numbers, as UC_HOOK_INTR reports them
 class VcpuRunner:
     """The worker thread and its safe-point protocol; see the module docstring."""
 
-    def __init__(self, uc: UcAArch64, paravirt: Paravirt, faults: GuestFaults, *,
+    def __init__(self, uc: UcAArch64, paravirt: Paravirt, faults: GuestFaults,
+                 pacer: RequestPacer, *,
                  running: Callable[[], bool], before_call: Callable[[], None],
                  after_slice: Callable[[], None],
                  on_crash: Callable[[BaseException], None]) -> None:
         self._uc = uc
         self._paravirt = paravirt
         self._faults = faults
+        self._pacer = pacer  # the teaching pace: held requests and driver steps
         self._running = running  # may the guest run (the machine's run state)?
         self._before_call = before_call  # what the guest did before an SMC is told first
         self._after_slice = after_slice
@@ -152,6 +155,9 @@ class VcpuRunner:
                 self._run_calls()
                 if not self._running():
                     continue
+                self._pacer.run_due()
+                if not self._running() or self._pacer.guest_held():
+                    continue
                 if self._paravirt.waiting and not self._paravirt.finish_wait(self._uc):
                     continue
                 self.run_slice()
@@ -175,12 +181,20 @@ class VcpuRunner:
             return True
         if not self._running():
             return False
+        if self._pacer.due_now():
+            return True
+        if self._pacer.guest_held():
+            return False
         if not self._paravirt.waiting:
             return True
         return self._paravirt.deliverable() != 0
 
     def _wait_timeout(self) -> float | None:
-        return self._paravirt.wait_timeout() if self._running() else None
+        if not self._running():
+            return None
+        times = [t for t in (self._paravirt.wait_timeout(), self._pacer.next_due())
+                 if t is not None]
+        return min(times) if times else None
 
     def _watchdog(self) -> None:
         """Stop a guest that makes no SMC call for a long time (it is stuck or looping)."""

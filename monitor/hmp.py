@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from control.sizes import format_mib
 from monitor import balloon as b
-from monitor import behaviour_model, dimm
+from monitor import behaviour_model, dimm, pace
 from monitor import commands as c
 from monitor import info as mem_info
 from monitor import virtio_status as vs
@@ -472,6 +472,10 @@ COMMANDS: list[HmpCommand] = [
     HmpCommand("migrate", "detach:-d,blk:-b,inc:-i,resume:-r,uri:s",
                "[-d] [-b] [-i] [-r] uri",
                "migrate to URI (vmemlab: only \"exec:cat > FILE\")", _h_migrate),
+    HmpCommand("pace", "args:S?", "[ms|step] [pause-after-reset=on|off]",
+               "teaching pace (vmemlab, not QEMU): hold each virtio-mem request ms in "
+               "flight (0: full speed); 'step' runs until the next request is answered",
+               pace.hmp_pace, visitor_safe=True),
     HmpCommand("qom-get", "path:s,property:s", "path property", "print QOM property",
                _h_qom_get, visitor_safe=True),
     HmpCommand("qom-list", "path:s?", "path", "list QOM properties", _h_qom_list,

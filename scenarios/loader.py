@@ -45,7 +45,7 @@ SCHEMA_PATH = os.path.join(HERE, "scenario.schema.json")
 BUNDLED_DIR = os.path.join(HERE, "bundled")
 LESSONS_DIR = os.path.join(BUNDLED_DIR, "lessons")
 STEP_KINDS = ("say", "pause", "monitor", "qmp", "set-requested-size", "guest", "reboot",
-              "migrate", "balloon", "wait-until", "expect")
+              "migrate", "balloon", "pace", "wait-until", "expect")
 GUEST_KEYS: dict[str, tuple[str, ...]] = {
     "alloc": ("size", "unmovable", "target", "as"),
     "free": ("alloc",),
@@ -122,6 +122,8 @@ class MachineSpec:
     config: MachineConfig
     argv: list[str] | None  # the QEMU-style arguments, when given that way
     line: int
+    pace_ms: int = 0  # vmemlab's teaching pace from the start (machine field ``pace``)
+    pause_after_reset: bool = False
 
 
 @dataclass
@@ -160,6 +162,11 @@ class Step:
             return "save, load into a fresh machine, continue there"
         if self.kind == "balloon":
             return ", ".join(f"{k}: {_show(v)}" for k, v in self.raw["balloon"].items())
+        if self.kind == "pace":
+            words = [] if p["ms"] is None else [f"{p['ms']} ms per request"]
+            if p["pause_after_reset"] is not None:
+                words.append(f"pause after reset {'on' if p['pause_after_reset'] else 'off'}")
+            return ", ".join(words)
         if self.kind in ("wait-until", "expect"):
             return ", ".join(f"{k}: {_show(v)}" for k, v in self.raw[self.kind].items())
         return ""
@@ -499,7 +506,8 @@ def _machine(chk: _Checker, name: str, spec: Any, where: list[Any]) -> MachineSp
         if dev_cfg.requested_size > dev_cfg.size:
             chk.fail(where, f"machine '{name}': device '{dev_cfg.id}': requested-size is larger "
                             "than the device")
-    return MachineSpec(name, cfg, None, line)
+    return MachineSpec(name, cfg, None, line, spec.get("pace", 0),
+                       spec.get("pause-after-reset", False))
 
 
 def _devices(spec: MachineSpec) -> dict[str, MemoryDeviceConfig]:
@@ -787,6 +795,9 @@ def _step(chk: _Checker, index: int, raw: dict[str, Any], machines: dict[str, Ma
         p["destination"] = dest
         p["expect_error"] = (chk.regex(raw["expect-error"], [*where, "expect-error"])
                              if "expect-error" in raw else None)
+    elif kind == "pace":
+        opts = value if isinstance(value, dict) else {"ms": value}
+        p["ms"], p["pause_after_reset"] = opts.get("ms"), opts.get("pause-after-reset")
     elif kind in ("wait-until", "expect"):
         p["condition"] = _condition(chk, value, [*where, kind], spec)
         p["timeout"] = raw.get("timeout", 30.0)

@@ -119,6 +119,8 @@ class Player:
 
         for name, spec in self.scenario.machines.items():
             machine = Machine(spec.config)
+            if spec.pace_ms or spec.pause_after_reset:  # the machine fields: from the start
+                machine.set_pace(spec.pace_ms, pause_after_reset=spec.pause_after_reset)
             context_for(machine).quit_handler = lambda: None
             control_for(machine)  # its settle watch sees the machine from the first event
             self._attach(name, machine, spec)
@@ -224,6 +226,12 @@ class Player:
 
     def _do_say(self, step: Step, t: _Tracked, r: StepReport) -> None:
         r.summary = step.params["text"]
+
+    def _do_pace(self, step: Step, t: _Tracked, r: StepReport) -> None:
+        p = step.params
+        pace = t.control.set_pace(p["ms"], pause_after_reset=p["pause_after_reset"])
+        r.summary = (f"teaching pace (vmemlab): {pace.pace_ms} ms per request, pause after "
+                     f"reset {'on' if pace.pause_after_reset else 'off'}")
 
     def _do_pause(self, step: Step, t: _Tracked, r: StepReport) -> None:
         if self.interactive:

@@ -31,6 +31,27 @@ export function updateAllocations(list) {
   sel.value = [...sel.options].some((o) => o.value === keep) ? keep : "0";
 }
 
+/** The teaching pace's controls follow the server (a view, a keyframe or a `pace` event). */
+export function setPace(p) {
+  const sel = $("pace"), ms = String(p.pace_ms);
+  if (![...sel.options].some((o) => o.value === ms)) {
+    const o = document.createElement("option"); o.value = ms; o.textContent = `${ms} ms`; sel.appendChild(o);
+  }
+  if (document.activeElement !== sel) sel.value = ms;
+  $("pause-after-reset").checked = !!p.pause_after_reset;
+  const box = $("pace-box").dataset;
+  box.pace = p.pace_ms; box.stepping = p.stepping ? "1" : "0";
+  if (p.answered !== undefined) box.answered = p.answered;
+}
+
+function initPace() {
+  $("pace").addEventListener("change", () => send("pace", { pace_ms: +$("pace").value },
+    (r) => notice(r.pace_ms ? `teaching pace: each request held ${r.pace_ms} ms` : "full speed")));
+  $("pause-after-reset").addEventListener("change", () => send("pace", { pause_after_reset: $("pause-after-reset").checked }));
+  $("btn-step-request").addEventListener("click", () => send("pace", { step: true },
+    () => notice("running until the next request is answered…")));
+}
+
 function initMachineControls() {
   $("btn-pause").addEventListener("click", () => send("run", { action: "pause" }));
   $("btn-resume").addEventListener("click", () => send("run", { action: "resume" }));
@@ -48,7 +69,14 @@ function initGuestActions() {
   $("alloc-form").addEventListener("submit", (e) => {
     e.preventDefault();
     $("action-result").textContent = "allocating…";
-    send("guest", { action: "alloc", size: +$("alloc-size").value, unmovable: $("alloc-kind").value === "unmovable", target: $("alloc-target").value || null }, result);
+    send("guest", { action: "alloc", size: +$("alloc-size").value, unmovable: $("alloc-kind").value === "unmovable", target: $("alloc-target").value || null }, result)
+      .then((r) => {
+        if (r && r.ok) return;
+        // never leave "allocating…" behind: say what failed, and what ENOMEM means
+        const why = (r && r.error) || "no answer from the server";
+        $("action-result").textContent = "allocation failed: " + why +
+          (/ENOMEM|out of memory|Cannot allocate/i.test(why) ? " — the guest has no free pages of that kind left (ENOMEM): plug more memory (raise requested-size) or free an allocation" : "");
+      });
   });
   $("btn-free").addEventListener("click", () => send("guest", { action: "free", id: +$("alloc-list").value }, result));
   $("btn-verify").addEventListener("click", () => send("guest", { action: "verify", id: +$("alloc-list").value }, result));
@@ -117,6 +145,7 @@ function initNewMachine() {
 
 export function initControls() {
   initMachineControls();
+  initPace();
   initGuestActions();
   initLoad();
   initShare();

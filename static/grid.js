@@ -42,6 +42,14 @@ function makeTile(code, cell, dpr) {
   return c;
 }
 
+/* An aggregated cell (several blocks, for large devices) shows its most telling block: in
+ * flight, then data the guest cannot move, then data, then plugged, then unplugged. */
+const RANK = new Uint8Array(256);
+[["UNPLUGGED", 0], ["OUTSIDE_USABLE", 1], ["PLUGGED", 2], ["PLUGGED_FREE", 2], ["HOST_PLUGGED_EMPTY", 2],
+  ["PLUGGED_MOVABLE", 3], ["HOST_PARTLY_RESIDENT", 3], ["HOST_RESIDENT", 4], ["PLUGGED_UNMOVABLE", 5],
+  ["HOST_UNPLUGGED_RESIDENT", 6], ["IN_FLIGHT", 7]].forEach(([key, rank]) => { if (key in CODE) RANK[CODE[key]] = rank; });
+const MAX_CELLS = 2048; // more blocks than this: cells of several blocks (zoom shows each block)
+
 const FLASH_KINDS = ["", "zero", "violation", "pulse"]; // index 0: no flash
 const FLASH_ZERO = FLASH_KINDS.indexOf("zero");
 const FLASH_VIOLATION = FLASH_KINDS.indexOf("violation");
@@ -91,14 +99,44 @@ export class BlockGrid {
     this.dirtyCount = 0;
     this.pendingWall = 0;
     this.seq = 0;
+    this.rowBlocks = 0; // device blocks per Linux memory block: one row each (0: unknown)
+    this.labelWidth = 0; // pixels the row labels beside the canvas take
+    this.onLayout = null; // called after each layout (the row labels follow the cell size)
+    this.agg = 1; // device blocks per cell
+    this.zoomed = false; // every block its own cell, however many there are
     this.layout();
   }
 
+  /** Rows of `blocks` device blocks: one per Linux memory block (the guest's own size). */
+  setRowBlocks(blocks, labelWidth) {
+    if (blocks === this.rowBlocks && labelWidth === this.labelWidth) return;
+    this.rowBlocks = blocks; this.labelWidth = labelWidth;
+    this.layout();
+  }
+
+  /** Each block its own cell (true), or cells of several blocks on a large device. */
+  setZoom(zoomed) { if (zoomed !== this.zoomed) { this.zoomed = zoomed; this.layout(); } }
+
   layout() {
-    const width = Math.max(200, (this.canvas.parentElement || this.canvas).clientWidth || 600);
-    const n = this.nb;
+    const width = Math.max(200, ((this.canvas.parentElement || this.canvas).clientWidth || 600) - this.labelWidth);
+    let n = this.nb;
     let cell, cols;
-    if (this.fitWidth) {
+    this.agg = 1;
+    this.mbPerRow = 1; // Linux memory blocks per row
+    if (this.rowBlocks && this.rowBlocks * 3 <= width) {
+      // Linux's structure: one row per memory block (a block-size change keeps the rows);
+      // a large device gets cells of several blocks and rows of several memory blocks
+      if (!this.zoomed && n > MAX_CELLS) {
+        while (this.agg < this.rowBlocks && Math.ceil(this.nb / this.agg) > MAX_CELLS) this.agg *= 2;
+        n = Math.ceil(this.nb / this.agg);
+        const perMb = Math.max(1, this.rowBlocks / this.agg);
+        while (this.mbPerRow * perMb < 64 && this.mbPerRow * this.rowBlocks < this.nb) this.mbPerRow *= 2;
+        cols = Math.min(n, this.mbPerRow * perMb);
+      } else {
+        cols = Math.min(n, this.rowBlocks);
+      }
+      cell = Math.max(3, Math.min(12, Math.floor(width / cols), n <= 4096 ? 12 : 7));
+    } else if (this.fitWidth) {
       cols = Math.max(1, Math.min(n, 128));
       cell = Math.max(2, Math.floor(width / cols));
     } else {
@@ -107,6 +145,7 @@ export class BlockGrid {
     }
     this.cell = cell;
     this.cols = cols;
+    this.ncells = n;
     this.rows = Math.ceil(n / cols);
     this.dpr = window.devicePixelRatio || 1;
     const px = Math.max(1, Math.round(cell * this.dpr));
@@ -133,6 +172,10 @@ export class BlockGrid {
       this.flashTiles[code] = perKind;
     }
     this.dirtyAll = true;
+    this.flashKind.fill(0); this.flashList = []; // flashes were of the old cells
+    this.canvas.dataset.cols = cols;
+    this.canvas.dataset.agg = this.agg;
+    if (this.onLayout) this.onLayout(this);
     BlockGrid.schedule();
   }
 
@@ -144,8 +187,21 @@ export class BlockGrid {
     if (view === this.mode) { this.dirtyAll = true; BlockGrid.schedule(); }
   }
 
-  _dirty(i) {
+  _dirty(block) {
+    const i = this.agg === 1 ? block : (block / this.agg) | 0;
     if (!this.dirtyFlag[i]) { this.dirtyFlag[i] = 1; this.dirtyList[this.dirtyCount++] = i; }
+  }
+
+  /** The code drawn for the cell that holds `block` (the hover's text). */
+  cellCode(block) { return this._code(this.codes[this.mode], (block / this.agg) | 0); }
+
+  /** The code cell `c` draws: its block's, or the most telling of its blocks. */
+  _code(codes, c) {
+    if (this.agg === 1) return codes[c];
+    const end = Math.min(this.nb, (c + 1) * this.agg);
+    let best = codes[c * this.agg];
+    for (let i = c * this.agg + 1; i < end; i++) if (RANK[codes[i]] > RANK[best]) best = codes[i];
+    return best;
   }
 
   setRange(view, first, count, code, wall) {
@@ -162,8 +218,9 @@ export class BlockGrid {
   flash(first, count, kind, now) {
     const k = FLASH_KINDS.indexOf(kind); if (k <= 0) return;
     if (now === undefined) now = performance.now();
-    const end = Math.min(this.nb, first + Math.min(count, this.nb));
-    for (let i = Math.max(0, first); i < end; i++) {
+    const agg = this.agg;
+    const end = Math.ceil(Math.min(this.nb, first + Math.min(count, this.nb)) / agg);
+    for (let i = Math.floor(Math.max(0, first) / agg); i < end; i++) {
       // a violation or zero-page flash is not hidden by a mere "changed" pulse
       if (this.flashKind[i] && this.flashKind[i] !== FLASH_PULSE && k === FLASH_PULSE) continue;
       if (!this.flashKind[i]) this.flashList.push(i);
@@ -178,7 +235,7 @@ export class BlockGrid {
     const row = Math.floor((clientY - r.top) / this.cell);
     if (col < 0 || row < 0 || col >= this.cols) return -1;
     const i = row * this.cols + col;
-    return i < this.nb ? i : -1;
+    return i < this.ncells ? i * this.agg : -1; // a cell's first block
   }
 
   _blit(i, tile) {
@@ -191,13 +248,13 @@ export class BlockGrid {
     const codes = this.codes[this.mode];
     let drew = false;
     if (this.dirtyAll) {
-      for (let i = 0; i < this.nb; i++) this._blit(i, this.tiles[codes[i]] || this.tiles[CODE.UNPLUGGED]);
+      for (let i = 0; i < this.ncells; i++) this._blit(i, this.tiles[this._code(codes, i)] || this.tiles[CODE.UNPLUGGED]);
       for (let j = 0; j < this.dirtyCount; j++) this.dirtyFlag[this.dirtyList[j]] = 0;
       this.dirtyAll = false; this.dirtyCount = 0; drew = true;
     } else if (this.dirtyCount) {
       for (let j = 0; j < this.dirtyCount; j++) {
         const i = this.dirtyList[j]; this.dirtyFlag[i] = 0;
-        this._blit(i, this.tiles[codes[i]] || this.tiles[CODE.UNPLUGGED]);
+        this._blit(i, this.tiles[this._code(codes, i)] || this.tiles[CODE.UNPLUGGED]);
       }
       this.dirtyCount = 0; drew = true;
     }
@@ -209,9 +266,10 @@ export class BlockGrid {
       const spec = FLASH[FLASH_KINDS[k]];
       const age = now - this.flashStart[i];
       drew = true;
-      if (age >= spec.ms) { this.flashKind[i] = 0; this._blit(i, this.tiles[codes[i]] || this.tiles[CODE.UNPLUGGED]); continue; }
+      const code = this._code(codes, i);
+      if (age >= spec.ms) { this.flashKind[i] = 0; this._blit(i, this.tiles[code] || this.tiles[CODE.UNPLUGGED]); continue; }
       const level = Math.min(LEVELS - 1, Math.floor((1 - age / spec.ms) * LEVELS));
-      this._blit(i, (this.flashTiles[codes[i]] || this.flashTiles[CODE.UNPLUGGED])[k][level]);
+      this._blit(i, (this.flashTiles[code] || this.flashTiles[CODE.UNPLUGGED])[k][level]);
       if (k === FLASH_VIOLATION) violations++; else if (k === FLASH_ZERO) zeros++;
       list[keep++] = i;
     }

@@ -9,8 +9,9 @@ import { CODE } from "./block-states.js";
 import { $ } from "./dom.js";
 import { b64, mib } from "./format.js";
 import { addSample, initCharts, updateNuma } from "./charts.js";
-import { setCapabilities, updateAllocations } from "./controls.js";
-import { buildDevices, setState } from "./devices.js";
+import { setCapabilities, setPace, updateAllocations } from "./controls.js";
+import { buildDevices, setState, updateInflight } from "./devices.js";
+import { showExplanation } from "./explain.js";
 import { renderLegend } from "./legend.js";
 import { clearLogs, consoleLines, describe, logLine } from "./logs.js";
 import { model } from "./model.js";
@@ -51,15 +52,17 @@ function applyEvent(ev, now) {
       g.flash(ev.first_block, ev.count, "pulse", now);
       g.seq = ev.seq;
       return; // nothing to log: the grid is the log of block states
-    } else if (ev.kind === "request" && (ev.type === "PLUG" || ev.type === "UNPLUG") && ev.nb_blocks) {
+    } else if ((ev.kind === "request" || ev.kind === "request_held") && (ev.type === "PLUG" || ev.type === "UNPLUG") && ev.nb_blocks) {
       const [first, n] = blockRange(dev, ev.addr, ev.nb_blocks);
-      if (first >= 0 && n <= dev.state.nb_blocks) {
+      const already = dev.inflight && dev.inflight.first === first; // held first, then answered
+      if (!already && first >= 0 && n <= dev.state.nb_blocks) {
         dev.inflight = { first, saved: g.codes.guest.slice(first, first + n) };
         g.setRange("guest", first, n, CODE.IN_FLIGHT, ev.wall);
       }
     } else if (ev.kind === "response" && dev.inflight) {
       // answered: blocks the device did not change (NACK, ERROR, BUSY) get their state back
       const { first, saved } = dev.inflight; dev.inflight = null;
+      dev.held = dev.held.slice(1);
       for (let j = 0; j < saved.length; j++) {
         if (g.codes.guest[first + j] === CODE.IN_FLIGHT) g.setRange("guest", first + j, 1, saved[j]);
       }
@@ -67,6 +70,7 @@ function applyEvent(ev, now) {
       setState(dev, ev.fields, true);
     }
   }
+  if (dev && ev.kind === "request_held" && fresh) dev.held = [...dev.held, ev];
   if (dev && ev.kind === "zero_page_read") dev.grid.flash(ev.first_block, ev.count, "zero");
   if (ev.kind === "violation") {
     const vdev = dev || [...model.devices.values()].find((d) => ev.addr >= d.state.addr && ev.addr < d.state.addr + d.state.region_size);
@@ -75,10 +79,13 @@ function applyEvent(ev, now) {
     $("devices").dataset.violations = violations;
   }
   if (ev.kind === "runstate") setRunstate(ev.state);
+  if (ev.kind === "pace") setPace(ev);
   if (ev.seq <= model.logSeq) return;
   if (ev.kind === "console") { consoleLines([ev.line]); return; }
   const line = describe(ev, dev);
-  if (line) logLine(line[0], line[1]);
+  if (line) logLine(line[0], line[1], line[2]);
+  if (dev) updateInflight(dev);
+  showExplanation(ev, dev);
 }
 
 export function setRunstate(rs) {
@@ -88,11 +95,22 @@ export function setRunstate(rs) {
 function applyView(v, full) {
   model.viewSeq = v.seq;
   setRunstate(v.runstate);
+  if (v.pace) setPace(v.pace);
   for (const [id, d] of Object.entries(v.devices)) {
     const dev = model.devices.get(id); if (!dev) continue;
     if (d.guest) dev.grid.setCodes("guest", b64(d.guest));
     if (d.host) dev.grid.setCodes("host", b64(d.host));
     dev.grid.seq = v.seq;
+    // the requests the pace holds right now, as the server saw them at this snapshot: their
+    // blocks stay drawn in flight over the snapshot's codes until the device answers
+    if (v.pace) dev.held = v.pace.held.filter((h) => h.device === id);
+    for (const h of dev.held) {
+      if (!h.nb_blocks || (h.type !== "PLUG" && h.type !== "UNPLUG")) continue;
+      const [first, n] = blockRange(dev, h.addr, h.nb_blocks);
+      if (first < 0 || first + n > dev.state.nb_blocks) continue;
+      if (!dev.inflight || dev.inflight.first !== first) dev.inflight = { first, saved: dev.grid.codes.guest.slice(first, first + n) };
+      dev.grid.setRange("guest", first, n, CODE.IN_FLIGHT);
+    }
     setState(dev, d, !full);
   }
   const nodes = v.nodes.map((n) => `node ${n.node_id}: ${mib(n.boot_ram)} boot + ${mib(n.plugged)} plugged`).join(" · ");
@@ -114,10 +132,11 @@ export function onKeyframe(k) {
   clearLogs();
   buildDevices(v);
   renderLegend($("legend"), model.mode);
-  for (const ev of k.log) { const dev = ev.device ? model.devices.get(ev.device) : null; const l = describe(ev, dev); if (l) logLine(l[0], l[1]); }
+  for (const ev of k.log) { const dev = ev.device ? model.devices.get(ev.device) : null; const l = describe(ev, dev); if (l) logLine(l[0], l[1], l[2]); }
   consoleLines(k.console);
   setCapabilities(k);
   model.series = k.series.slice();
+  if (k.pace) v.pace = k.pace;
   applyView(v, true);
   initCharts();
   document.body.dataset.ready = "1";

@@ -9,9 +9,34 @@ const MAX_CONSOLE = 60000, KEEP_CONSOLE = 40000; // characters
 
 export function clearLogs() { $("vq-log").textContent = ""; $("console").textContent = ""; }
 
-export function logLine(text, cls) {
-  const ol = $("vq-log"); const li = document.createElement("li");
-  li.textContent = text; if (cls) li.className = cls; ol.appendChild(li);
+/** Append a log line. Lines with the same `group` in a row are one line with a running count
+ * (a dump's zero-page reads: "vm0: zero-page reads: 192 blocks (384 reads)"), so repeated
+ * events do not push the PLUG/UNPLUG history out of the log. */
+const groupBlocks = new WeakMap(); // a grouped line -> the distinct blocks it counts
+const MAX_GROUP_BLOCKS = 1 << 16;
+
+function addBlocks(li, group) {
+  const set = groupBlocks.get(li);
+  for (let b = group.first; b < group.first + group.count && set.size < MAX_GROUP_BLOCKS; b++) set.add(b);
+  li.dataset.count = +li.dataset.count + 1; li.dataset.blocks = set.size;
+  li.textContent = group.text(+li.dataset.count, set.size);
+}
+
+export function logLine(text, cls, group) {
+  const ol = $("vq-log");
+  const last = ol.lastElementChild;
+  if (group && last && last.dataset.group === group.key && groupBlocks.has(last)) {
+    addBlocks(last, group);
+    return;
+  }
+  const li = document.createElement("li");
+  li.textContent = text; if (cls) li.className = cls;
+  if (group) {
+    li.dataset.group = group.key; li.dataset.count = 0;
+    groupBlocks.set(li, new Set());
+    addBlocks(li, group);
+  }
+  ol.appendChild(li);
   while (ol.childElementCount > MAX_LOG) ol.firstElementChild.remove();
   ol.scrollTop = ol.scrollHeight;
 }
@@ -45,7 +70,13 @@ export function describe(ev, dev) {
     case "unplugged_write":
       return [`${ev.device}: write to unplugged block ${ev.first_block} ×${ev.count} went through (the host backs it again)`, "violation"];
     case "zero_page_read":
-      return [`${ev.device}: zero-page read of block ${ev.first_block} ×${ev.count}${ev.outside_usable ? " (outside usable)" : ""}`, "zero"];
+      // one line for a run of them (a dump reads every unplugged block, some twice)
+      return [null, "zero", { key: `zero:${ev.device}`, first: ev.first_block, count: ev.count,
+        text: (n, blocks) => `${ev.device}: zero-page reads: ${blocks} block${blocks === 1 ? "" : "s"}${n > blocks ? ` (${n} reads)` : ""} — unplugged memory read as zeros`}];
+    case "request_held":
+      return [`${ev.device}: ${ev.type} ${ev.nb_blocks ? hex(ev.addr) + " ×" + ev.nb_blocks : ""} in flight (teaching pace ${ev.pace_ms} ms)`, "meta held"];
+    case "pace":
+      return [`teaching pace (vmemlab): ${ev.pace_ms ? ev.pace_ms + " ms per request" : "full speed"}${ev.pause_after_reset ? ", pause after reset" : ""}${ev.stepping ? ", stepping one request" : ""}`, "meta"];
     case "reset": return [`RESET (${ev.reason})${ev.cmdline ? " cmdline: " + ev.cmdline : ""}`, "reset"];
     case "device_broken": return [`${ev.device}: BROKEN ${ev.reason}`, "violation"];
     case "runstate": return [`runstate → ${ev.state}${ev.reason ? " (" + ev.reason + ")" : ""}`, "meta"];

@@ -31,6 +31,7 @@ from control.boot_options import ADOPT, with_option
 from control.machine_control import engine_call
 from emulator.config import MiB
 from emulator.machine import Machine
+from emulator.pacing import MAX_PACE_MS
 from webapp import admission, inputs, view_model
 from webapp.inputs import InputError
 from webapp.sessions import MachineSession, SessionManager
@@ -160,6 +161,23 @@ def speed(sess: MachineSession, data: Any) -> dict[str, Any]:
         raise InputError("speed: expected a factor above 0 and at most 1")
     _control(sess).set_speed(float(factor))
     return {"factor": factor}
+
+
+def pace(sess: MachineSession, data: Any) -> dict[str, Any]:
+    """vmemlab's teaching pace (not QEMU's): ``pace_ms`` (0: full speed) and/or
+    ``pause_after_reset``; ``step: true`` runs until the next request is answered."""
+    data = inputs.payload(data)
+    control = _control(sess)
+    pace_ms = data.get("pace_ms")
+    ms = None if pace_ms is None else inputs.integer(pace_ms, "pace", 0, MAX_PACE_MS)
+    pause = data.get("pause_after_reset")
+    after_reset = None if pause is None else inputs.flag(pause, "pause after reset")
+    settings = control.set_pace(ms, pause_after_reset=after_reset)
+    if inputs.flag(data.get("step"), "step"):
+        control.step_request()
+        sess.idle_paused = False
+        settings = control.pace()
+    return {**settings.to_dict(), "runstate": control.machine.runstate}
 
 
 def hmp(sess: MachineSession, data: Any) -> dict[str, Any]:

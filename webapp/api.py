@@ -117,6 +117,11 @@ def run() -> ResponseReturnValue:
     return _answer(lambda: actions.run_control(_session(), _body()))
 
 
+@bp.post("/machine/pace")
+def pace() -> ResponseReturnValue:
+    return _answer(lambda: actions.pace(_session(), _body()))
+
+
 @bp.post("/machine/hmp")
 def hmp() -> ResponseReturnValue:
     return _answer(lambda: actions.hmp(_session(), _body()))

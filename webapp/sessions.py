@@ -44,7 +44,8 @@ Emit = Callable[[str, Any, str], None]
 
 LOG_KINDS = frozenset({"request", "response", "config_change", "reset", "violation",
                        "guest_status", "runstate", "device_broken", "device_reset",
-                       "guest_command", "migration", "zero_page_read", "unplugged_write"})
+                       "guest_command", "migration", "zero_page_read", "unplugged_write",
+                       "request_held", "pace"})
 MAX_BATCH_EVENTS = 3000  # more than this in one tick: send a keyframe instead
 IDLE_MEASURE_AGE = 30.0  # seconds between residency scans of a machine with no events
 
@@ -303,6 +304,11 @@ class MachineSession:
     def view(self, snap: MachineSnapshot) -> view_model.MachineView:
         return view_model.machine_view(snap, self.residency, self.boot_resident)
 
+    def pace(self) -> dict[str, object] | None:
+        """The teaching pace and the requests it holds in flight (``view``/``keyframe``)."""
+        machine = self.machine
+        return control_for(machine).pace().to_dict() if machine is not None else None
+
     def budget(self) -> dict[str, int] | None:
         """This machine's and the server's resident memory and budgets (``view``/``keyframe``
         field ``budget``); None outside a server."""
@@ -329,6 +335,7 @@ class MachineSession:
             "rfc_shrink_on_reboot": self.config.rfc_shrink_on_reboot,
             "memory_devices": view_model.memory_devices(snap, self.memdevs()),
             "budget": self.budget(),
+            "pace": self.pace(),
             "capabilities": {
                 "step": hasattr(machine, "step"),
                 "speed": hasattr(machine, "set_speed"),
@@ -432,6 +439,7 @@ class MachineSession:
             payload["sample"] = self._sample(snap, view, now, due_sample)
             payload["memory_devices"] = view_model.memory_devices(snap, self.memdevs())
             payload["budget"] = self.budget()
+            payload["pace"] = self.pace()
             emit("view", payload, self.room)
             self._sent_view = view
             self._last_view_t = now

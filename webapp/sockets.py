@@ -156,6 +156,12 @@ def on_speed(data: Any) -> dict[str, Any]:
     return actions.speed(_session(), data)
 
 
+@socketio.on("pace")
+@command
+def on_pace(data: Any) -> dict[str, Any]:
+    return actions.pace(_session(), data)
+
+
 @socketio.on("hmp")
 @command
 def on_hmp(data: Any) -> dict[str, Any]:

@@ -25,8 +25,20 @@ from webapp import block_states
 from webapp.block_states import BlockState
 
 
+class MemoryBlockRow(TypedDict):
+    """One of Linux's memory blocks over the device, as the grid frames it (a row)."""
+
+    name: str  # memoryN (memoryN..M for a Big Block Mode block)
+    first_block: int
+    blocks: int
+    state: str  # the guest's memory-block state (abi.MB_STATES)
+    zone: str  # Movable, Normal, offline or none
+
+
 class DeviceView(DeviceState):
     broken: bool
+    memory_block_size: int  # the guest's own (0: the guest has not said yet)
+    memory_blocks: list[MemoryBlockRow]
     guest: bytes  # codes: what the guest's allocator thinks, per block
     host: bytes  # codes: what the host backs, per block
     resident: int  # host bytes resident behind the device
@@ -126,9 +138,16 @@ def device_view(snap: MachineSnapshot, index: int, state: DeviceState,
     if stale and residency is not None:
         resident = residency.get(dev.id)
     plugged_resident = sum(r for r, p in zip(resident or (), dev.bitmap, strict=False) if p)
+    guest = snap.guest
+    gdev = guest.devices[index] if guest is not None and index < len(guest.devices) else None
     return {
         **state,
         "broken": dev.broken,
+        "memory_block_size": gdev.memory_block_size if gdev is not None else 0,
+        "memory_blocks": [
+            {"name": mb.name, "first_block": mb.first_block, "blocks": mb.blocks,
+             "state": mb.state, "zone": mb.zone}
+            for mb in (gdev.memory_blocks if gdev is not None else ())],
         "guest": guest_codes(dev, device_usage(snap, index)),
         "host": host_codes(dev, resident, stale=stale),
         "resident": plugged_resident if stale else sum(resident or ()),

@@ -104,7 +104,7 @@ def test_a_valid_file_parses_into_steps() -> None:
      "a guest reboot keeps its kernel command line: 'driver' needs 'by: host'"),
     ("- say: hi\n  machine: other\n", 5, "no machine 'other' (machines: main)"),
     ("- colour: red\n", 4, "a step needs one of the keys: say, pause, monitor, qmp, "
-     "set-requested-size, guest, reboot, migrate, balloon, wait-until, expect"),
+     "set-requested-size, guest, reboot, migrate, balloon, pace, wait-until, expect"),
     ("- say: hi\n  monitor: info numa\n", 5,
      "a step does one thing: it has both 'say' and 'monitor'"),
     ("- say: x\n- say: y\n  say: z\n", 6, "duplicate key 'say'"),
@@ -139,7 +139,8 @@ def test_machine_errors_use_the_qemu_command_line_parser() -> None:
     assert found == [(3, "machine 'main': 'block-size' property has to be a power of two")]
     found = problems(doc("- say: x\n", "machine:\n  boot-ram: 256M\n  disks: 2"))
     assert found == [(4, "unknown key 'disks' in 'machine' (allowed: append, balloon, boot-ram, "
-                         "devices, machine, maxmem, nodes, persistent-suspend, "
+                         "devices, machine, maxmem, nodes, pace, pause-after-reset, "
+                         "persistent-suspend, "
                          "rfc-shrink-on-reboot, "
                          "smp)")]
 
