@@ -91,7 +91,8 @@ def start_scenario(scenario: Scenario) -> Any:
     from webapp.pages import session_token
     from webapp.sessions import LimitError
 
-    cfg = scenario.machines[scenario.default_machine].config
+    spec = scenario.machines[scenario.default_machine]
+    cfg = spec.config
     mgr = ext.sessions()
     blocks = max((d.size // d.block_size for d in cfg.devices), default=0)
     total = cfg.boot_ram + sum(d.size for d in cfg.devices)
@@ -101,9 +102,13 @@ def start_scenario(scenario: Scenario) -> Any:
     assert token is not None
     try:
         admission.replacing(token)
-        mgr.replace(token, cfg)
+        sess = mgr.replace(token, cfg)
     except LimitError as err:
         abort(err.status, description=str(err))
+    if sess.machine is not None and (spec.pace_ms or spec.pause_after_reset):
+        # the lesson's teaching pace, from the start (as the player applies it)
+        control_for(sess.machine).set_pace(spec.pace_ms,
+                                           pause_after_reset=spec.pause_after_reset)
     return None
 
 

@@ -219,3 +219,31 @@ def test_a_shared_session_carries_the_sharers_title_and_note(
         assert bad.status_code == 400 and words in bad.get_json()["error"]
     page = http.get("/share").get_data(as_text=True)
     assert 'id="share-file-input"' in page and 'maxlength="120"' in page
+
+
+PACED_LESSON = b"""\
+title: "Lesson: a paced plug"
+machine:
+  boot-ram: 128M
+  devices: [{id: vm0, size: 256M, requested-size: 0}]
+  pace: 150
+  pause-after-reset: true
+goals:
+  - goal: "Ask for 64M"
+    when: {device: vm0, plugged: 64M}
+steps:
+  - say: "Nothing is plugged yet."
+"""
+
+
+def test_a_lesson_started_in_the_page_gets_its_teaching_pace(
+        app: Flask, http: FlaskClient, share_dir: Path) -> None:
+    """The machine fields ``pace`` and ``pause-after-reset`` apply from the start, in the page
+    as in ``vmemlab play`` (a lesson written for a slow plug must not run at full speed)."""
+    from control import control_for
+    res = _share_file(http, PACED_LESSON, "paced.yaml")
+    assert res.status_code == 200, res.get_json()
+    started = http.post(f"/s/{res.get_json()['id']}/start")
+    assert started.status_code == 302
+    pace = control_for(_machine(app, http)).pace()
+    assert pace.pace_ms == 150 and pace.pause_after_reset
