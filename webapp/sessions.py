@@ -490,6 +490,8 @@ class SessionManager:
         self.other_machines: Callable[[], int] = lambda: 0
         self.other_resident: Callable[[], int] = lambda: 0
         self.on_close: list[Callable[[], None]] = []  # run by close_all (close the labs)
+        #: run with a session whose machine the idle reclaim is about to close (its last save)
+        self.on_reclaim: list[Callable[[MachineSession], None]] = []
         self._last_chores = 0.0
 
     # ---------------------------------------------------------------- lookup
@@ -502,6 +504,11 @@ class SessionManager:
             return None
         with self._lock:
             return self._sessions.get(token)
+
+    def sessions(self) -> list[MachineSession]:
+        """Every session of this process, as a list (a copy)."""
+        with self._lock:
+            return list(self._sessions.values())
 
     def session(self, token: str) -> MachineSession:
         """This token's session, creating it (and booting its machine) if needed."""
@@ -696,6 +703,7 @@ class SessionManager:
                 continue
             idle = now - sess.last_seen
             if idle >= self.settings.idle_reclaim:
+                self._before_reclaim(sess)
                 self._close(token)
                 self._note_reclaimed(token, idle)
             elif idle >= self.settings.idle_pause and not sess.idle_paused:
@@ -713,6 +721,13 @@ class SessionManager:
             sess = self._sessions.pop(token)
             self._start_task(sess.stop_machine)
             self._note_reclaimed(token, now - sess.last_seen)
+
+    def _before_reclaim(self, sess: MachineSession) -> None:
+        for hook in list(self.on_reclaim):
+            try:
+                hook(sess)
+            except Exception:  # a failed save must not keep the machine (or stop the pump)
+                log.exception("reclaim hook %r failed", hook)
 
     def _note_reclaimed(self, token: str, idle: float) -> None:
         if self.registry is not None:
