@@ -41,7 +41,8 @@ def join(page: Any, code: str, name: str) -> None:
     page.fill("#join-name", name)
     page.click("#join-submit")
     page.wait_for_function("() => document.body.dataset.ready === '1'", timeout=15_000)
-    page.wait_for_function(f"() => document.getElementById('class-line')?.dataset.code === '{code}'")
+    page.wait_for_function(
+        f"() => document.getElementById('class-line')?.dataset.code === '{code}'")
 
 
 def card(name: str) -> str:
