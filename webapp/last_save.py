@@ -26,7 +26,7 @@ from flask import Blueprint, Flask, current_app, jsonify
 from flask.typing import ResponseReturnValue
 
 from webapp import actions, admission, errors, ext
-from webapp.sessions import MachineSession
+from webapp.sessions import MachineSession, NoCookieError
 
 log = logging.getLogger(__name__)
 
@@ -108,17 +108,21 @@ def _saves() -> LastSaves:
 @bp.get("/api/machine/last-save")
 def last_save() -> ResponseReturnValue:
     """Whether this session has a last save: ``{"ok": true, "saved_at": epoch | null}``."""
-    return jsonify(ok=True, saved_at=_saves().saved_at(admission.token()))
+    try:
+        token = admission.token()
+    except NoCookieError as err:
+        return jsonify(ok=False, error=str(err)), 403
+    return jsonify(ok=True, saved_at=_saves().saved_at(token))
 
 
 @bp.post("/api/machine/last-save/restore")
 def restore() -> ResponseReturnValue:
     """Load this session's last save into a new machine (as "load" does)."""
-    token = admission.token()
     saves = _saves()
-    if saves.saved_at(token) is None:
-        return jsonify(ok=False, error="there is no last save of your machine"), 404
     try:
+        token = admission.token()
+        if saves.saved_at(token) is None:
+            return jsonify(ok=False, error="there is no last save of your machine"), 404
         with open(saves.path(token), "rb") as f:
             answer: dict[str, Any] = actions.load(ext.sessions(), token, f)
     except Exception as exc:
