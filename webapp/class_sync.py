@@ -14,7 +14,8 @@ session of this process whose browser joined a class (``webapp.classes``):
 
 The teacher's page reads the publications from the shared store, so a teacher on one
 process sees the students of every process. The cost is bounded: one small JSON document
-per student per interval, no snapshot of its own except for goals.
+per student per interval, no snapshot of its own except for goals, and the block codes
+recomputed only when the pump took a new snapshot (an idle class costs almost nothing).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from control import ControlError, control_for
+from emulator.snapshot import MachineSnapshot
 from scenarios.loader import Scenario, ScenarioError, bundled, lessons, load_scenario
 from scenarios.runner import evaluate, needs_residency
 from webapp.classes import ClassRegistry, Command, Membership
@@ -98,6 +100,8 @@ class Follow:
     reached: set[int] = field(default_factory=set)
     goals_t: float = 0.0
     generation: int = -1
+    view_key: tuple[int, int, float] | None = None  # the snapshot view_part was made from
+    view_part: dict[str, Any] = field(default_factory=dict)
 
 
 class ClassSync:
@@ -245,12 +249,20 @@ class ClassSync:
                                "budget": sess.budget(), "devices": [], "goals": None}
         if machine is None or snap is None:
             return out
+        key = (snap.seq, sess.generation, sess.residency_t)
+        if key != follow.view_key:  # the machine changed since: compute its picture again
+            follow.view_key, follow.view_part = key, self._picture(sess, snap)
+        out.update(follow.view_part)
+        out["goals"] = self._goals(sess, follow, now)
+        return out
+
+    @staticmethod
+    def _picture(sess: MachineSession, snap: MachineSnapshot) -> dict[str, Any]:
+        """The part of a status that only a new snapshot changes."""
         view = sess.view(snap)
-        out["guest_booted"] = view["guest_booted"]
-        out["resident"] = view["resident"]
-        out["allocations"] = len(view["allocations"])
+        devices = []
         for dev_id, dev in view["devices"].items():
-            out["devices"].append({
+            devices.append({
                 "id": dev_id, "region_size": dev["region_size"],
                 "requested_size": dev["requested_size"], "plugged_size": dev["plugged_size"],
                 "driver_state": dev["driver_state"], "nb_blocks": dev["nb_blocks"],
@@ -258,8 +270,8 @@ class ClassSync:
                 "guest": _b64(reduce_codes(dev["guest"], DETAIL_CELLS)),
                 "host": _b64(reduce_codes(dev["host"], DETAIL_CELLS)),
             })
-        out["goals"] = self._goals(sess, follow, now)
-        return out
+        return {"guest_booted": view["guest_booted"], "resident": view["resident"],
+                "allocations": len(view["allocations"]), "devices": devices}
 
     def _goals(self, sess: MachineSession, follow: Follow, now: float
                ) -> dict[str, Any] | None:
