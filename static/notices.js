@@ -39,8 +39,13 @@ async function showLost(text) {
   close.addEventListener("click", () => note.remove());
   box.append(note);
   try {
-    const j = await (await fetch("/api/machine/last-save", { credentials: "same-origin" })).json();
-    if (j.ok && j.saved_at) {
+    let j = null;
+    for (let i = 0; i < 4; i++) { // the server writes the save as it closes the machine
+      j = await (await fetch("/api/machine/last-save", { credentials: "same-origin" })).json();
+      if (!j.ok || j.saved_at) break;
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+    if (j && j.ok && j.saved_at) {
       const when = new Date(j.saved_at * 1000).toLocaleTimeString();
       const restore = el("button", { type: "button", id: "btn-restore-save" }, `restore last save (${when})`);
       restore.addEventListener("click", async () => {
@@ -72,8 +77,14 @@ async function showClass() {
   try {
     const j = await (await fetch("/class/me", { credentials: "same-origin" })).json();
     if (j.ok && j.class) {
-      classLine.textContent = `class ${j.class.code} (${j.class.title}) as ${j.class.name}: your teacher sees this machine, the other students do not`;
+      classLine.textContent = `class ${j.class.code} (${j.class.title}) as ${j.class.name}: your teacher sees this machine, the other students do not `;
       classLine.dataset.code = j.class.code;
+      const leave = el("button", { type: "button", id: "btn-leave-class" }, "leave the class");
+      leave.addEventListener("click", async () => {
+        const { json } = await post("/class/leave", { headers: {} });
+        if (json && json.ok) { classLine.textContent = "you left the class"; delete classLine.dataset.code; }
+      });
+      classLine.append(leave);
     } else {
       classLine.append(el("a", { href: "/class/join" }, "join a class"));
     }

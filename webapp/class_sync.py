@@ -44,6 +44,7 @@ THUMB_CELLS = 256  # cells per device in a thumbnail (guest view)
 DETAIL_CELLS = 1024  # cells per device in the teacher's read-only view (guest and host)
 GOAL_INTERVAL = 2.0  # seconds between goal checks of one student
 MEMBERSHIP_AGE = 5.0  # seconds a session's looked-up membership is trusted
+PURGE_INTERVAL = 60.0  # seconds between sweeps of expired classes out of the store
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,7 @@ class ClassSync:
         self.interval = interval
         self._start_task = start_task
         self._follows: dict[str, Follow] = {}
+        self._purged = 0.0
         self._stop = threading.Event()
         self._task: Any = None
         self._lock = threading.RLock()  # rounds, joins and pushes one at a time
@@ -155,6 +157,9 @@ class ClassSync:
             self._tick(now)
 
     def _tick(self, now: float) -> None:
+        if now - self._purged >= PURGE_INTERVAL:
+            self._purged = now
+            self.registry.purge_expired()
         sessions = {s.token: s for s in self.sessions.sessions()}
         for token in [t for t in self._follows if t not in sessions]:
             del self._follows[token]

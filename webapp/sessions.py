@@ -703,9 +703,10 @@ class SessionManager:
                 continue
             idle = now - sess.last_seen
             if idle >= self.settings.idle_reclaim:
-                self._before_reclaim(sess)
-                self._close(token)
-                self._note_reclaimed(token, idle)
+                with self._lock:
+                    gone = self._sessions.pop(token, None)
+                if gone is not None:
+                    self._retire(gone, idle)
             elif idle >= self.settings.idle_pause and not sess.idle_paused:
                 with sess.lock:
                     if sess.machine.runstate == "running":
@@ -719,15 +720,21 @@ class SessionManager:
         if idle:
             _, token = min(idle)
             sess = self._sessions.pop(token)
-            self._start_task(sess.stop_machine)
-            self._note_reclaimed(token, now - sess.last_seen)
+            self._retire(sess, now - sess.last_seen)
 
-    def _before_reclaim(self, sess: MachineSession) -> None:
+    def _retire(self, sess: MachineSession, idle: float) -> None:
+        """A reclaimed session (already out of the table): recorded as reclaimed, then its
+        ``on_reclaim`` hooks (its last save, ~0.2 s) and its close, off the pump's thread."""
+        self._note_reclaimed(sess.token, idle)
+        self._start_task(self._save_and_stop, sess)
+
+    def _save_and_stop(self, sess: MachineSession) -> None:
         for hook in list(self.on_reclaim):
             try:
                 hook(sess)
-            except Exception:  # a failed save must not keep the machine (or stop the pump)
+            except Exception:  # a failed save must not keep the machine
                 log.exception("reclaim hook %r failed", hook)
+        sess.stop_machine()
 
     def _note_reclaimed(self, token: str, idle: float) -> None:
         if self.registry is not None:
