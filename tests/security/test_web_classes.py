@@ -3,29 +3,15 @@ CSRF on every POST, bounded counts, the last-save routes."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import requests
 
-from tests.security.conftest import Visitor, base_config
+from tests.security.conftest import Visitor
 from webapp import serve as serve_module
 from webapp.live import LiveServer
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[..., LiveServer]]:
-    servers: list[LiveServer] = []
-
-    def start(**extra: Any) -> LiveServer:
-        server = LiveServer(base_config(**extra))
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.close()
 
 
 def open_class(visitor: Visitor, **form: str) -> requests.Response:
