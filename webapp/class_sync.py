@@ -114,6 +114,7 @@ class ClassSync:
         self.interval = interval
         self._start_task = start_task
         self._follows: dict[str, Follow] = {}
+        self._strangers: dict[str, float] = {}  # sessions in no class: when last looked up
         self._purged = 0.0
         self._stop = threading.Event()
         self._task: Any = None
@@ -150,6 +151,7 @@ class ClassSync:
         follow.item = info.lesson if info else None
         with self._lock:
             self._follows[token] = follow
+            self._strangers.pop(token, None)
 
     def tick(self, now: float) -> None:
         """One round (the task's, or a test's: rounds never overlap)."""
@@ -163,6 +165,8 @@ class ClassSync:
         sessions = {s.token: s for s in self.sessions.sessions()}
         for token in [t for t in self._follows if t not in sessions]:
             del self._follows[token]
+        for token in [t for t in self._strangers if t not in sessions]:
+            del self._strangers[token]
         for token, sess in sessions.items():
             follow = self._follow(token, now)
             if follow is None:
@@ -177,10 +181,14 @@ class ClassSync:
         follow = self._follows.get(token)
         if follow is not None and now - follow.checked < MEMBERSHIP_AGE:
             return follow
+        if follow is None and now - self._strangers.get(token, -MEMBERSHIP_AGE) < MEMBERSHIP_AGE:
+            return None  # in no class when last asked
         membership = self.registry.membership(token)
         if membership is None:
             self._follows.pop(token, None)
+            self._strangers[token] = now
             return None
+        self._strangers.pop(token, None)
         if follow is None or follow.membership != membership:
             # first seen here (another process's student came over, or a new join)
             follow = Follow(membership, now, self.registry.last_command(membership.code))
@@ -213,6 +221,10 @@ class ClassSync:
         except (ControlError, LimitError) as err:
             self.notify(sess, {"kind": "error", "text": f"your teacher's {command.action} "
                                                         f"did not apply here: {err}"})
+        except Exception:  # a bug: logged; the command counts as applied, the class goes on
+            log.exception("class command %s failed for room %s", command.action, sess.room)
+            self.notify(sess, {"kind": "error", "text": f"your teacher's {command.action} "
+                                                        "did not apply here (internal error)"})
 
     def _push(self, sess: MachineSession, follow: Follow, key: str) -> None:
         item = self.start_item(sess.token, key)
