@@ -60,14 +60,16 @@ def test_the_teacher_sees_two_students_live_and_steers_them(
     assert teacher.text_content("h1") == "Workshop <i>one</i>"  # text, never markup
     ada, bob = new_page(), new_page()
     join(ada, code, "Ada")
-    join(bob, code, "Bob")
+    bob_name = "Bob <img src=x onerror=alert(1)>"  # a name is text, never markup
+    join(bob, code, bob_name)
 
     # both machines appear as cards with drawn thumbnails, in the order they joined
     teacher.wait_for_function("() => document.getElementById('class').dataset.students === '2'",
                               timeout=20_000)
     teacher.wait_for_selector(f'{card("Ada")} canvas.thumb[data-cells]', timeout=20_000)
-    teacher.wait_for_selector(f'{card("Bob")} canvas.thumb[data-cells]', timeout=20_000)
-    assert teacher.locator("h2.student-name").all_text_contents() == ["Ada", "Bob"]
+    teacher.wait_for_selector(f'{card(bob_name)} canvas.thumb[data-cells]', timeout=20_000)
+    assert teacher.locator("h2.student-name").all_text_contents() == ["Ada", bob_name]
+    assert teacher.locator("#class-grid img").count() == 0
 
     # Ada grows vm0: her card follows; Bob's does not move
     ada.evaluate("""async () => {
@@ -77,7 +79,7 @@ def test_the_teacher_sees_two_students_live_and_steers_them(
     teacher.wait_for_function(
         """() => document.querySelector('article.student-card canvas[data-device="vm0"]')
                   ?.dataset.plugged === String(128 * 1024 * 1024)""", timeout=20_000)
-    bob_vm0 = teacher.get_attribute(f'{card("Bob")} canvas[data-device="vm0"]', "data-plugged")
+    bob_vm0 = teacher.get_attribute(f'{card(bob_name)} canvas[data-device="vm0"]', "data-plugged")
     assert bob_vm0 == str(64 * MiB)
     # the student's page shows the machine's memory budget
     ada.wait_for_function("() => /memory budget: .* of 512 MiB/.test("
