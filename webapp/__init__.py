@@ -89,6 +89,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     sessions.chores.append(sharing.janitor(app))  # expired shares go, even if never asked for
     ext.register(app, sessions, server, store)
     register_labs(app, sessions)  # /compare: each session's comparison lab
+    from webapp import class_routes, last_save
+
+    class_routes.init_app(app)  # /class: the teacher's view (webapp.classes)
+    last_save.init_app(app)  # a reclaimed machine's last save
     return app
 
 

@@ -28,6 +28,7 @@ LIMITS = {
     "VMEMLAB_RATELIMIT_MACHINES": "new machines",
     "VMEMLAB_RATELIMIT_SHARES": "shared files",
     "VMEMLAB_RATELIMIT_SHARE_BYTES": "shared bytes",
+    "VMEMLAB_RATELIMIT_CLASS_GUESSES": "wrong class codes or tokens",
 }
 
 

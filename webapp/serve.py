@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate-limit-storage", metavar="URI",
                         help="where rate-limit counters live (default memory://; e.g. "
                              "redis://host:6379 to share them between processes)")
+    parser.add_argument("--class-token", metavar="TOKEN",
+                        help="opening a class (/class/new, the teacher's view) needs this "
+                             "token (default: anyone may; VMEMLAB_CLASS_TOKEN)")
     parser.add_argument("--debug", action="store_true", help="Flask debug logging")
     args = parser.parse_args(argv)
 
@@ -74,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         "VMEMLAB_RATELIMIT_MACHINES": args.rate_limit_machines,
         "VMEMLAB_RATELIMIT_SHARES": args.rate_limit_shares,
         "VMEMLAB_RATELIMIT_STORAGE_URI": args.rate_limit_storage,
+        "VMEMLAB_CLASS_TOKEN": args.class_token,
     }
     app = create_app({key: value for key, value in given.items() if value is not None})
     if not is_loopback(args.host):

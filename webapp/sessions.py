@@ -498,6 +498,8 @@ class SessionManager:
         self.other_machines: Callable[[], int] = lambda: 0
         self.other_resident: Callable[[], int] = lambda: 0
         self.on_close: list[Callable[[], None]] = []  # run by close_all (close the labs)
+        #: run with a session whose machine the idle reclaim is about to close (its last save)
+        self.on_reclaim: list[Callable[[MachineSession], None]] = []
         self._last_chores = 0.0
 
     # ---------------------------------------------------------------- lookup
@@ -510,6 +512,11 @@ class SessionManager:
             return None
         with self._lock:
             return self._sessions.get(token)
+
+    def sessions(self) -> list[MachineSession]:
+        """Every session of this process, as a list (a copy)."""
+        with self._lock:
+            return list(self._sessions.values())
 
     def session(self, token: str) -> MachineSession:
         """This token's session, creating it (and booting its machine) if needed."""
@@ -704,8 +711,10 @@ class SessionManager:
                 continue
             idle = now - sess.last_seen
             if idle >= self.settings.idle_reclaim:
-                self._close(token)
-                self._note_reclaimed(token, idle)
+                with self._lock:
+                    gone = self._sessions.pop(token, None)
+                if gone is not None:
+                    self._retire(gone, idle)
             elif idle >= self.settings.idle_pause and not sess.idle_paused:
                 with sess.lock:
                     if sess.machine.runstate == "running":
@@ -719,8 +728,21 @@ class SessionManager:
         if idle:
             _, token = min(idle)
             sess = self._sessions.pop(token)
-            self._start_task(sess.stop_machine)
-            self._note_reclaimed(token, now - sess.last_seen)
+            self._retire(sess, now - sess.last_seen)
+
+    def _retire(self, sess: MachineSession, idle: float) -> None:
+        """A reclaimed session (already out of the table): recorded as reclaimed, then its
+        ``on_reclaim`` hooks (its last save, ~0.2 s) and its close, off the pump's thread."""
+        self._note_reclaimed(sess.token, idle)
+        self._start_task(self._save_and_stop, sess)
+
+    def _save_and_stop(self, sess: MachineSession) -> None:
+        for hook in list(self.on_reclaim):
+            try:
+                hook(sess)
+            except Exception:  # a failed save must not keep the machine
+                log.exception("reclaim hook %r failed", hook)
+        sess.stop_machine()
 
     def _note_reclaimed(self, token: str, idle: float) -> None:
         if self.registry is not None:

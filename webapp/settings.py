@@ -80,6 +80,18 @@ DEFAULTS: dict[str, Any] = {
     "VMEMLAB_STORE_URI": "memory://",  # shared state (share index, machine registry)
     "VMEMLAB_WORKER_NAME": None,  # this process in /healthz; None: host:pid
     "VMEMLAB_TRUSTED_PROXIES": 0,  # reverse proxies whose X-Forwarded-* headers count
+    # the teacher's view (webapp.classes): who may open a class, how many, how big
+    "VMEMLAB_CLASS_TOKEN": None,  # required to create a class (/class/new); None: anyone
+    "VMEMLAB_MAX_CLASSES": 20,  # classes the server (all processes) holds at once
+    "VMEMLAB_MAX_CLASS_STUDENTS": 60,  # students of one class
+    "VMEMLAB_CLASS_TTL": 12 * 3600.0,  # seconds a class lives
+    "VMEMLAB_CLASS_INTERVAL": 1.0,  # seconds between two publications of a student's machine
+    # wrong join codes and class tokens per client: enumeration needs ~1e7 guesses
+    "VMEMLAB_RATELIMIT_CLASS_GUESSES": "20 per minute;100 per hour",
+    # a machine closed after its idle time is saved first, so its student can restore it
+    "VMEMLAB_LAST_SAVE_DIR": None,  # None: <instance path>/last-saves (shared storage: all)
+    "VMEMLAB_LAST_SAVE_MAX_FILES": 200,  # the oldest go first
+    "VMEMLAB_LAST_SAVE_TTL": 86400.0,  # seconds a last save is kept
     "MAX_CONTENT_LENGTH": 64 << 10,  # Flask's own cap; webapp.bodies sets it per endpoint
     "SESSION_COOKIE_SAMESITE": "Lax",
 }

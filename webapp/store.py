@@ -5,7 +5,8 @@ proxy (docs/scaling.md) give them all the same ``redis://host:port/db``
 (``VMEMLAB_STORE_URI``): what one process writes, the others read. What lives here is small
 and keyed by purpose: the share store's index (which ids exist, their kind, size and age),
 the machine registry (which process runs a session's machine, so another process can tell a
-student whose process went away), and later the class registry of the teacher's view.
+student whose process went away), and the class registry of the teacher's view
+(``webapp.classes``).
 Values are strings; every key may expire.
 """
 
@@ -67,8 +68,9 @@ class MemoryStore:
             return True
 
     def delete(self, key: str) -> None:
-        with self._lock:
+        with self._lock:  # any kind of key, as Redis's DEL
             self._values.pop(key, None)
+            self._hashes.pop(key, None)
 
     def hash_set(self, key: str, field: str, value: str) -> None:
         with self._lock:

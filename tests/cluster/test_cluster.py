@@ -15,7 +15,6 @@ import time
 from collections import Counter
 from typing import Any
 
-import pytest
 import requests
 import socketio
 
@@ -190,8 +189,66 @@ def test_the_healthz_of_each_worker_names_it(cluster: Cluster) -> None:
         assert again == {first.json()["worker"]}
 
 
-@pytest.mark.skip(reason="needs the class registry of issue 13 §3 (the teacher's view): "
-                         "the lead wires it on webapp.store")
-def test_a_teacher_on_another_worker_sees_every_student() -> None:
-    """TODO(§3): 60 students over 3 workers; a teacher's socket on one worker lists all 60
-    machines (class registry in the shared store, updates through the message queue)."""
+def _csrf(http: requests.Session, url: str) -> str:
+    token = str(http.get(url + "/api/csrf-token", timeout=30).json()["csrf_token"])
+    http.headers["X-CSRFToken"] = token
+    return token
+
+
+def test_a_teacher_on_another_worker_sees_every_student(cluster: Cluster) -> None:
+    """60 students over the workers join one class; the teacher, whose requests one worker
+    answers, sees all 60 machines (the class registry in Redis, each worker publishing its
+    own students), and "pause all" reaches every worker's machines."""
+    teacher = requests.Session()
+    _csrf(teacher, cluster.url)
+    created = teacher.post(cluster.url + "/class/new", data={"title": "cluster"},
+                           allow_redirects=False, timeout=30)
+    assert created.status_code == 302, created.text
+    code = created.headers["Location"].split("/")[2]
+    teacher_worker = str(teacher.get(cluster.url + "/healthz", timeout=30).json()["worker"])
+    students = _class_of(cluster, STUDENTS)
+    try:
+        for i, student in enumerate(students):
+            _csrf(student.http, cluster.url)
+            joined = student.http.post(cluster.url + "/class/join",
+                                       data={"code": code, "name": f"student {i:02d}"},
+                                       allow_redirects=False, timeout=30)
+            assert joined.status_code == 302, joined.text
+        homes = Counter(s.worker() for s in students)
+        assert len(homes) >= 2 and set(homes) - {teacher_worker}, (homes, teacher_worker)
+
+        def roster() -> list[dict[str, Any]]:
+            answer = teacher.get(f"{cluster.url}/class/{code}/roster", timeout=30)
+            assert answer.status_code == 200, answer.text
+            return list(answer.json()["students"])
+
+        deadline = time.monotonic() + 60
+        while True:  # every student published by the worker that runs their machine
+            listed = roster()
+            published = [s for s in listed if s["status"] and s["status"]["devices"]]
+            if len(published) == STUDENTS:
+                break
+            assert time.monotonic() < deadline, (len(listed), len(published))
+            time.sleep(0.5)
+        assert sorted(s["name"] for s in listed) == [f"student {i:02d}" for i in range(STUDENTS)]
+        assert Counter(s["status"]["worker"] for s in listed) == homes
+        # a student's own requests, whatever worker answers, never reach the roster
+        assert students[0].http.get(f"{cluster.url}/class/{code}/roster",
+                                    timeout=30).status_code == 403
+
+        paused = teacher.post(f"{cluster.url}/class/{code}/command", json={"action": "pause"},
+                              timeout=30)
+        assert paused.status_code == 200, paused.text
+        deadline = time.monotonic() + 60
+        while True:
+            states = Counter(s["status"]["runstate"] for s in roster())
+            if states == Counter({"paused": STUDENTS}):
+                break
+            assert time.monotonic() < deadline, states
+            time.sleep(0.5)
+        for student in students[:10]:
+            status = student.http.get(cluster.url + "/api/machine/status", timeout=30).json()
+            assert status["runstate"] == "paused"
+    finally:
+        for student in students:
+            student.close()
