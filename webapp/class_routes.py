@@ -279,7 +279,8 @@ def scenario_page(name: str) -> str:
 
     return lesson_view(_scenario_item(name).scenario,
                        goals_url=url_for("classes.scenario_goals", name=name),
-                       start_url=url_for("classes.scenario_start", name=name))
+                       start_url=url_for("classes.scenario_start", name=name),
+                       key=f"scenario:{name}")
 
 
 @bp.get("/class/scenarios/<name>/goals")

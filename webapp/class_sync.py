@@ -36,6 +36,7 @@ from emulator.snapshot import MachineSnapshot
 from scenarios.loader import Scenario, ScenarioError, bundled, lessons, load_scenario
 from scenarios.runner import evaluate, needs_residency
 from webapp.classes import ClassRegistry, Command, Membership
+from webapp.scenario_machines import check_fits, start_scenario_machine
 from webapp.sessions import LimitError, MachineSession, SessionManager, StartTask
 
 log = logging.getLogger(__name__)
@@ -238,16 +239,11 @@ class ClassSync:
         item = catalogue().get(key)
         if item is None:
             raise LimitError(f"no bundled lesson or scenario '{key}' on this server")
-        cfg = item.scenario.machines[item.scenario.default_machine].config
-        settings = self.sessions.settings
-        blocks = max((d.size // d.block_size for d in cfg.devices), default=0)
-        total = cfg.boot_ram + sum(d.size for d in cfg.devices)
-        if total > settings.max_machine_memory or blocks > settings.max_blocks:
-            raise LimitError(f"{item.name}'s machine is larger than this server allows")
+        check_fits(self.sessions, item.scenario, item.name)
         own = self.sessions.get(token)
         if own is not None:
             self.sessions.check_budget(own=own, replacing=True)
-        self.sessions.replace(token, cfg)
+        start_scenario_machine(self.sessions, token, item.scenario)
         with self._lock:
             follow = self._follows.get(token)
             if follow is not None:

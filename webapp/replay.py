@@ -89,26 +89,21 @@ def start_scenario(scenario: Scenario) -> Any:
     """
     from webapp import admission
     from webapp.pages import session_token
+    from webapp.scenario_machines import TooLargeError, check_fits, start_scenario_machine
     from webapp.sessions import LimitError
 
-    spec = scenario.machines[scenario.default_machine]
-    cfg = spec.config
     mgr = ext.sessions()
-    blocks = max((d.size // d.block_size for d in cfg.devices), default=0)
-    total = cfg.boot_ram + sum(d.size for d in cfg.devices)
-    if total > mgr.settings.max_machine_memory or blocks > mgr.settings.max_blocks:
-        return jsonify(error="this lesson's machine is larger than this server allows"), 400
+    try:
+        check_fits(mgr, scenario, "this lesson")
+    except TooLargeError as err:
+        return jsonify(error=str(err)), 400
     token = session_token()
     assert token is not None
     try:
         admission.replacing(token)
-        sess = mgr.replace(token, cfg)
+        start_scenario_machine(mgr, token, scenario)
     except LimitError as err:
         abort(err.status, description=str(err))
-    if sess.machine is not None and (spec.pace_ms or spec.pause_after_reset):
-        # the lesson's teaching pace, from the start (as the player applies it)
-        control_for(sess.machine).set_pace(spec.pace_ms,
-                                           pause_after_reset=spec.pause_after_reset)
     return None
 
 

@@ -145,6 +145,7 @@ def test_a_reclaimed_machine_tells_its_student_and_restores_the_last_save(
         chromium: Any, reclaiming_server: LiveServer) -> None:
     server = reclaiming_server
     context = chromium.new_context(base_url=server.url)
+    context.add_init_script("localStorage.setItem('vmemlab.tour', 'seen')")  # no tour over it
     try:
         page = context.new_page()
         page.goto("/")
