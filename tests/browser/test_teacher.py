@@ -132,13 +132,13 @@ def test_the_teacher_sees_two_students_live_and_steers_them(
 
 
 @pytest.fixture
-def reclaiming_server() -> Iterator[LiveServer]:
-    """A server that closes a machine 2 s after its last browser went (saving it first)."""
-    server = LiveServer({"TESTING": True, "VMEMLAB_DEFAULT_MACHINE": browser_config,
-                         "VMEMLAB_IDLE_PAUSE": 1.0, "VMEMLAB_IDLE_RECLAIM": 2.0,
-                         "VMEMLAB_RATELIMIT_MACHINES": "100000 per minute"})
-    yield server
-    server.close()
+def reclaiming_server(live_server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> LiveServer:
+    """The package's server, closing a machine 2 s after its last browser went (saving it
+    first). Not a second server: one process has one Socket.IO server, and a second
+    LiveServer would take it over from the package's for every later test."""
+    monkeypatch.setattr(live_server.manager.settings, "idle_pause", 1.0)
+    monkeypatch.setattr(live_server.manager.settings, "idle_reclaim", 2.0)
+    return live_server
 
 
 def test_a_reclaimed_machine_tells_its_student_and_restores_the_last_save(
