@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import browser_config
 from webapp.class_routes import REGISTRY
 from webapp.live import LiveServer
 
