@@ -30,6 +30,7 @@ from device.events import (
     VirtioResponse,
 )
 from device.memslots import Memslots
+from device.virtio_mem_requests import VIRTIO_MEM_F_X_GUEST_REQUESTS, GuestRequests
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -82,6 +83,9 @@ class VirtioMemOptions:
     rfc_write_protect: bool = False
     """``x-rfc-write-protect=on``: the 2017 RFC's design -- unplugged memory is write-protected
     by the host, a guest write is refused. (Shipped QEMU protects nothing.)"""
+    guest_requests: bool = False
+    """``x-guest-requests=on``: vmemlab's experiment of the RFC addendum's guest -> host
+    queue (``device.virtio_mem_requests``; in no virtio specification)."""
 
 
 def _hex(value: int) -> str:
@@ -134,6 +138,11 @@ class VirtioMemDevice:
         self.broken_reason: str | None = None
         self.config_generation = 0
         """Bumped on every config-space change so 64-bit reads can be made consistent."""
+        self.requests: GuestRequests | None = (
+            GuestRequests(self, emit) if self.options.guest_requests else None)
+        """The experimental x-host-request queue's host side (None: not offered)."""
+        self.request_held_on_load = False
+        """A loaded state had a request held for the presenter (the transport rewinds)."""
 
     # ----------------------------------------------------------------------- properties
     @property
@@ -201,6 +210,8 @@ class VirtioMemDevice:
             features |= 1 << p.VIRTIO_MEM_F_UNPLUGGED_INACCESSIBLE
         if self.options.persistent_suspend:
             features |= 1 << p.VIRTIO_MEM_F_PERSISTENT_SUSPEND
+        if self.requests is not None:
+            features |= 1 << VIRTIO_MEM_F_X_GUEST_REQUESTS
         return features
 
     @property
@@ -470,6 +481,8 @@ class VirtioMemDevice:
         self.driver_features = 0
         self.broken = False
         self.broken_reason = None
+        if self.requests is not None:
+            self.requests.reset("device reset")
         self._emit(DeviceReset(self._id, "device"))
 
     def system_reset(self) -> None:
@@ -494,6 +507,8 @@ class VirtioMemDevice:
         self.driver_features = 0
         self.broken = False
         self.broken_reason = None
+        if self.requests is not None:
+            self.requests.reset("system reset")
         self._emit(DeviceReset(self._id, "system"))
         if self.options.rfc_shrink_on_reboot:
             self._rfc_compact()
@@ -531,6 +546,7 @@ class VirtioMemDevice:
             "bitmap": base64.b64encode(_pack_bits(self._bitmap)).decode("ascii"),
             "broken": self.broken,
             "broken_reason": self.broken_reason,
+            **({"x_guest_requests": self.requests.save()} if self.requests is not None else {}),
         }
 
     def load(self, state: dict[str, Any]) -> None:
@@ -585,6 +601,8 @@ class VirtioMemDevice:
         self.driver_features = features
         self.broken, self.broken_reason = broken, reason
         self.config_generation += 1
+        if self.requests is not None and "x_guest_requests" in state:
+            self.request_held_on_load = self.requests.load(state["x_guest_requests"])
 
 
 def _no_notify() -> None:

@@ -139,6 +139,10 @@ class VirtioMmioTransport:
         if isinstance(device, VirtioMemDevice):
             self._device_id = p.VIRTIO_ID_MEM
             self._sizes: tuple[int, ...] = (MAX_QUEUE_SIZE,)
+            if device.requests is not None:  # vmemlab's experimental x-host-request queue
+                self._sizes = (MAX_QUEUE_SIZE, MAX_QUEUE_SIZE)
+                device.requests.current_queue = self.queue
+                device.requests.notify_used = self.used_buffer
         else:
             self._device_id = device.device_id
             self._sizes = tuple(device.queue_sizes)
@@ -367,8 +371,11 @@ class VirtioMmioTransport:
             return 0
         done = 0
         try:
-            if isinstance(self.device, VirtioMemDevice):
+            if isinstance(self.device, VirtioMemDevice) and index == 0:
                 done = _serve_virtio_mem(self.device, vq)
+            elif isinstance(self.device, VirtioMemDevice):
+                assert self.device.requests is not None  # only then is there a queue 1
+                done = self.device.requests.serve(vq)
             else:
                 done = self.device.handle_queue(index, vq)
         except VmemError as exc:

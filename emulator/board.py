@@ -219,6 +219,7 @@ class Board:
                 nb_memslots=placed.nb_memslots,
                 memslot_size=placed.memslot_size,
                 rfc_write_protect=cfg.rfc_write_protect,
+                guest_requests=cfg.guest_requests,
             )
             backend = _RegionBackend(mem, self.flush_tlb)
             device = VirtioMemDevice(

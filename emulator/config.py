@@ -88,6 +88,8 @@ class MemoryDeviceConfig:
     """QEMU 8.2's ``dynamic-memslots=on``: memslots mapped only while something is plugged."""
     rfc_write_protect: bool = False
     """``x-rfc-write-protect=on``: the 2017 RFC's write-protected unplugged memory."""
+    guest_requests: bool = False
+    """``x-guest-requests=on``: vmemlab's experimental guest -> host request queue."""
 
 
 @dataclass

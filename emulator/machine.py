@@ -287,6 +287,17 @@ class Machine:
             self.start()
         self.call(go)
 
+    def system_wakeup(self) -> None:
+        """QEMU ``system_wakeup``: a guest in S3 (``suspended``) runs on after its PSCI
+        SYSTEM_SUSPEND call. QEMU's wake-up reset (``RESET_TYPE_WAKEUP``, QEMU 9.2+) leaves
+        virtio-mem's plugged blocks alone; the guest's drivers re-initialise their devices
+        themselves (Linux's restore callbacks), so no device is touched here."""
+        def wake() -> None:
+            if self._runstate is not RunState.SUSPENDED:
+                raise MachineError("Unable to wake up: guest is not in suspended state")
+            self.set_runstate(RunState.RUNNING, "wakeup")
+        self.call(wake)
+
     def set_speed(self, speed: float) -> None:
         """Run the guest at ``speed`` (0 < speed <= 1) of full speed, e.g. 0.01 to watch it."""
         if not MIN_SPEED <= speed <= 1.0:
