@@ -24,7 +24,9 @@ from control.boot_options import driver_cmdline
 from control.dimm_ops import DimmControl
 from control.errors import ENGINE_ERRORS, ControlError, ErrorKind
 from control.guest_ops import Alloc, GuestOp, GuestReboot, Outcome, run_guest_op
+from control.guest_requests import GuestRequestControl
 from control.settle import SettleWatch, balloon_settled
+from control.suspend import SuspendControl
 from emulator.config import MachineConfig
 from emulator.machine import Machine
 from emulator.snapshot import MachineSnapshot
@@ -61,6 +63,10 @@ class MachineControl:
         self.dimms = DimmControl(machine, self._admit)
         #: the Xen / Hyper-V behaviour models (``-machine x-behaviour-model=``)
         self.models = BehaviourModelControl(machine, self._admit, self.dimms)
+        #: the experimental guest -> host request queue (docs/extensions.md)
+        self.requests = GuestRequestControl(machine, self._admit)
+        #: suspend to RAM (the guest's) and system_wakeup (the host's)
+        self.power = SuspendControl(machine)
 
     def _admit(self, growth: int) -> None:
         if self.admission is not None:

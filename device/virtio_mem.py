@@ -138,11 +138,8 @@ class VirtioMemDevice:
         self.broken_reason: str | None = None
         self.config_generation = 0
         """Bumped on every config-space change so 64-bit reads can be made consistent."""
-        self.requests: GuestRequests | None = (
-            GuestRequests(self, emit) if self.options.guest_requests else None)
-        """The experimental x-host-request queue's host side (None: not offered)."""
-        self.request_held_on_load = False
-        """A loaded state had a request held for the presenter (the transport rewinds)."""
+        # the experimental x-host-request queue's host side (the transport serves it)
+        self.requests = GuestRequests(self, emit) if self.options.guest_requests else None
 
     # ----------------------------------------------------------------------- properties
     @property
@@ -210,8 +207,7 @@ class VirtioMemDevice:
             features |= 1 << p.VIRTIO_MEM_F_UNPLUGGED_INACCESSIBLE
         if self.options.persistent_suspend:
             features |= 1 << p.VIRTIO_MEM_F_PERSISTENT_SUSPEND
-        if self.requests is not None:
-            features |= 1 << VIRTIO_MEM_F_X_GUEST_REQUESTS
+        features |= int(self.requests is not None) << VIRTIO_MEM_F_X_GUEST_REQUESTS
         return features
 
     @property
@@ -481,8 +477,6 @@ class VirtioMemDevice:
         self.driver_features = 0
         self.broken = False
         self.broken_reason = None
-        if self.requests is not None:
-            self.requests.reset("device reset")
         self._emit(DeviceReset(self._id, "device"))
 
     def system_reset(self) -> None:
@@ -507,8 +501,6 @@ class VirtioMemDevice:
         self.driver_features = 0
         self.broken = False
         self.broken_reason = None
-        if self.requests is not None:
-            self.requests.reset("system reset")
         self._emit(DeviceReset(self._id, "system"))
         if self.options.rfc_shrink_on_reboot:
             self._rfc_compact()
@@ -546,7 +538,6 @@ class VirtioMemDevice:
             "bitmap": base64.b64encode(_pack_bits(self._bitmap)).decode("ascii"),
             "broken": self.broken,
             "broken_reason": self.broken_reason,
-            **({"x_guest_requests": self.requests.save()} if self.requests is not None else {}),
         }
 
     def load(self, state: dict[str, Any]) -> None:
@@ -601,8 +592,6 @@ class VirtioMemDevice:
         self.driver_features = features
         self.broken, self.broken_reason = broken, reason
         self.config_generation += 1
-        if self.requests is not None and "x_guest_requests" in state:
-            self.request_held_on_load = self.requests.load(state["x_guest_requests"])
 
 
 def _no_notify() -> None:

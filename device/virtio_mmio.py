@@ -161,6 +161,9 @@ class VirtioMmioTransport:
         self.driver_features = 0  # as written by the driver, before FEATURES_OK
         self.queue_sel = 0
         self.queues = [_Queue(size) for size in self._sizes]
+        requests = getattr(self.device, "requests", None)
+        if requests is not None:  # a held x-host-request buffer went with the rings
+            requests.reset("reset")
 
     @property
     def vq(self) -> SplitVirtqueue | None:
@@ -417,6 +420,9 @@ class VirtioMmioTransport:
         }
         if len(self.queues) > 1:
             state["queues"] = [_queue_state(q) for q in self.queues[1:]]
+        requests = getattr(self.device, "requests", None)
+        if requests is not None:
+            state["x_guest_requests"] = requests.save()
         return state
 
     def load(self, state: dict[str, Any]) -> None:
@@ -438,6 +444,15 @@ class VirtioMmioTransport:
         for key in _SAVED_INTS[:6]:
             setattr(self, key, values[key])
         self.queues = queues
+        requests = getattr(self.device, "requests", None)
+        if requests is not None and "x_guest_requests" in state:
+            try:
+                held = requests.load(state["x_guest_requests"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise MigrationError(f"virtio-mmio: invalid request queue state: {exc!r}"
+                                     ) from exc
+            if held:  # popped, and asked about, again
+                self.rewind(1)
 
     def _load_queue(self, template: _Queue, s: dict[str, Any]) -> _Queue:
         q = _Queue(template.max_size)

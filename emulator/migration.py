@@ -295,8 +295,6 @@ def _load(machine: Machine, stream: BinaryIO) -> None:
         state = header["devices"][dev_id]
         dev.load(state["device"])
         machine.transports[i].load(state["transport"])
-        if dev.request_held_on_load:  # the x-host-request buffer is popped and asked again
-            machine.transports[i].rewind(1)
     if "balloon" in header:
         machine.board.restore_balloon(header["balloon"])
     regions = machine.board.ram()

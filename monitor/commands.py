@@ -645,7 +645,8 @@ def read_memory(ctx: MonitorContext, addr: int, size: int) -> bytes:
 # ------------------------------------------------------------------------------ guest
 
 GUEST_COMMANDS = ("alloc", "pin", "free", "touch", "verify", "dump", "rogue-write", "read",
-                  "online", "stats", "reboot", "poweroff", "balloon-rogue", "pressure")
+                  "online", "stats", "reboot", "poweroff", "balloon-rogue", "pressure",
+                  "grow", "suspend")  # the last two: monitor/extensions.py
 
 
 def _number(word: str) -> int:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from control.sizes import format_mib
 from monitor import balloon as b
 from monitor import behaviour_model, dimm
+from monitor import extensions as ext
 from monitor import commands as c
 from monitor import info as mem_info
 from monitor import virtio_status as vs
@@ -412,6 +413,10 @@ def _h_migrate(ctx: MonitorContext, a: dict[str, Any]) -> str:
 
 def _h_guest(ctx: MonitorContext, a: dict[str, Any]) -> str:
     words = (a.get("args") or "").split()
+    if a["command"] == "grow":  # the extensions' workloads (monitor/extensions.py)
+        return ext.guest_grow(ctx, words)
+    if a["command"] == "suspend":
+        return ext.guest_suspend(ctx)
     message = c.guest_command(ctx, a["command"], words).message
     return message + "\n" if message else ""
 
@@ -456,7 +461,8 @@ COMMANDS: list[HmpCommand] = [
                "pin SIZE [DEVICE], free ID, touch ID, verify [ID], dump [--legacy] [DEVICE], "
                "rogue-write [OFFSET] [DEVICE], read ADDR, "
                "online [DEVICE] [online_movable|online_kernel|online], stats, reboot, "
-               "poweroff, pressure SIZE, balloon-rogue PAGES (vmemlab)",
+               "poweroff, pressure SIZE, balloon-rogue PAGES, grow CHUNK [LIMIT] [--no-ask], "
+               "suspend (vmemlab)",
                _h_guest, visitor_safe=True),
     HmpCommand("help|?", "name:S?", "[cmd]", "show the help", _h_help, visitor_safe=True),
     HmpCommand("info", "item:s?", "[subcommand]", "show various information about the system "
@@ -484,9 +490,18 @@ COMMANDS: list[HmpCommand] = [
     HmpCommand("stop|s", "", "", "stop emulation", _simple(c.stop), visitor_safe=True),
     HmpCommand("system_reset", "", "", "reset the system", _simple(c.system_reset),
                visitor_safe=True),
+    HmpCommand("system_wakeup", "", "", "wakeup guest from suspend", _simple(ext.system_wakeup),
+               visitor_safe=True),
     HmpCommand("virtio-mem", "id:s,size:l", "id size_mb",
                "resize a virtio-mem device to size_mb MiB (the 2017 RFC's command)",
                _h_virtio_mem, visitor_safe=True),
+    HmpCommand("x-virtio-mem-request-answer", "id:s,answer:s,size:s?", "id grant|deny [size]",
+               "answer the guest request waiting for the presenter (vmemlab experiment)",
+               ext.hmp_answer, visitor_safe=True),
+    HmpCommand("x-virtio-mem-request-policy", "id:s,policy:s,args:S?",
+               "id deny|ask|cap size|rate size [seconds]",
+               "how the host answers guest requests (vmemlab experiment)", ext.hmp_policy,
+               visitor_safe=True),
     HmpCommand("x", "fmt:/,addr:l", "/fmt addr", "virtual memory dump starting at 'addr'",
                lambda ctx, a: _dump(ctx, a, False), visitor_safe=True),
     HmpCommand("xp", "fmt:/,addr:l", "/fmt addr", "physical memory dump starting at 'addr'",
@@ -544,6 +559,10 @@ INFO_COMMANDS: list[HmpCommand] = [
     HmpCommand("virtio-mem-blocks", "id:s", "id",
                "show the block map of a virtio-mem device (vmemlab)",
                lambda ctx, a: fmt_block_map(c.block_map(ctx, a["id"])), visitor_safe=True),
+    HmpCommand("virtio-mem-requests", "id:s", "id",
+               "show the guest -> host requests of a virtio-mem device and the host's policy "
+               "(vmemlab experiment: the 2017 RFC's addendum, in no virtio specification)",
+               ext.hmp_info_requests, visitor_safe=True),
 ]
 
 
