@@ -36,7 +36,8 @@ class GuestError(Exception):
 def errno_name(status: int) -> str:
     """``ENOMEM`` for -12 and so on: the guest's -errno as Linux would print its name."""
     names = {-abi.ENOMEM: "ENOMEM", -abi.EFAULT: "EFAULT", -abi.EINVAL: "EINVAL",
-             -abi.ENOENT: "ENOENT", -abi.EBUSY: "EBUSY", -abi.ENODEV: "ENODEV"}
+             -abi.ENOENT: "ENOENT", -abi.EBUSY: "EBUSY", -abi.ENODEV: "ENODEV",
+             -abi.EPERM: "EPERM"}
     return names.get(status, str(status))
 
 

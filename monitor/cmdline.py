@@ -82,7 +82,8 @@ KNOWN_FLAGS = {"S", "no-shutdown"}
 
 DEVICE_PROPS = {"id", "memdev", "node", "requested-size", "block-size", "memaddr",
                 "unplugged-inaccessible", "prealloc", "bus", "addr", "size",
-                "x-rfc-shrink-on-reboot", "dynamic-memslots", "x-rfc-write-protect"}
+                "x-rfc-shrink-on-reboot", "dynamic-memslots", "x-rfc-write-protect",
+                "x-guest-requests"}
 BALLOON_DRIVERS = ("virtio-balloon-pci", "virtio-balloon", "virtio-balloon-device")
 BALLOON_PROPS = {"id", "deflate-on-oom", "free-page-reporting", "page-poison", "free-page-hint",
                  "guest-stats-polling-interval", "x-must-tell-host", "iothread",
@@ -182,6 +183,7 @@ class _Device:
     rfc_shrink: bool
     dynamic_memslots: bool = False
     rfc_write_protect: bool = False
+    guest_requests: bool = False
 
 
 def _parse_monitor(value: str, protocol: str, option: str) -> MonitorSpec:
@@ -520,6 +522,8 @@ def _parse_device(parts: list[tuple[str, str | None]], option: str, index: int) 
             dev.dynamic_memslots = _bool(key, val, option)
         elif key == "x-rfc-write-protect":
             dev.rfc_write_protect = _bool(key, val, option)
+        elif key == "x-guest-requests":  # vmemlab's experiment (docs/extensions.md)
+            dev.guest_requests = _bool(key, val, option)
     return dev
 
 
@@ -530,7 +534,8 @@ def _parse_machine(cfg: MachineConfig, value: str, option: str, arg: str,
     get a note."""
     rest = []
     for j, (key, val) in enumerate(split_opts(value)):
-        if j == 0 and val is None and key not in ("rfc-shrink-on-reboot", "x-behaviour-model"):
+        if j == 0 and val is None and key not in ("rfc-shrink-on-reboot", "x-behaviour-model",
+                                                  "x-persistent-suspend"):
             key, val = "type", key
         if key == "type":
             if val not in PERSONALITIES:
@@ -539,6 +544,8 @@ def _parse_machine(cfg: MachineConfig, value: str, option: str, arg: str,
             cfg.machine = personality(val or "").name
         elif key == "rfc-shrink-on-reboot":
             cfg.rfc_shrink_on_reboot = _bool(key, val, option)
+        elif key == "x-persistent-suspend":  # offer VIRTIO_MEM_F_PERSISTENT_SUSPEND (1.4)
+            cfg.persistent_suspend = _bool(key, val, option)
         elif key == "x-behaviour-model":  # vmemlab's models of the RFC's Xen / Hyper-V Q&A
             if val not in ("xen", "hyperv"):
                 raise CmdlineError(f"Parameter 'x-behaviour-model' does not accept value "
@@ -666,7 +673,7 @@ def _build_devices(cfg: MachineConfig, devices: list[_Device], objects: dict[str
             requested_size=requested, block_size=dev.block_size, memaddr=dev.memaddr,
             unplugged_inaccessible=dev.unplugged_inaccessible,
             shared_zeropage=obj.shared_zeropage, dynamic_memslots=dev.dynamic_memslots,
-            rfc_write_protect=dev.rfc_write_protect))
+            rfc_write_protect=dev.rfc_write_protect, guest_requests=dev.guest_requests))
 
 
 def _build_dimms(cfg: MachineConfig, dimms: list[tuple[str, list[tuple[str, str | None]]]],
@@ -733,13 +740,13 @@ Machine (QEMU's syntax and error messages):
   -numa node,nodeid=N,cpus=A-B[,memdev=ID]
   -object memory-backend-ram,id=ID,size=SIZE[,max-size=SIZE]
                             max-size is the 2017 RFC's form: region max-size, requested size
-  -machine virt|pc|q35[,rfc-shrink-on-reboot=on]
+  -machine virt|pc|q35[,rfc-shrink-on-reboot=on][,x-persistent-suspend=on]
                             whose rules the device follows: arm 'virt' (default) or x86
                             'pc'/'q35' (QEMU 7.2); rfc-shrink-on-reboot: the RFC's reboot
   -device virtio-mem-pci,id=ID,memdev=ID[,node=N][,requested-size=SIZE][,block-size=SIZE]
           [,memaddr=ADDR][,unplugged-inaccessible=on|off|auto (pc/q35 only)]
           [,dynamic-memslots=on (QEMU 8.2)][,x-rfc-write-protect=on (the RFC's design)]
-          [,x-rfc-shrink-on-reboot=on]
+          [,x-rfc-shrink-on-reboot=on][,x-guest-requests=on (vmemlab's experiment)]
           [,memaddr=ADDR][,unplugged-inaccessible=on|off|auto][,x-rfc-shrink-on-reboot=on]
   -device virtio-balloon-pci,id=ID[,deflate-on-oom=on][,free-page-reporting=on]
           [,page-poison=on|off][,guest-stats-polling-interval=SECONDS][,x-must-tell-host=on]

@@ -66,7 +66,8 @@ COUNT_KEYS = ("plugged-blocks", "guest-faults", "violations", "dimms")
 DEVICE_KEYS = ("plugged", "requested", "usable", "plugged-blocks", "resident", "driver",
                "unplugged-inaccessible", "unplugged-resident")
 # HMP / QMP commands after which "settled" waits for the guest to answer again
-MUTATING_HMP = ("virtio-mem", "qom-set", "system_reset", "balloon", "mem-set")
+MUTATING_HMP = ("virtio-mem", "qom-set", "system_reset", "balloon", "mem-set", "system_wakeup",
+                "x-virtio-mem-request-policy", "x-virtio-mem-request-answer")
 MUTATING_QMP = ("qom-set", "system_reset", "human-monitor-command", "balloon", "x-mem-set")
 _COMPARE_OPS = ("<=", ">=", "==", "!=", "<", ">")
 
@@ -475,7 +476,8 @@ def _machine(chk: _Checker, name: str, spec: Any, where: list[Any]) -> MachineSp
             memaddr=sizes.get("memaddr"),
             unplugged_inaccessible=dev.get("unplugged-inaccessible"),
             dynamic_memslots=dev.get("dynamic-memslots", False),
-            rfc_write_protect=dev.get("x-rfc-write-protect", False)))
+            rfc_write_protect=dev.get("x-rfc-write-protect", False),
+            guest_requests=dev.get("x-guest-requests", False)))
     if chk.problems:
         return None
     try:
