@@ -149,7 +149,7 @@ class GuestRequests:
     """The host side of one device's request queue: policy, decisions, the held buffer.
 
     ``clock`` (seconds, monotonic) is injectable so the rate limit can be tested exactly.
-    The transport binds ``current_queue`` and ``notify_used`` when it attaches.
+    The transport binds ``current_queue``, ``notify_used`` and ``process`` when it attaches.
     """
 
     def __init__(self, device: VirtioMemDevice, emit: Callable[[GuestMemRequest], None],
@@ -165,6 +165,8 @@ class GuestRequests:
         self._refilled = clock()
         self.current_queue: Callable[[int], SplitVirtqueue | None] = lambda _i: None
         self.notify_used: Callable[[int], None] = lambda _i: None
+        self.process: Callable[[int], int] = lambda _i: 0
+        """Process the queue again (the transport's, which contains any ring error)."""
 
     # ---------------------------------------------------------------- policy
 
@@ -225,7 +227,7 @@ class GuestRequests:
         if self._held is None:
             raise ConfigError(f"device '{self._dev.id}' has no pending guest request")
         chain, record, req = self._held
-        amount = req.size if size is None else size
+        amount = record.size if size is None else size  # rounded up to blocks
         if amount < 0 or amount % self._dev.block_size:
             raise ConfigError(
                 f"'size' has to be multiples of 'block-size' ({self._dev.block_size:#x})")
@@ -236,6 +238,7 @@ class GuestRequests:
         if vq is not None:
             self._finish(chain, record, req, vq, decided=decided)
             self.notify_used(X_REQUEST_QUEUE)
+            self.process(X_REQUEST_QUEUE)  # buffers that waited behind the held one
         else:
             self._emit(self._event(record))
         return record

@@ -143,6 +143,7 @@ class VirtioMmioTransport:
                 self._sizes = (MAX_QUEUE_SIZE, MAX_QUEUE_SIZE)
                 device.requests.current_queue = self.queue
                 device.requests.notify_used = self.used_buffer
+                device.requests.process = self.process_queue
         else:
             self._device_id = device.device_id
             self._sizes = tuple(device.queue_sizes)

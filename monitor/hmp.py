@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 from control.sizes import format_mib
 from monitor import balloon as b
 from monitor import behaviour_model, dimm
-from monitor import extensions as ext
 from monitor import commands as c
+from monitor import extensions as ext
 from monitor import info as mem_info
 from monitor import virtio_status as vs
 from monitor.commands import MonitorContext, MonitorError, context_for
