@@ -148,16 +148,17 @@ static int wait_plugged(int dev, u64 target)
     u64 deadline = now_ns() + GROW_WAIT_NS;
     struct vmem_info info;
     for (;;) {
+        /* the config interrupt may have come while we waited for the answer: look at the
+         * interrupt status every time, not only after a new virtio event */
+        vmem_handle_irq();
+        vmem_run_timers();
         if (!vmem_info(dev, &info) || info.broken)
             return 0;
         if (info.plugged >= target)
             return 1;
         if (info.state == ABI_DRV_NO_SPACE || now_ns() >= deadline)
             return 0;
-        u64 ev = guest_wait(10000);
-        if (ev & ABI_EV_VIRTIO)
-            vmem_handle_irq();
-        vmem_run_timers();
+        guest_wait(10000);
     }
 }
 
