@@ -12,7 +12,7 @@ from webapp import ext
 from webapp.pages import TOKEN
 
 
-def _lesson_machine(app, b):  # type: ignore[no-untyped-def]
+def _lesson_machine(app, b):
     b.ready()
     assert b.http.post("/lessons/09-the-addendum/start").status_code == 302
     with b.http.session_transaction() as flask_session:
@@ -25,7 +25,7 @@ def _lesson_machine(app, b):  # type: ignore[no-untyped-def]
     return sess.machine
 
 
-def test_presenter_answers_a_held_request(app, browser) -> None:  # type: ignore[no-untyped-def]
+def test_presenter_answers_a_held_request(app, browser) -> None:
     b = browser()
     machine = _lesson_machine(app, b)
     answer = b.emit("guest_request", {"device": "vm0", "policy": "ask"})
@@ -50,7 +50,7 @@ def test_presenter_answers_a_held_request(app, browser) -> None:  # type: ignore
     assert machine.devices["vm0"].plugged_size == 16 * MiB
 
 
-def test_bad_answers_are_refused(app, browser) -> None:  # type: ignore[no-untyped-def]
+def test_bad_answers_are_refused(app, browser) -> None:
     b = browser()
     _lesson_machine(app, b)
     for data, text in (({"device": "vm0", "answer": "grant"}, "no pending guest request"),
