@@ -86,6 +86,8 @@ class VirtioMemOptions:
     guest_requests: bool = False
     """``x-guest-requests=on``: vmemlab's experiment of the RFC addendum's guest -> host
     queue (``device.virtio_mem_requests``; in no virtio specification)."""
+    backend_page_size: int = 4096
+    """The memory backend's page size (a hugetlb backend's huge page size)."""
 
 
 def _hex(value: int) -> str:
@@ -109,14 +111,14 @@ class VirtioMemDevice:
         emit: Callable[[Event], None],
         notify_config: Callable[[], None] | None = None,
     ) -> None:
-        _validate_realize(addr, region_size, block_size, node_id, requested_size)
+        self.options = options if options is not None else VirtioMemOptions()
+        _validate_realize(addr, region_size, block_size, node_id, requested_size, self.options)
         self._id = dev_id
         self._addr = addr
         self._region_size = region_size
         self._block_size = block_size
         self._node_id = node_id
         self._requested_size = requested_size
-        self.options = options if options is not None else VirtioMemOptions()
         self._backend = backend
         self._emit = emit
         self.notify_config: Callable[[], None] = notify_config or _no_notify
@@ -598,9 +600,8 @@ def _no_notify() -> None:
     """Default config notifier until a transport attaches itself."""
 
 
-def _validate_realize(
-    addr: int, region_size: int, block_size: int, node_id: int, requested_size: int
-) -> None:
+def _validate_realize(addr: int, region_size: int, block_size: int, node_id: int,
+                      requested_size: int, options: VirtioMemOptions) -> None:
     """QEMU's block-size setter and realize checks, in QEMU's order and wording."""
     if region_size <= 0:
         raise ConfigError("can't create backend with size 0")
@@ -614,6 +615,9 @@ def _validate_realize(
         raise ConfigError(
             f"'requested-size' property has to be multiples of 'block-size' ({_hex(block_size)})"
         )
+    if block_size < options.backend_page_size:  # a hugetlb backend's huge page size
+        raise ConfigError("'block-size' property has to be at least the page size "
+                          f"({_hex(options.backend_page_size)})")
     if addr < 0 or addr % block_size:
         raise ConfigError(
             f"'memaddr' property has to be multiples of 'block-size' ({_hex(block_size)})"

@@ -90,6 +90,8 @@ class MemoryDeviceConfig:
     """``x-rfc-write-protect=on``: the 2017 RFC's write-protected unplugged memory."""
     guest_requests: bool = False
     """``x-guest-requests=on``: vmemlab's experimental guest -> host request queue."""
+    page_size: int = 0
+    """The backend's huge page size (hugetlb=on / a hugetlbfs mem-path); 0: host pages."""
 
 
 @dataclass

@@ -252,6 +252,7 @@ class Machine:
         for dev, first, count in self.board.stage2.take_zero_reads():
             outside = (first + count) * dev.block_size > dev.usable_region_size
             self.bus.publish(ZeroPageRead(dev.id, first, count, outside))
+            self.board.populate_huge_pages(dev.id, first, count)
         for dev, first, count in self.board.stage2.take_unplugged_writes():
             self.bus.publish(UnpluggedWrite(dev.id, first, count))
 
@@ -376,7 +377,9 @@ class Machine:
 
     def read_memory(self, gpa: int, size: int) -> bytes:
         """Guest-physical memory as the guest CPU would read it (zeros for unplugged blocks)."""
-        return self.call(lambda: self.cpu_view.read(gpa, size))
+        data = self.call(lambda: self.cpu_view.read(gpa, size))
+        self.board.host_read(gpa, size)
+        return data
 
     # ---------------------------------------------------------------- state
 

@@ -30,6 +30,7 @@ from emulator.config import (
     check_smp,
     id_wellformed,
 )
+from emulator.huge_pages import HUGE_PAGE_SIZES
 from emulator.machine_types import PERSONALITIES, Personality, personality
 
 PROG = "vmemlab"
@@ -168,6 +169,7 @@ class _Object:
     option: str
     used_by: str | None = None
     shared_zeropage: bool = True  # private anonymous RAM (virtio_mem_has_shared_zeropage)
+    page_size: int = 0  # a hugetlb backend's huge page size (0: host pages)
 
 
 @dataclass
@@ -184,6 +186,24 @@ class _Device:
     dynamic_memslots: bool = False
     rfc_write_protect: bool = False
     guest_requests: bool = False
+    block_size_given: bool = False
+
+
+def _huge_page_size(qom_type: str, props: dict[str, str | None], option: str) -> int:
+    """The huge page size of a hugetlb backend (0: host pages). vmemlab opens no file: a
+    ``mem-path`` counts as hugetlbfs when it lies under a usual mount point."""
+    if qom_type == "memory-backend-memfd" and \
+            (props.get("hugetlb") or "off") in ("on", "yes", "true", "y"):
+        size = _size("hugetlbsize", props.get("hugetlbsize") or "2M", option)
+        if size not in HUGE_PAGE_SIZES:
+            raise CmdlineError(f"hugetlbsize {size:#x}: vmemlab's host has 2 MiB and 1 GiB "
+                               "huge pages only", option)
+        return size
+    path = props.get("mem-path") or ""
+    if qom_type == "memory-backend-file" and (path.startswith(("/dev/hugepages", "/hugetlbfs"))
+                                               or "hugetlbfs" in path):
+        return 2 * MiB
+    return 0
 
 
 def _parse_monitor(value: str, protocol: str, option: str) -> MonitorSpec:
@@ -340,10 +360,11 @@ def parse_args(argv: list[str]) -> RunOptions:
                                 "memory-backend-file"):
                 opts.notes.append(f"{option}: ignored (only memory backends are used)")
                 continue
-            if qom_type != "memory-backend-ram":
+            props = dict(parts[1:])
+            page_size = _huge_page_size(qom_type, props, option)
+            if qom_type != "memory-backend-ram" and not page_size:
                 opts.notes.append(f"{option}: treated as memory-backend-ram (with its "
                                   "'unplugged-inaccessible=auto': no shared zero page)")
-            props = dict(parts[1:])
             if "id" in props:
                 _check_id(props["id"], option)
             for key in props:
@@ -368,7 +389,13 @@ def parse_args(argv: list[str]) -> RunOptions:
                 opts.notes.append(
                     f"{option}: the 2017 RFC's form: a {max_size >> 20} MiB region with "
                     f"{size >> 20} MiB requested at start")
-            for key in ("prealloc", "share", "hugetlb", "mem-path", "policy", "host-nodes"):
+            if page_size and size % page_size and qom_type == "memory-backend-memfd":
+                raise CmdlineError(f"failed to resize memfd to {size}: Invalid argument")
+            if page_size:
+                opts.notes.append(f"{option}: huge pages of {page_size >> 20} MiB, modelled: "
+                                  "no host file or hugetlbfs pool is used (docs/extensions.md)")
+            for key in ("prealloc", "share", "policy", "host-nodes") + (
+                    () if page_size else ("hugetlb", "mem-path")):
                 if key in props:
                     opts.notes.append(f"{option}: '{key}' ignored (anonymous memory, "
                                       "populated on demand)")
@@ -378,7 +405,8 @@ def parse_args(argv: list[str]) -> RunOptions:
                                and props.get("share", "off") in ("off", "no", "false")
                                and props.get("hugetlb", "off") in ("off", "no", "false"))
             objects[oid] = _Object(oid, size, max_size, option,
-                                   shared_zeropage=shared_zeropage)
+                                   shared_zeropage=shared_zeropage and not page_size,
+                                   page_size=page_size)
         elif name == "device":
             parts = split_opts(value)
             driver = parts[0][0] if parts and parts[0][1] is None else ""
@@ -504,6 +532,7 @@ def _parse_device(parts: list[tuple[str, str | None]], option: str, index: int) 
             dev.requested_size = _size("requested-size", val, option)
         elif key == "block-size":
             dev.block_size = _size("block-size", val, option)
+            dev.block_size_given = True
         elif key == "memaddr":
             try:
                 dev.memaddr = int(val or "", 0)
@@ -654,6 +683,11 @@ def _build_devices(cfg: MachineConfig, devices: list[_Device], objects: dict[str
             raise CmdlineError(f"'memdev' property specifies a busy memdev: {dev.memdev}",
                                dev.option)
         obj.used_by = dev.option
+        if obj.page_size and not dev.block_size_given:  # virtio_mem_default_block_size()
+            dev.block_size = max(DEFAULT_BLOCK_SIZE, obj.page_size)
+        if dev.block_size < obj.page_size:  # QEMU's realize, for a hugetlb backend
+            raise CmdlineError("'block-size' property has to be at least the page size "
+                               f"(0x{obj.page_size:x})", dev.option)
         region = obj.max_size if obj.max_size is not None else obj.size
         requested = dev.requested_size
         if requested is None:
@@ -673,7 +707,8 @@ def _build_devices(cfg: MachineConfig, devices: list[_Device], objects: dict[str
             requested_size=requested, block_size=dev.block_size, memaddr=dev.memaddr,
             unplugged_inaccessible=dev.unplugged_inaccessible,
             shared_zeropage=obj.shared_zeropage, dynamic_memslots=dev.dynamic_memslots,
-            rfc_write_protect=dev.rfc_write_protect, guest_requests=dev.guest_requests))
+            rfc_write_protect=dev.rfc_write_protect, guest_requests=dev.guest_requests,
+            page_size=obj.page_size))
 
 
 def _build_dimms(cfg: MachineConfig, dimms: list[tuple[str, list[tuple[str, str | None]]]],
