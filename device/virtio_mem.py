@@ -30,7 +30,8 @@ from device.events import (
     VirtioResponse,
 )
 from device.memslots import Memslots
-from device.virtio_mem_requests import VIRTIO_MEM_F_X_GUEST_REQUESTS, GuestRequests
+from device.virtio_mem_requests import GuestRequests
+from device.virtio_mem_types import check_memory_type, extension_features
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -88,6 +89,9 @@ class VirtioMemOptions:
     queue (``device.virtio_mem_requests``; in no virtio specification)."""
     backend_page_size: int = 4096
     """The memory backend's page size (a hugetlb backend's huge page size)."""
+    memory_type: str = ""
+    """``x-memory-type=ram|ram-huge``: the RFC addendum's memory type, in an extension of
+    the config space (``device.virtio_mem_types``; in no virtio specification). "": none."""
 
 
 def _hex(value: int) -> str:
@@ -209,7 +213,7 @@ class VirtioMemDevice:
             features |= 1 << p.VIRTIO_MEM_F_UNPLUGGED_INACCESSIBLE
         if self.options.persistent_suspend:
             features |= 1 << p.VIRTIO_MEM_F_PERSISTENT_SUSPEND
-        features |= int(self.requests is not None) << VIRTIO_MEM_F_X_GUEST_REQUESTS
+        features |= extension_features(self)  # vmemlab's experiments (docs/extensions.md)
         return features
 
     @property
@@ -615,6 +619,8 @@ def _validate_realize(addr: int, region_size: int, block_size: int, node_id: int
         raise ConfigError(
             f"'requested-size' property has to be multiples of 'block-size' ({_hex(block_size)})"
         )
+    if options.memory_type:
+        check_memory_type(options.memory_type)
     if block_size < options.backend_page_size:  # a hugetlb backend's huge page size
         raise ConfigError("'block-size' property has to be at least the page size "
                           f"({_hex(options.backend_page_size)})")

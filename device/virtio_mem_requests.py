@@ -50,12 +50,14 @@ from typing import TYPE_CHECKING, Any
 
 from device.errors import ConfigError, ProtocolViolation
 from device.events import GuestMemRequest
+from device.virtio_mem_types import VIRTIO_MEM_F_X_GUEST_REQUESTS
 from device.virtqueue import Chain, SplitVirtqueue
 
 if TYPE_CHECKING:
     from device.virtio_mem import VirtioMemDevice
 
-VIRTIO_MEM_F_X_GUEST_REQUESTS = 62  # vmemlab's experimental bit: in no virtio specification
+__all__ = ["VIRTIO_MEM_F_X_GUEST_REQUESTS", "GuestRequests", "Policy"]
+
 X_REQUEST_QUEUE = 1
 
 X_REQ_NEED = 0

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
 
 from device import virtio_mem_protocol as p
+from device import virtio_mem_types
 from device.errors import MigrationError, VmemError
 from device.events import DeviceBroken, Event
 from device.virtio_mem import VirtioMemDevice
@@ -218,6 +219,8 @@ class VirtioMmioTransport:
     def read(self, offset: int, size: int) -> int:
         """MMIO load; unknown offsets and odd sizes read as 0. Never raises."""
         if offset >= CONFIG:
+            if isinstance(self.device, VirtioMemDevice):  # + the experimental type field
+                return virtio_mem_types.read_config(self.device, offset - CONFIG, size)
             return self.device.read_config(offset - CONFIG, size)
         if size not in (1, 2, 4) or offset < 0 or offset % size:
             return 0

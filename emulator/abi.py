@@ -118,6 +118,7 @@ POLICY_AUTO_MOVABLE = 1
 ONLINE_POLICIES = {0: "contig-zones", 1: "auto-movable"}
 
 ALLOC_UNMOVABLE = 1
+ALLOC_HUGE = 2  # prefers RAM_HUGE devices (vmemlab's experimental memory type)
 TARGET_ANY = 0xFF
 TARGET_BOOT = 0xFE
 TARGET_DIMM = 0x1000  # + slot

@@ -223,6 +223,7 @@ class Board:
                 rfc_write_protect=cfg.rfc_write_protect,
                 guest_requests=cfg.guest_requests,
                 backend_page_size=cfg.page_size or abi.PAGE_SIZE,
+                memory_type=cfg.memory_type,
             )
             backend = _RegionBackend(mem, self.flush_tlb)
             device = VirtioMemDevice(

@@ -92,6 +92,8 @@ class MemoryDeviceConfig:
     """``x-guest-requests=on``: vmemlab's experimental guest -> host request queue."""
     page_size: int = 0
     """The backend's huge page size (hugetlb=on / a hugetlbfs mem-path); 0: host pages."""
+    memory_type: str = ""
+    """``x-memory-type=ram|ram-huge``: vmemlab's experiment of the RFC addendum's types."""
 
 
 @dataclass

@@ -75,9 +75,10 @@ class Workload:
         return device
 
     def alloc(self, size: int, *, unmovable: bool = False,
-              target: str | int | None = None, seed: int | None = None) -> Allocation:
+              target: str | int | None = None, seed: int | None = None,
+              huge: bool = False) -> Allocation:
         flags = (abi.ALLOC_UNMOVABLE if unmovable else 0) | (
-            target_code(self._device_index(target)) << 8)
+            target_code(self._device_index(target)) << 8) | (abi.ALLOC_HUGE if huge else 0)
         result = self._run("alloc", size, flags, next(_seeds) if seed is None else seed)
         return Allocation(result.values[0], result.values[1], unmovable)
 

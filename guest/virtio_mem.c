@@ -1032,7 +1032,8 @@ static void vm_probe(struct vmem_dev *d)
     u64 want = F_VERSION_1 | (offered & ((1UL << VIRTIO_MEM_F_ACPI_PXM) |
                                          (1UL << VIRTIO_MEM_F_UNPLUGGED_INACCESSIBLE) |
                                          (1UL << VIRTIO_MEM_F_PERSISTENT_SUSPEND) |
-                                         (1UL << VIRTIO_MEM_F_X_GUEST_REQUESTS)));
+                                         (1UL << VIRTIO_MEM_F_X_GUEST_REQUESTS) |
+                                         (1UL << VIRTIO_MEM_F_X_MEMORY_TYPE)));
     wr(d, VM_DRIVER_FEATURES_SEL, 0);
     wr(d, VM_DRIVER_FEATURES, (u32)want);
     wr(d, VM_DRIVER_FEATURES_SEL, 1);
@@ -1066,6 +1067,14 @@ static void vm_probe(struct vmem_dev *d)
     z->nblocks = d->region_size / d->block_size;
     z->npages = z->nblocks * z->block_pages;
     init_hotplug(d);
+    if (d->features & (1UL << VIRTIO_MEM_F_X_MEMORY_TYPE)) {
+        /* vmemlab's experiment of the RFC addendum's memory types: not in virtio */
+        u16 type = mmio_read16(d->mmio + VM_CONFIG + 56);
+        z->huge = type == 1;
+        dev_info(d, "memory type: %s (vmemlab experiment)", type == 1 ? "RAM_HUGE" : "RAM");
+        if (z->huge)
+            dev_info(d, "backed by huge pages: huge-page allocations will prefer this device");
+    }
     u64 nmbs = z->nmbs ? z->nmbs : 1;
     z->usage = kalloc_pages(ALIGN_UP(z->nblocks * sizeof(*z->usage), PAGE_SIZE) >> PAGE_SHIFT);
     z->owners = kalloc_pages(ALIGN_UP(nmbs * sizeof(u16 *), PAGE_SIZE) >> PAGE_SHIFT);

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from control.sizes import U64_MAX, SizeError, parse_property_size, strtosz
 from device.errors import ConfigError
+from device.virtio_mem_types import check_memory_type
 from emulator.config import (
     DEFAULT_BLOCK_SIZE,
     ID_HINT,
@@ -84,7 +85,7 @@ KNOWN_FLAGS = {"S", "no-shutdown"}
 DEVICE_PROPS = {"id", "memdev", "node", "requested-size", "block-size", "memaddr",
                 "unplugged-inaccessible", "prealloc", "bus", "addr", "size",
                 "x-rfc-shrink-on-reboot", "dynamic-memslots", "x-rfc-write-protect",
-                "x-guest-requests"}
+                "x-guest-requests", "x-memory-type"}
 BALLOON_DRIVERS = ("virtio-balloon-pci", "virtio-balloon", "virtio-balloon-device")
 BALLOON_PROPS = {"id", "deflate-on-oom", "free-page-reporting", "page-poison", "free-page-hint",
                  "guest-stats-polling-interval", "x-must-tell-host", "iothread",
@@ -187,6 +188,7 @@ class _Device:
     rfc_write_protect: bool = False
     guest_requests: bool = False
     block_size_given: bool = False
+    memory_type: str = ""
 
 
 def _huge_page_size(qom_type: str, props: dict[str, str | None], option: str) -> int:
@@ -553,6 +555,12 @@ def _parse_device(parts: list[tuple[str, str | None]], option: str, index: int) 
             dev.rfc_write_protect = _bool(key, val, option)
         elif key == "x-guest-requests":  # vmemlab's experiment (docs/extensions.md)
             dev.guest_requests = _bool(key, val, option)
+        elif key == "x-memory-type":  # vmemlab's experiment of the RFC addendum's types
+            try:
+                check_memory_type(val or "")
+            except ConfigError as err:
+                raise CmdlineError(str(err), option) from None
+            dev.memory_type = val or ""
     return dev
 
 
@@ -708,7 +716,10 @@ def _build_devices(cfg: MachineConfig, devices: list[_Device], objects: dict[str
             unplugged_inaccessible=dev.unplugged_inaccessible,
             shared_zeropage=obj.shared_zeropage, dynamic_memslots=dev.dynamic_memslots,
             rfc_write_protect=dev.rfc_write_protect, guest_requests=dev.guest_requests,
-            page_size=obj.page_size))
+            page_size=obj.page_size, memory_type=dev.memory_type))
+        if dev.memory_type == "ram-huge" and not obj.page_size:
+            opts.warnings.append(f"{PROG}: {dev.option}: warning: 'x-memory-type' is 'ram-huge' "
+                                 "but the memdev has no huge pages")
 
 
 def _build_dimms(cfg: MachineConfig, dimms: list[tuple[str, list[tuple[str, str | None]]]],
@@ -782,6 +793,7 @@ Machine (QEMU's syntax and error messages):
           [,memaddr=ADDR][,unplugged-inaccessible=on|off|auto (pc/q35 only)]
           [,dynamic-memslots=on (QEMU 8.2)][,x-rfc-write-protect=on (the RFC's design)]
           [,x-rfc-shrink-on-reboot=on][,x-guest-requests=on (vmemlab's experiment)]
+          [,x-memory-type=ram|ram-huge (vmemlab's experiment)]
           [,memaddr=ADDR][,unplugged-inaccessible=on|off|auto][,x-rfc-shrink-on-reboot=on]
   -device virtio-balloon-pci,id=ID[,deflate-on-oom=on][,free-page-reporting=on]
           [,page-poison=on|off][,guest-stats-polling-interval=SECONDS][,x-must-tell-host=on]

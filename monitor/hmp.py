@@ -457,7 +457,8 @@ COMMANDS: list[HmpCommand] = [
     HmpCommand("device_del", "id:s", "device", "remove device",
                dimm.hmp_device_del, visitor_safe=True),
     HmpCommand("guest", "command:s,args:S?", "command [args...]",
-               "drive the guest workload: alloc SIZE [movable|unmovable] [any|boot|DEVICE], "
+               "drive the guest workload: alloc SIZE [movable|unmovable] [huge] "
+               "[any|boot|DEVICE], "
                "pin SIZE [DEVICE], free ID, touch ID, verify [ID], dump [--legacy] [DEVICE], "
                "rogue-write [OFFSET] [DEVICE], read ADDR, "
                "online [DEVICE] [online_movable|online_kernel|online], stats, reboot, "

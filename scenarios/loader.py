@@ -46,7 +46,7 @@ LESSONS_DIR = os.path.join(BUNDLED_DIR, "lessons")
 STEP_KINDS = ("say", "pause", "monitor", "qmp", "set-requested-size", "guest", "reboot",
               "migrate", "balloon", "wait-until", "expect")
 GUEST_KEYS: dict[str, tuple[str, ...]] = {
-    "alloc": ("size", "unmovable", "target", "as"),
+    "alloc": ("size", "unmovable", "target", "as", "huge"),
     "free": ("alloc",),
     "touch": ("alloc",),
     "verify": ("alloc",),
@@ -477,7 +477,8 @@ def _machine(chk: _Checker, name: str, spec: Any, where: list[Any]) -> MachineSp
             unplugged_inaccessible=dev.get("unplugged-inaccessible"),
             dynamic_memslots=dev.get("dynamic-memslots", False),
             rfc_write_protect=dev.get("x-rfc-write-protect", False),
-            guest_requests=dev.get("x-guest-requests", False)))
+            guest_requests=dev.get("x-guest-requests", False),
+            memory_type=dev.get("x-memory-type", "")))
     if chk.problems:
         return None
     try:
@@ -660,6 +661,7 @@ def _step(chk: _Checker, index: int, raw: dict[str, Any], machines: dict[str, Ma
             if target not in ("any", "boot"):
                 device(target, [*where, "target"])
             p["target"], p["unmovable"] = target, raw.get("unmovable", False)
+            p["huge"] = raw.get("huge", False)
             if "as" in raw:
                 allocs.setdefault(name, set()).add(raw["as"])
                 p["as"] = raw["as"]

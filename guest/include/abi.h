@@ -166,6 +166,8 @@ struct abi_bootinfo {
 #define ABI_POLICY_AUTO_MOVABLE 1
 
 #define ABI_ALLOC_UNMOVABLE 1UL
+#define ABI_ALLOC_HUGE      2UL /* huge-page allocation: prefers RAM_HUGE devices (vmemlab's
+                                   experimental memory type; docs/extensions.md) */
 #define ABI_TARGET_ANY  0xffUL
 #define ABI_TARGET_BOOT 0xfeUL /* else: a device index */
 #define ABI_TARGET_DIMM 0x1000UL /* + slot: the memory of the DIMM in that slot (a1 bits 8..23) */

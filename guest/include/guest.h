@@ -118,6 +118,7 @@ void report(u64 what, u64 a, u64 b, u64 c, u64 d);
 struct area {
     int present;
     int dev;                  /* device index, -1 for boot RAM */
+    int huge;                 /* memory type RAM_HUGE (vmemlab's experimental config field) */
     int nid;                  /* NUMA node */
     u64 base;                 /* address of block 0 */
     u64 npages;               /* pages that exist (boot RAM: managed pages) */
@@ -235,6 +236,7 @@ void vmem_restore(void); /* virtio_mem_restore(): the queues again, DRIVER_OK, c
 
 /* ---- vmem_requests.c: vmemlab's experimental x-host-request queue (not in any spec) ---- */
 #define VIRTIO_MEM_F_X_GUEST_REQUESTS 62
+#define VIRTIO_MEM_F_X_MEMORY_TYPE 61 /* config offset 56: le16 memory_type (0 RAM, 1 RAM_HUGE) */
 void xreq_setup(int dev, u64 mmio); /* queue 1 of a device that negotiated the bit */
 long cmd_grow(u64 chunk, u64 limit, u64 flags, u64 *v0, u64 *v1);
 
