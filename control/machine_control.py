@@ -18,6 +18,7 @@ import weakref
 from collections.abc import Callable
 from typing import BinaryIO, TypeVar
 
+from control.autoscaler import AutoscaleControl
 from control.balloon import BalloonControl
 from control.behaviour_models import BehaviourModelControl
 from control.boot_options import driver_cmdline
@@ -67,6 +68,8 @@ class MachineControl:
         self.requests = GuestRequestControl(machine, self._admit)
         #: suspend to RAM (the guest's) and system_wakeup (the host's)
         self.power = SuspendControl(machine)
+        #: the experimental host-side autoscaler (docs/extensions.md)
+        self.autoscale = AutoscaleControl(machine, self.settled, self.resize)
 
     def _admit(self, growth: int) -> None:
         if self.admission is not None:
@@ -198,6 +201,7 @@ class MachineControl:
 
     def close(self) -> None:
         """Close the machine and stop watching it."""
+        self.autoscale.close()
         self.watch.close()
         self.machine.close()
 

@@ -178,3 +178,65 @@ QMP: dict[str, tuple[dict[str, tuple[str, bool]], Any]] = {
     "x-virtio-mem-request-answer": ({"id": ("str", True), "grant": ("bool", True),
                                      "size": ("int", False)}, _q_answer),
 }
+
+
+# ------------------------------------------------------------------------------ autoscaler
+
+def autoscale(ctx: MonitorContext, dev_id: str, enable: bool, low: int = 0, high: int = 0,
+              step: int = 0, interval: float | None = None) -> dict[str, Any]:
+    from control.autoscaler import AutoscalePolicy
+
+    dev = resolve_device(ctx, dev_id)
+    if not enable:
+        controlled(lambda: ctx.control.autoscale.disable(dev))
+        return ctx.control.autoscale.info(dev)
+    policy = AutoscalePolicy(low, high, step, interval=0.5 if interval is None else interval)
+    controlled(lambda: ctx.control.autoscale.enable(dev, policy))
+    return ctx.control.autoscale.info(dev)
+
+
+def fmt_autoscale(info: dict[str, Any]) -> str:
+    """``info virtio-mem-autoscale ID`` (vmemlab's: QEMU has no autoscaler)."""
+    if not info["enabled"]:
+        return f"virtio-mem {info['id']}: autoscaler off\n"
+    lines = [f"virtio-mem {info['id']}: autoscaler on (vmemlab experiment): grow by "
+             f"{format_mib(info['step'])} below {format_mib(info['low'])} free, shrink above "
+             f"{format_mib(info['high'])} free, every {info['interval']:g} s"]
+    lines += [f"  {d['action']} {format_mib(d['old'])} -> {format_mib(d['new'])}: {d['reason']}"
+              f" ({d['source']})" for d in info["decisions"]]
+    return "\n".join(lines) + "\n"
+
+
+def hmp_autoscale(ctx: MonitorContext, a: dict[str, Any]) -> str:
+    """``x-virtio-mem-autoscale ID on LOW HIGH STEP | off``."""
+    words = (a.get("args") or "").split()
+    if a["mode"] == "off":
+        return fmt_autoscale(autoscale(ctx, a["id"], False))
+    if a["mode"] != "on" or len(words) != 3:
+        raise MonitorError("usage: x-virtio-mem-autoscale ID on LOW HIGH STEP | off")
+    low, high, step = (_size(n, w) for n, w in zip(("low", "high", "step"), words, strict=True))
+    return fmt_autoscale(autoscale(ctx, a["id"], True, low, high, step))
+
+
+def hmp_info_autoscale(ctx: MonitorContext, a: dict[str, Any]) -> str:
+    dev = resolve_device(ctx, a["id"])
+    return fmt_autoscale(ctx.control.autoscale.info(dev))
+
+
+def _q_autoscale(ctx: MonitorContext, a: dict[str, Any]) -> dict[str, Any]:
+    interval = a.get("interval")
+    if interval is not None and (isinstance(interval, bool)
+                                 or not isinstance(interval, (int, float))):
+        raise MonitorError("Invalid parameter type for 'interval', expected: number")
+    return autoscale(ctx, a["id"], a["enable"], a.get("low", 0), a.get("high", 0),
+                     a.get("step", 0), None if interval is None else float(interval))
+
+
+QMP.update({
+    "x-virtio-mem-autoscale": ({"id": ("str", True), "enable": ("bool", True),
+                                "low": ("int", False), "high": ("int", False),
+                                "step": ("int", False), "interval": ("any", False)},
+                               _q_autoscale),
+    "x-query-virtio-mem-autoscale": ({"id": ("str", True)}, lambda ctx, a:
+                                     ctx.control.autoscale.info(resolve_device(ctx, a["id"]))),
+})

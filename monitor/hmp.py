@@ -496,6 +496,9 @@ COMMANDS: list[HmpCommand] = [
     HmpCommand("virtio-mem", "id:s,size:l", "id size_mb",
                "resize a virtio-mem device to size_mb MiB (the 2017 RFC's command)",
                _h_virtio_mem, visitor_safe=True),
+    HmpCommand("x-virtio-mem-autoscale", "id:s,mode:s,args:S?", "id on low high step|off",
+               "a host-side autoscaler for requested-size (vmemlab experiment)",
+               ext.hmp_autoscale, visitor_safe=True),
     HmpCommand("x-virtio-mem-request-answer", "id:s,answer:s,size:s?", "id grant|deny [size]",
                "answer the guest request waiting for the presenter (vmemlab experiment)",
                ext.hmp_answer, visitor_safe=True),
@@ -557,6 +560,9 @@ INFO_COMMANDS: list[HmpCommand] = [
                "status' is the guest's own report, over a vmemlab paravirtual call: shipped "
                "virtio-mem has no channel for it)",
                lambda ctx, a: fmt_virtio_mem(c.virtio_mem_info(ctx, a["id"])), visitor_safe=True),
+    HmpCommand("virtio-mem-autoscale", "id:s", "id",
+               "show the host-side autoscaler of a virtio-mem device and its decisions "
+               "(vmemlab experiment)", ext.hmp_info_autoscale, visitor_safe=True),
     HmpCommand("virtio-mem-blocks", "id:s", "id",
                "show the block map of a virtio-mem device (vmemlab)",
                lambda ctx, a: fmt_block_map(c.block_map(ctx, a["id"])), visitor_safe=True),

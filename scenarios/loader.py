@@ -67,7 +67,8 @@ DEVICE_KEYS = ("plugged", "requested", "usable", "plugged-blocks", "resident", "
                "unplugged-inaccessible", "unplugged-resident")
 # HMP / QMP commands after which "settled" waits for the guest to answer again
 MUTATING_HMP = ("virtio-mem", "qom-set", "system_reset", "balloon", "mem-set", "system_wakeup",
-                "x-virtio-mem-request-policy", "x-virtio-mem-request-answer")
+                "x-virtio-mem-request-policy", "x-virtio-mem-request-answer",
+                "x-virtio-mem-autoscale")
 MUTATING_QMP = ("qom-set", "system_reset", "human-monitor-command", "balloon", "x-mem-set")
 _COMPARE_OPS = ("<=", ">=", "==", "!=", "<", ">")
 

@@ -12,7 +12,8 @@ from monitor.readline_console import Completer, run_console
 
 def test_completion(ctx: MonitorContext) -> None:
     assert complete(ctx, "qom-") == ["qom-get", "qom-list", "qom-set"]
-    assert complete(ctx, "info virtio-") == ["virtio-mem", "virtio-mem-blocks",
+    assert complete(ctx, "info virtio-") == ["virtio-mem", "virtio-mem-autoscale",
+                                            "virtio-mem-blocks",
                                             "virtio-mem-requests", "virtio-status"]
     assert complete(ctx, "info virtio-mem ") == ["vm0"]
     assert complete(ctx, "info virtio-status /m") == ["/machine/peripheral/vm0/virtio-backend"]

@@ -34,8 +34,8 @@ def test_the_stories_are_bundled() -> None:
                      "balloon-fixed-page-size", "balloon-no-guarantee",
                      "balloon-not-numa-aware", "balloon-reboot", "balloon-works-on-all-memory",
                      # issue 14: the experimental extensions, one per section built
-                     "ext-guest-requests", "ext-hugetlb", "ext-memory-types",
-                     "ext-suspend"]
+                     "ext-autoscale", "ext-guest-requests", "ext-hugetlb",
+                     "ext-memory-types", "ext-suspend"]
 
 
 @pytest.mark.parametrize("path", BUNDLED + LESSONS,
