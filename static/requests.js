@@ -42,6 +42,17 @@ function answer(verdict) {
   send("guest_request", { device: shown.device, answer: verdict }, hide);
 }
 
+/* After a keyframe (a new machine, a reconnect, a batch too big to send) ask what waits. */
+function onKeyframe() {
+  socket.timeout(10000).emit("guest_request", { pending: true }, (err, res) => {
+    if (err || !res || !res.ok) return; // a machine without the queue: nothing to show
+    const first = (res.pending || [])[0];
+    if (first) show(Object.assign({ kind: "guest_mem_request" }, first));
+    else if (shown) hide();
+  });
+}
+
 socket.on("batch", onGuestRequests);
+socket.on("keyframe", onKeyframe);
 $("guest-request-grant").addEventListener("click", () => answer("grant"));
 $("guest-request-deny").addEventListener("click", () => answer("deny"));

@@ -46,3 +46,16 @@ def policy(sess: MachineSession, data: Any) -> dict[str, Any]:
               if data.get("period") else None)
     return {"device": dev, **ctl.requests.set_policy(dev, chosen, cap=cap, rate=rate,
                                                      period=period)}
+
+
+def pending(sess: MachineSession) -> dict[str, Any]:
+    """The requests waiting for the presenter, one per device at most (the page asks after a
+    keyframe: events drained into a keyframe never reach it as a batch)."""
+    ctl, ids = _devices(sess)
+    out = []
+    for dev in ids:
+        info = ctl.requests.info(dev)
+        if info["pending"] is not None:
+            out.append({"device": dev, "requested_size": sess.machine.devices[dev]
+                        .requested_size if sess.machine else 0, **info["pending"]})
+    return {"pending": out}

@@ -191,6 +191,8 @@ def on_rfc(data: Any) -> dict[str, Any]:
 def on_guest_request(data: Any) -> dict[str, Any]:
     """The presenter's answer to a held guest request, or a new policy (docs/extensions.md)."""
     data = data if isinstance(data, dict) else {}
+    if data.get("pending") is True:
+        return request_actions.pending(_session())
     if "policy" in data:
         return request_actions.policy(_session(), data)
     return request_actions.answer(_session(), data)

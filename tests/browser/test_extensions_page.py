@@ -46,6 +46,9 @@ def test_the_presenter_grants_and_denies_from_the_page(new_page, live_server) ->
     text = page.locator("#guest-request-text").text_content() or ""
     assert "vm0: the guest needs 16 MiB on node 0" in text
     assert "grow: alloc of 16 MiB failed" in text
+    page.reload()  # a new page learns of the waiting request from its keyframe
+    page.wait_for_function("() => document.body.dataset.ready === '1'", timeout=15_000)
+    prompt.wait_for(state="visible", timeout=20_000)
     page.locator("#guest-request-grant").click()
     page.wait_for_function(
         "() => document.getElementById('guest-request').hidden === false && "

@@ -34,16 +34,19 @@ def test_presenter_answers_a_held_request(app, browser) -> None:
     done: list[object] = []
     worker = threading.Thread(target=lambda: done.append(ctl.requests.grow(16 * MiB)))
     worker.start()
-    pending = b.wait_for(lambda m: m["name"] == "batch" and any(
-        e["kind"] == "guest_mem_request" and e["decision"] == "pending"
-        for e in m["args"][0]["events"]), 30, "a pending request")
-    event = next(e for e in pending["args"][0]["events"] if e["kind"] == "guest_mem_request")
+    assert machine.wait_until(lambda m: ctl.requests.info("vm0")["pending"] is not None, 30)
+    asked = b.emit("guest_request", {"pending": True})  # what the page asks after a keyframe
+    assert asked["ok"] and len(asked["pending"]) == 1, asked
+    event = asked["pending"][0]
     assert event["reason"] == "grow: alloc of 16 MiB failed" and event["size"] == 16 * MiB
+    assert event["device"] == "vm0" and event["seq"] == 1
+    b.wait_for(lambda m: (m["name"] == "batch" and any(  # and the live batch carried it
+        e["kind"] == "guest_mem_request" and e["decision"] == "pending"
+        for e in m["args"][0]["events"])) or m["name"] == "keyframe", 30, "the request event")
     granted = b.emit("guest_request", {"device": "vm0", "answer": "grant"})
     assert granted["ok"] and granted["decision"] == "granted", granted
-    b.wait_for(lambda m: m["name"] == "batch" and any(
-        e["kind"] == "guest_mem_request" and e["decision"] == "pending" and e["seq"] == 2
-        for e in m["args"][0]["events"]), 30, "the second request")
+    assert machine.wait_until(lambda m: (ctl.requests.info("vm0")["pending"] or {})
+                              .get("seq") == 2, 30)
     denied = b.emit("guest_request", {"device": "vm0", "answer": "deny"})
     assert denied["ok"] and denied["decision"] == "denied"
     worker.join(30)
