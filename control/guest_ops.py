@@ -30,6 +30,7 @@ class Alloc:
     size: int
     unmovable: bool = False
     target: str | None = None
+    huge: bool = False  # a huge-page allocation: prefers RAM_HUGE devices (docs/extensions.md)
     name = "alloc"
 
 
@@ -225,8 +226,8 @@ def _rogue_write(machine: Machine, work: Workload, op: RogueWrite) -> Outcome:
 
 def _run(machine: Machine, work: Workload, op: GuestOp) -> Outcome:
     if isinstance(op, Alloc):
-        a = work.alloc(op.size, unmovable=op.unmovable, target=op.target)
-        kind = "unmovable" if a.unmovable else "movable"
+        a = work.alloc(op.size, unmovable=op.unmovable, target=op.target, huge=op.huge)
+        kind = ("unmovable" if a.unmovable else "movable") + (", huge pages" if op.huge else "")
         return Outcome("alloc", f"allocation {a.id}: {a.pages} pages "
                        f"({format_mib(a.pages * 4096)}) {kind}",
                        {"id": a.id, "pages": a.pages, "unmovable": a.unmovable})

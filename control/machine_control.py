@@ -19,13 +19,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO, TypeVar
 
+from control.autoscaler import AutoscaleControl
 from control.balloon import BalloonControl
 from control.behaviour_models import BehaviourModelControl
 from control.boot_options import driver_cmdline
 from control.dimm_ops import DimmControl
 from control.errors import ENGINE_ERRORS, ControlError, ErrorKind
 from control.guest_ops import Alloc, GuestOp, GuestReboot, Outcome, run_guest_op
+from control.guest_requests import GuestRequestControl
 from control.settle import SettleWatch, balloon_settled
+from control.suspend import SuspendControl
 from emulator.config import MachineConfig
 from emulator.machine import Machine
 from emulator.pacing import RequestHeld
@@ -79,6 +82,12 @@ class MachineControl:
         self.dimms = DimmControl(machine, self._admit)
         #: the Xen / Hyper-V behaviour models (``-machine x-behaviour-model=``)
         self.models = BehaviourModelControl(machine, self._admit, self.dimms)
+        #: the experimental guest -> host request queue (docs/extensions.md)
+        self.requests = GuestRequestControl(machine, self._admit)
+        #: suspend to RAM (the guest's) and system_wakeup (the host's)
+        self.power = SuspendControl(machine)
+        #: the experimental host-side autoscaler (docs/extensions.md)
+        self.autoscale = AutoscaleControl(machine, self.settled, self.resize)
 
     def _admit(self, growth: int) -> None:
         if self.admission is not None:
@@ -236,6 +245,7 @@ class MachineControl:
 
     def close(self) -> None:
         """Close the machine and stop watching it."""
+        self.autoscale.close()
         self.watch.close()
         self.machine.close()
 

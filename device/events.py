@@ -134,3 +134,22 @@ class BalloonStats(Event):
     kind: ClassVar[str] = "balloon_stats"
     device: str
     last_update: int
+
+
+@dataclass(frozen=True, slots=True)
+class GuestMemRequest(Event):
+    """A request on vmemlab's experimental x-host-request queue (not in any virtio spec):
+    emitted when it arrives (``decision`` may be "pending": the presenter is asked) and
+    again when a held one is answered or dropped."""
+
+    kind: ClassVar[str] = "guest_mem_request"
+    device: str
+    seq: int
+    type: str  # "need" | "offer"
+    node: int
+    size: int
+    reason: str
+    policy: str
+    decision: str  # granted / partial / denied / pending / dropped
+    granted: int
+    requested_size: int  # after the decision

@@ -30,6 +30,8 @@ from device.events import (
     VirtioResponse,
 )
 from device.memslots import Memslots
+from device.virtio_mem_requests import GuestRequests
+from device.virtio_mem_types import check_memory_type, extension_features
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -82,6 +84,14 @@ class VirtioMemOptions:
     rfc_write_protect: bool = False
     """``x-rfc-write-protect=on``: the 2017 RFC's design -- unplugged memory is write-protected
     by the host, a guest write is refused. (Shipped QEMU protects nothing.)"""
+    guest_requests: bool = False
+    """``x-guest-requests=on``: vmemlab's experiment of the RFC addendum's guest -> host
+    queue (``device.virtio_mem_requests``; in no virtio specification)."""
+    backend_page_size: int = 4096
+    """The memory backend's page size (a hugetlb backend's huge page size)."""
+    memory_type: str = ""
+    """``x-memory-type=ram|ram-huge``: the RFC addendum's memory type, in an extension of
+    the config space (``device.virtio_mem_types``; in no virtio specification). "": none."""
 
 
 def _hex(value: int) -> str:
@@ -105,14 +115,14 @@ class VirtioMemDevice:
         emit: Callable[[Event], None],
         notify_config: Callable[[], None] | None = None,
     ) -> None:
-        _validate_realize(addr, region_size, block_size, node_id, requested_size)
+        self.options = options if options is not None else VirtioMemOptions()
+        _validate_realize(addr, region_size, block_size, node_id, requested_size, self.options)
         self._id = dev_id
         self._addr = addr
         self._region_size = region_size
         self._block_size = block_size
         self._node_id = node_id
         self._requested_size = requested_size
-        self.options = options if options is not None else VirtioMemOptions()
         self._backend = backend
         self._emit = emit
         self.notify_config: Callable[[], None] = notify_config or _no_notify
@@ -134,6 +144,8 @@ class VirtioMemDevice:
         self.broken_reason: str | None = None
         self.config_generation = 0
         """Bumped on every config-space change so 64-bit reads can be made consistent."""
+        # the experimental x-host-request queue's host side (the transport serves it)
+        self.requests = GuestRequests(self, emit) if self.options.guest_requests else None
 
     # ----------------------------------------------------------------------- properties
     @property
@@ -201,6 +213,7 @@ class VirtioMemDevice:
             features |= 1 << p.VIRTIO_MEM_F_UNPLUGGED_INACCESSIBLE
         if self.options.persistent_suspend:
             features |= 1 << p.VIRTIO_MEM_F_PERSISTENT_SUSPEND
+        features |= extension_features(self)  # vmemlab's experiments (docs/extensions.md)
         return features
 
     @property
@@ -591,9 +604,8 @@ def _no_notify() -> None:
     """Default config notifier until a transport attaches itself."""
 
 
-def _validate_realize(
-    addr: int, region_size: int, block_size: int, node_id: int, requested_size: int
-) -> None:
+def _validate_realize(addr: int, region_size: int, block_size: int, node_id: int,
+                      requested_size: int, options: VirtioMemOptions) -> None:
     """QEMU's block-size setter and realize checks, in QEMU's order and wording."""
     if region_size <= 0:
         raise ConfigError("can't create backend with size 0")
@@ -607,6 +619,11 @@ def _validate_realize(
         raise ConfigError(
             f"'requested-size' property has to be multiples of 'block-size' ({_hex(block_size)})"
         )
+    if options.memory_type:
+        check_memory_type(options.memory_type)
+    if block_size < options.backend_page_size:  # a hugetlb backend's huge page size
+        raise ConfigError("'block-size' property has to be at least the page size "
+                          f"({_hex(options.backend_page_size)})")
     if addr < 0 or addr % block_size:
         raise ConfigError(
             f"'memaddr' property has to be multiples of 'block-size' ({_hex(block_size)})"

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
 
 from device import virtio_mem_protocol as p
+from device import virtio_mem_types
 from device.errors import MigrationError, VmemError
 from device.events import DeviceBroken, Event
 from device.virtio_mem import VirtioMemDevice
@@ -139,6 +140,11 @@ class VirtioMmioTransport:
         if isinstance(device, VirtioMemDevice):
             self._device_id = p.VIRTIO_ID_MEM
             self._sizes: tuple[int, ...] = (MAX_QUEUE_SIZE,)
+            if device.requests is not None:  # vmemlab's experimental x-host-request queue
+                self._sizes = (MAX_QUEUE_SIZE, MAX_QUEUE_SIZE)
+                device.requests.current_queue = self.queue
+                device.requests.notify_used = self.used_buffer
+                device.requests.process = self.process_queue
         else:
             self._device_id = device.device_id
             self._sizes = tuple(device.queue_sizes)
@@ -157,6 +163,9 @@ class VirtioMmioTransport:
         self.driver_features = 0  # as written by the driver, before FEATURES_OK
         self.queue_sel = 0
         self.queues = [_Queue(size) for size in self._sizes]
+        requests = getattr(self.device, "requests", None)
+        if requests is not None:  # a held x-host-request buffer went with the rings
+            requests.reset("reset")
 
     @property
     def vq(self) -> SplitVirtqueue | None:
@@ -210,6 +219,8 @@ class VirtioMmioTransport:
     def read(self, offset: int, size: int) -> int:
         """MMIO load; unknown offsets and odd sizes read as 0. Never raises."""
         if offset >= CONFIG:
+            if isinstance(self.device, VirtioMemDevice):  # + the experimental type field
+                return virtio_mem_types.read_config(self.device, offset - CONFIG, size)
             return self.device.read_config(offset - CONFIG, size)
         if size not in (1, 2, 4) or offset < 0 or offset % size:
             return 0
@@ -367,8 +378,11 @@ class VirtioMmioTransport:
             return 0
         done = 0
         try:
-            if isinstance(self.device, VirtioMemDevice):
+            if isinstance(self.device, VirtioMemDevice) and index == 0:
                 done = _serve_virtio_mem(self.device, vq)
+            elif isinstance(self.device, VirtioMemDevice):
+                assert self.device.requests is not None  # only then is there a queue 1
+                done = self.device.requests.serve(vq)
             else:
                 done = self.device.handle_queue(index, vq)
         except VmemError as exc:
@@ -410,6 +424,9 @@ class VirtioMmioTransport:
         }
         if len(self.queues) > 1:
             state["queues"] = [_queue_state(q) for q in self.queues[1:]]
+        requests = getattr(self.device, "requests", None)
+        if requests is not None:
+            state["x_guest_requests"] = requests.save()
         return state
 
     def load(self, state: dict[str, Any]) -> None:
@@ -431,6 +448,15 @@ class VirtioMmioTransport:
         for key in _SAVED_INTS[:6]:
             setattr(self, key, values[key])
         self.queues = queues
+        requests = getattr(self.device, "requests", None)
+        if requests is not None and "x_guest_requests" in state:
+            try:
+                held = requests.load(state["x_guest_requests"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise MigrationError(f"virtio-mmio: invalid request queue state: {exc!r}"
+                                     ) from exc
+            if held:  # popped, and asked about, again
+                self.rewind(1)
 
     def _load_queue(self, template: _Queue, s: dict[str, Any]) -> _Queue:
         q = _Queue(template.max_size)

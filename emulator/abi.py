@@ -37,6 +37,7 @@ MODELS = {"": MODEL_NONE, "xen": MODEL_XEN, "hyperv": MODEL_HYPERV}
 
 PSCI_SYSTEM_OFF = 0x84000008
 PSCI_SYSTEM_RESET = 0x84000009
+PSCI_SYSTEM_SUSPEND = 0xC400000E
 VMEM_CALL_WAIT = 0xC6000000
 VMEM_CALL_DONE = 0xC6000001
 VMEM_CALL_STATUS = 0xC6000002
@@ -102,6 +103,9 @@ CMD_POWEROFF = 10
 CMD_ONLINE = 11
 DUMP_LEGACY = 1
 CMD_BALLOON_ROGUE = 12
+CMD_GROW = 13  # "grow until it fails" (+ GROW_ASK_HOST: vmemlab's x-host-request queue)
+CMD_SUSPEND = 14  # echo mem > /sys/power/state
+GROW_ASK_HOST = 1
 
 # online types (Linux's enum mmop, memhp_default_state=) and online policies
 MMOP_OFFLINE = 0
@@ -114,6 +118,7 @@ POLICY_AUTO_MOVABLE = 1
 ONLINE_POLICIES = {0: "contig-zones", 1: "auto-movable"}
 
 ALLOC_UNMOVABLE = 1
+ALLOC_HUGE = 2  # prefers RAM_HUGE devices (vmemlab's experimental memory type)
 TARGET_ANY = 0xFF
 TARGET_BOOT = 0xFE
 TARGET_DIMM = 0x1000  # + slot
@@ -124,6 +129,7 @@ EINVAL = 22
 ENOENT = 2
 EBUSY = 16
 ENODEV = 19
+EPERM = 1
 
 VIEW_MAGIC = 0x5745495643454D56  # "VMEMVIEW"
 VIEW_VERSION = 3

@@ -43,6 +43,7 @@ from emulator.config import MachineConfig, MachineLayout
 from emulator.dimm_hotplug import DimmHotplug
 from emulator.guest_memory import CpuView, DmaMemory
 from emulator.host_timer import HostTimer
+from emulator.huge_pages import HugePageMemory
 from emulator.pv_balloon import PvBalloonHost
 from emulator.stage2 import TLB_PAGE_SIZE, Stage2
 
@@ -210,7 +211,8 @@ class Board:
     def _build_devices(self) -> None:
         for placed in self.layout.devices:
             cfg = placed.config
-            mem = HostMemory(placed.addr, cfg.size, cfg.memdev or cfg.id)
+            mem = (HugePageMemory(placed.addr, cfg.size, cfg.memdev or cfg.id, cfg.page_size)
+                   if cfg.page_size else HostMemory(placed.addr, cfg.size, cfg.memdev or cfg.id))
             self.uc.mem_map_ptr(mem.gpa, mem.size, UC_PROT_READ | UC_PROT_WRITE, mem.pointer)
             options = VirtioMemOptions(
                 unplugged_inaccessible=placed.unplugged_inaccessible,
@@ -222,6 +224,9 @@ class Board:
                 nb_memslots=placed.nb_memslots,
                 memslot_size=placed.memslot_size,
                 rfc_write_protect=cfg.rfc_write_protect,
+                guest_requests=cfg.guest_requests,
+                backend_page_size=cfg.page_size or abi.PAGE_SIZE,
+                memory_type=cfg.memory_type,
             )
             backend = _RegionBackend(mem, self.flush_tlb)
             device = VirtioMemDevice(
@@ -316,6 +321,23 @@ class Board:
             for transport in self.mmio_slots:
                 transport.reset_state()
             self.stage2.sync()  # the features are gone; the next boot's load flushes the TLB
+
+    def populate_huge_pages(self, dev_id: str, first: int, count: int) -> None:
+        """A read of unplugged blocks went through: a hugetlb backend has no shared zero
+        page, so the host populated their huge pages (``emulator.huge_pages``)."""
+        mem = self.regions.get(dev_id)
+        if isinstance(mem, HugePageMemory):
+            bs = self.devices[dev_id].block_size
+            mem.populate(first * bs, count * bs)
+
+    def host_read(self, gpa: int, size: int) -> None:
+        """The host itself read guest memory (HMP ``xp``): in a hugetlb region that faults
+        in the huge pages it touched, plugged or not (transcript 13: Free 600 -> 599)."""
+        for mem in self.regions.values():
+            if isinstance(mem, HugePageMemory) and gpa < mem.gpa + mem.size \
+                    and mem.gpa < gpa + size:
+                start = max(gpa, mem.gpa)
+                mem.populate(start - mem.gpa, min(gpa + size, mem.gpa + mem.size) - start)
 
     def flush_tlb(self) -> None:
         """Forget every stage-2 decision (after any change of block state or features)."""

@@ -88,6 +88,12 @@ class MemoryDeviceConfig:
     """QEMU 8.2's ``dynamic-memslots=on``: memslots mapped only while something is plugged."""
     rfc_write_protect: bool = False
     """``x-rfc-write-protect=on``: the 2017 RFC's write-protected unplugged memory."""
+    guest_requests: bool = False
+    """``x-guest-requests=on``: vmemlab's experimental guest -> host request queue."""
+    page_size: int = 0
+    """The backend's huge page size (hugetlb=on / a hugetlbfs mem-path); 0: host pages."""
+    memory_type: str = ""
+    """``x-memory-type=ram|ram-huge``: vmemlab's experiment of the RFC addendum's types."""
 
 
 @dataclass

@@ -259,6 +259,7 @@ class Machine:
         for dev, first, count in self.board.stage2.take_zero_reads():
             outside = (first + count) * dev.block_size > dev.usable_region_size
             self.bus.publish(ZeroPageRead(dev.id, first, count, outside))
+            self.board.populate_huge_pages(dev.id, first, count)
         for dev, first, count in self.board.stage2.take_unplugged_writes():
             self.bus.publish(UnpluggedWrite(dev.id, first, count))
 
@@ -297,6 +298,17 @@ class Machine:
         if not self.vcpu.started:
             self.start()
         self.call(go)
+
+    def system_wakeup(self) -> None:
+        """QEMU ``system_wakeup``: a guest in S3 (``suspended``) runs on after its PSCI
+        SYSTEM_SUSPEND call. QEMU's wake-up reset (``RESET_TYPE_WAKEUP``, QEMU 9.2+) leaves
+        virtio-mem's plugged blocks alone; the guest's drivers re-initialise their devices
+        themselves (Linux's restore callbacks), so no device is touched here."""
+        def wake() -> None:
+            if self._runstate is not RunState.SUSPENDED:
+                raise MachineError("Unable to wake up: guest is not in suspended state")
+            self.set_runstate(RunState.RUNNING, "wakeup")
+        self.call(wake)
 
     def set_speed(self, speed: float) -> None:
         """Run the guest at ``speed`` (0 < speed <= 1) of full speed, e.g. 0.01 to watch it."""
@@ -399,7 +411,9 @@ class Machine:
 
     def read_memory(self, gpa: int, size: int) -> bytes:
         """Guest-physical memory as the guest CPU would read it (zeros for unplugged blocks)."""
-        return self.call(lambda: self.cpu_view.read(gpa, size))
+        data = self.call(lambda: self.cpu_view.read(gpa, size))
+        self.board.host_read(gpa, size)
+        return data
 
     # ---------------------------------------------------------------- state
 

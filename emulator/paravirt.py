@@ -44,6 +44,8 @@ COMMANDS = {
     "poweroff": abi.CMD_POWEROFF,
     "online": abi.CMD_ONLINE,
     "balloon-rogue": abi.CMD_BALLOON_ROGUE,
+    "grow": abi.CMD_GROW,
+    "suspend": abi.CMD_SUSPEND,
 }
 _COMMAND_NAMES = {v: k for k, v in COMMANDS.items()}
 
@@ -222,6 +224,10 @@ class Paravirt:
             return True
         elif fid == abi.PSCI_SYSTEM_OFF:
             self._hooks.set_runstate(RunState.SHUTDOWN, "guest-shutdown")
+            return True
+        elif fid == abi.PSCI_SYSTEM_SUSPEND:  # S3: the call returns 0 after system_wakeup
+            uc.reg_write(arm.UC_ARM64_REG_X0, 0)
+            self._hooks.set_runstate(RunState.SUSPENDED, "guest-suspend")
             return True
         elif fid in self.calls:
             return self.calls[fid](uc, x)

@@ -20,6 +20,7 @@ class RunState(StrEnum):
     INMIGRATE = "inmigrate"
     POSTMIGRATE = "postmigrate"
     SHUTDOWN = "shutdown"
+    SUSPENDED = "suspended"  # S3: the guest called PSCI SYSTEM_SUSPEND; system_wakeup ends it
     GUEST_PANICKED = "guest-panicked"
     INTERNAL_ERROR = "internal-error"
 

@@ -36,7 +36,8 @@ class GuestError(Exception):
 def errno_name(status: int) -> str:
     """``ENOMEM`` for -12 and so on: the guest's -errno as Linux would print its name."""
     names = {-abi.ENOMEM: "ENOMEM", -abi.EFAULT: "EFAULT", -abi.EINVAL: "EINVAL",
-             -abi.ENOENT: "ENOENT", -abi.EBUSY: "EBUSY", -abi.ENODEV: "ENODEV"}
+             -abi.ENOENT: "ENOENT", -abi.EBUSY: "EBUSY", -abi.ENODEV: "ENODEV",
+             -abi.EPERM: "EPERM"}
     return names.get(status, str(status))
 
 
@@ -74,9 +75,10 @@ class Workload:
         return device
 
     def alloc(self, size: int, *, unmovable: bool = False,
-              target: str | int | None = None, seed: int | None = None) -> Allocation:
+              target: str | int | None = None, seed: int | None = None,
+              huge: bool = False) -> Allocation:
         flags = (abi.ALLOC_UNMOVABLE if unmovable else 0) | (
-            target_code(self._device_index(target)) << 8)
+            target_code(self._device_index(target)) << 8) | (abi.ALLOC_HUGE if huge else 0)
         result = self._run("alloc", size, flags, next(_seeds) if seed is None else seed)
         return Allocation(result.values[0], result.values[1], unmovable)
 

@@ -275,6 +275,12 @@ static void run_command(struct command *c)
     case ABI_CMD_BALLOON_ROGUE:
         st = balloon_rogue(c->a0, &v0, &v1);
         break;
+    case ABI_CMD_GROW:
+        st = cmd_grow(c->a0, c->a1, c->a2, &v0, &v1);
+        break;
+    case ABI_CMD_SUSPEND:
+        st = pm_suspend();
+        break;
     case ABI_CMD_STATS:
         mm_stats();
         vmem_stats();

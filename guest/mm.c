@@ -410,9 +410,48 @@ static struct area *target_area(u64 target)
  * Movable allocations follow GFP_HIGHUSER_MOVABLE's zonelist (ZONE_MOVABLE, then ZONE_NORMAL);
  * unmovable ones GFP_KERNEL's (ZONE_NORMAL only). A target narrows where the pages start.
  */
-static int alloc_order(u64 target, int unmovable, struct pick *out)
+/* drop repeated (area, zone) picks, keeping the first */
+static int dedup(struct pick *out, int n)
+{
+    int m = 0;
+    for (int i = 0; i < n; i++) {
+        int seen = 0;
+        for (int j = 0; j < m; j++)
+            if (out[j].z == out[i].z && out[j].zone == out[i].zone)
+                seen = 1;
+        if (!seen)
+            out[m++] = out[i];
+    }
+    return m;
+}
+
+/* devices whose memory type (vmemlab's experimental config field) is, or is not, RAM_HUGE */
+static int add_typed(struct pick *out, int n, u32 zone, int huge)
+{
+    for (int i = 0; i < ABI_MAX_DEVICES; i++) {
+        struct area *z = dev_areas[i];
+        if (z && z->huge == huge) {
+            out[n].z = z;
+            out[n++].zone = zone;
+        }
+    }
+    return n;
+}
+
+static int alloc_order(u64 target, int unmovable, int huge, struct pick *out)
 {
     int n = 0;
+    if (target == ABI_TARGET_ANY && huge && !unmovable) {
+        /* a huge-page allocation prefers RAM_HUGE devices (the RFC addendum's idea) */
+        n = add_typed(out, n, ABI_ZONE_MOVABLE, 1);
+        n = add_typed(out, n, ABI_ZONE_NORMAL, 1);
+        n = add_typed(out, n, ABI_ZONE_MOVABLE, 0);
+        n = add_typed(out, n, ABI_ZONE_NORMAL, 0);
+        n = add_devs(out, n, ABI_ZONE_MOVABLE, -1, 1, NULL); /* DIMMs */
+        out[n].z = &boot_area;
+        out[n++].zone = ABI_ZONE_NORMAL;
+        return dedup(out, n);
+    }
     if (target == ABI_TARGET_ANY) {
         if (unmovable) {
             out[n].z = &boot_area;
@@ -585,7 +624,7 @@ long cmd_alloc(u64 bytes, u64 flags, u64 seed, u64 *v0, u64 *v1)
 
     if (!pages)
         return -ABI_EINVAL;
-    int n = alloc_order(target, unmovable, order);
+    int n = alloc_order(target, unmovable, (flags & ABI_ALLOC_HUGE) != 0, order);
     if (!n)
         return -ABI_ENODEV;
     for (int i = 0; i < ABI_MAX_ALLOCS; i++)
@@ -997,7 +1036,7 @@ u32 *page_links(u64 pa)
 u64 balloon_take_pages(u64 n, u64 *pas)
 {
     struct pick order[MAX_PICKS];
-    int np = alloc_order(ABI_TARGET_ANY, 0, order);
+    int np = alloc_order(ABI_TARGET_ANY, 0, 0, order);
     u64 got = 0;
     for (int i = 0; i < np && got < n; i++) {
         u64 b = 0, p = 0;

@@ -11,6 +11,7 @@
 
 #define VIRTIO_MEM_F_ACPI_PXM 0
 #define VIRTIO_MEM_F_UNPLUGGED_INACCESSIBLE 1
+#define VIRTIO_MEM_F_PERSISTENT_SUSPEND 2 /* virtio 1.4 drafts; Linux 6.10 */
 
 /* config space (struct virtio_mem_config) */
 #define C_BLOCK_SIZE 0
@@ -989,6 +990,31 @@ static void init_hotplug(struct vmem_dev *d)
         dev_info(d, "The alignment of the physical end address can make some memory unusable.");
 }
 
+/* virtio_mem_init_vq(): queue 0, guest-request (and vmemlab's experimental queue 1) */
+static int init_vq(struct vmem_dev *d)
+{
+    wr(d, VM_QUEUE_SEL, 0);
+    u32 qmax = rd(d, VM_QUEUE_NUM_MAX);
+    if (!qmax || rd(d, VM_QUEUE_READY))
+        return -1;
+    d->qsize = (u16)MIN(qmax, QSIZE);
+    d->vq = &vqs[d->idx];
+    memset(d->vq, 0, sizeof(*d->vq));
+    d->avail_idx = d->last_used = 0;
+    wr(d, VM_QUEUE_NUM, d->qsize);
+    u64 desc = (u64)d->vq->desc, drv = (u64)&d->vq->avail, dev = (u64)&d->vq->used;
+    wr(d, VM_QUEUE_DESC_LOW, (u32)desc);
+    wr(d, VM_QUEUE_DESC_HIGH, (u32)(desc >> 32));
+    wr(d, VM_QUEUE_DRIVER_LOW, (u32)drv);
+    wr(d, VM_QUEUE_DRIVER_HIGH, (u32)(drv >> 32));
+    wr(d, VM_QUEUE_DEVICE_LOW, (u32)dev);
+    wr(d, VM_QUEUE_DEVICE_HIGH, (u32)(dev >> 32));
+    wr(d, VM_QUEUE_READY, 1);
+    if (d->features & (1UL << VIRTIO_MEM_F_X_GUEST_REQUESTS))
+        xreq_setup(d->idx, d->mmio);
+    return 0;
+}
+
 static void vm_probe(struct vmem_dev *d)
 {
     struct area *z = &d->z;
@@ -1004,7 +1030,10 @@ static void vm_probe(struct vmem_dev *d)
     if (!(offered & F_VERSION_1))
         return probe_fail(d, "device does not offer VIRTIO_F_VERSION_1", ABI_ENODEV);
     u64 want = F_VERSION_1 | (offered & ((1UL << VIRTIO_MEM_F_ACPI_PXM) |
-                                         (1UL << VIRTIO_MEM_F_UNPLUGGED_INACCESSIBLE)));
+                                         (1UL << VIRTIO_MEM_F_UNPLUGGED_INACCESSIBLE) |
+                                         (1UL << VIRTIO_MEM_F_PERSISTENT_SUSPEND) |
+                                         (1UL << VIRTIO_MEM_F_X_GUEST_REQUESTS) |
+                                         (1UL << VIRTIO_MEM_F_X_MEMORY_TYPE)));
     wr(d, VM_DRIVER_FEATURES_SEL, 0);
     wr(d, VM_DRIVER_FEATURES, (u32)want);
     wr(d, VM_DRIVER_FEATURES_SEL, 1);
@@ -1020,24 +1049,8 @@ static void vm_probe(struct vmem_dev *d)
         d->region_size % d->block_size || !d->region_size)
         return probe_fail(d, "invalid device configuration", ABI_EINVAL);
 
-    /* queue 0: guest-request */
-    wr(d, VM_QUEUE_SEL, 0);
-    u32 qmax = rd(d, VM_QUEUE_NUM_MAX);
-    if (!qmax || rd(d, VM_QUEUE_READY))
+    if (init_vq(d))
         return probe_fail(d, "virtqueue 0 not available", ABI_ENODEV);
-    d->qsize = (u16)MIN(qmax, QSIZE);
-    d->vq = &vqs[d->idx];
-    memset(d->vq, 0, sizeof(*d->vq));
-    d->avail_idx = d->last_used = 0;
-    wr(d, VM_QUEUE_NUM, d->qsize);
-    u64 desc = (u64)d->vq->desc, drv = (u64)&d->vq->avail, dev = (u64)&d->vq->used;
-    wr(d, VM_QUEUE_DESC_LOW, (u32)desc);
-    wr(d, VM_QUEUE_DESC_HIGH, (u32)(desc >> 32));
-    wr(d, VM_QUEUE_DRIVER_LOW, (u32)drv);
-    wr(d, VM_QUEUE_DRIVER_HIGH, (u32)(drv >> 32));
-    wr(d, VM_QUEUE_DEVICE_LOW, (u32)dev);
-    wr(d, VM_QUEUE_DEVICE_HIGH, (u32)(dev >> 32));
-    wr(d, VM_QUEUE_READY, 1);
 
     d->nid = (d->features & (1UL << VIRTIO_MEM_F_ACPI_PXM)) ? d->node_id : (int)d->bi_node;
     dev_info(d, "start address: 0x%lx", d->addr);
@@ -1054,6 +1067,14 @@ static void vm_probe(struct vmem_dev *d)
     z->nblocks = d->region_size / d->block_size;
     z->npages = z->nblocks * z->block_pages;
     init_hotplug(d);
+    if (d->features & (1UL << VIRTIO_MEM_F_X_MEMORY_TYPE)) {
+        /* vmemlab's experiment of the RFC addendum's memory types: not in virtio */
+        u16 type = mmio_read16(d->mmio + VM_CONFIG + 56);
+        z->huge = type == 1;
+        dev_info(d, "memory type: %s (vmemlab experiment)", type == 1 ? "RAM_HUGE" : "RAM");
+        if (z->huge)
+            dev_info(d, "backed by huge pages: huge-page allocations will prefer this device");
+    }
     u64 nmbs = z->nmbs ? z->nmbs : 1;
     z->usage = kalloc_pages(ALIGN_UP(z->nblocks * sizeof(*z->usage), PAGE_SIZE) >> PAGE_SHIFT);
     z->owners = kalloc_pages(ALIGN_UP(nmbs * sizeof(u16 *), PAGE_SIZE) >> PAGE_SHIFT);
@@ -1322,5 +1343,78 @@ void vmem_stats(void)
                i, st, v->plugged_size, v->requested_size, v->memory_blocks_added,
                d->offline_size, v->memmap_pages, v->requests, v->acks, v->nacks, v->busies,
                v->errors, v->migrated_pages);
+    }
+}
+
+/* ---- what the request queue and power management need ---- */
+int vmem_nr_devs(void)
+{
+    return nr_devs;
+}
+
+int vmem_info(int i, struct vmem_info *out)
+{
+    if (i < 0 || i >= nr_devs || !devs[i].present || !devs[i].enabled)
+        return 0;
+    struct vmem_dev *d = &devs[i];
+    out->mmio = d->mmio;
+    out->node = (u64)d->nid;
+    out->block_size = d->block_size;
+    out->plugged = d->v->plugged_size;
+    out->requested = d->requested;
+    out->features = d->features;
+    out->broken = d->broken;
+    out->state = d->v->state;
+    return 1;
+}
+
+/*
+ * virtio_mem_freeze() (Linux 6.10+): hibernation is refused elsewhere; suspend only when
+ * nothing is plugged or the device keeps plugged memory across the wake-up
+ * (VIRTIO_MEM_F_PERSISTENT_SUSPEND). Then the device is reset and its queues are gone.
+ */
+long vmem_freeze(void)
+{
+    for (int i = 0; i < nr_devs; i++) {
+        struct vmem_dev *d = &devs[i];
+        if (!d->present || !d->enabled || d->broken)
+            continue;
+        if (d->v->plugged_size && !(d->features & (1UL << VIRTIO_MEM_F_PERSISTENT_SUSPEND))) {
+            dev_info(d, "suspending with plugged memory is not supported");
+            return -ABI_EPERM;
+        }
+    }
+    for (int i = 0; i < nr_devs; i++) {
+        struct vmem_dev *d = &devs[i];
+        if (d->present && d->enabled && !d->broken) {
+            d->deadline_ns = 0;
+            wr(d, VM_STATUS, 0); /* virtio_reset_device(); del_vqs() */
+        }
+    }
+    return 0;
+}
+
+/* virtio_mem_restore(): the virtio core negotiated again; queues, DRIVER_OK, catch up */
+void vmem_restore(void)
+{
+    for (int i = 0; i < nr_devs; i++) {
+        struct vmem_dev *d = &devs[i];
+        if (!d->present || !d->enabled || d->broken)
+            continue;
+        wr(d, VM_STATUS, S_ACKNOWLEDGE);
+        wr(d, VM_STATUS, S_ACKNOWLEDGE | S_DRIVER);
+        wr(d, VM_DRIVER_FEATURES_SEL, 0);
+        wr(d, VM_DRIVER_FEATURES, (u32)d->features);
+        wr(d, VM_DRIVER_FEATURES_SEL, 1);
+        wr(d, VM_DRIVER_FEATURES, (u32)(d->features >> 32));
+        wr(d, VM_STATUS, S_ACKNOWLEDGE | S_DRIVER | S_FEATURES_OK);
+        if (!(rd(d, VM_STATUS) & S_FEATURES_OK) || init_vq(d)) {
+            dev_info(d, "restore failed");
+            mark_broken(d, ABI_ENODEV);
+            continue;
+        }
+        wr(d, VM_STATUS, S_ACKNOWLEDGE | S_DRIVER | S_FEATURES_OK | S_DRIVER_OK);
+        d->config_changed = 1;
+        vm_run(d);
     }
 }

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from control.sizes import U64_MAX, SizeError, parse_property_size, strtosz
 from device.errors import ConfigError
+from device.virtio_mem_types import check_memory_type
 from emulator.config import (
     DEFAULT_BLOCK_SIZE,
     ID_HINT,
@@ -30,6 +31,7 @@ from emulator.config import (
     check_smp,
     id_wellformed,
 )
+from emulator.huge_pages import HUGE_PAGE_SIZES
 from emulator.machine_types import PERSONALITIES, Personality, personality
 
 PROG = "vmemlab"
@@ -82,7 +84,8 @@ KNOWN_FLAGS = {"S", "no-shutdown"}
 
 DEVICE_PROPS = {"id", "memdev", "node", "requested-size", "block-size", "memaddr",
                 "unplugged-inaccessible", "prealloc", "bus", "addr", "size",
-                "x-rfc-shrink-on-reboot", "dynamic-memslots", "x-rfc-write-protect"}
+                "x-rfc-shrink-on-reboot", "dynamic-memslots", "x-rfc-write-protect",
+                "x-guest-requests", "x-memory-type"}
 BALLOON_DRIVERS = ("virtio-balloon-pci", "virtio-balloon", "virtio-balloon-device")
 BALLOON_PROPS = {"id", "deflate-on-oom", "free-page-reporting", "page-poison", "free-page-hint",
                  "guest-stats-polling-interval", "x-must-tell-host", "iothread",
@@ -167,6 +170,7 @@ class _Object:
     option: str
     used_by: str | None = None
     shared_zeropage: bool = True  # private anonymous RAM (virtio_mem_has_shared_zeropage)
+    page_size: int = 0  # a hugetlb backend's huge page size (0: host pages)
 
 
 @dataclass
@@ -182,6 +186,26 @@ class _Device:
     rfc_shrink: bool
     dynamic_memslots: bool = False
     rfc_write_protect: bool = False
+    guest_requests: bool = False
+    block_size_given: bool = False
+    memory_type: str = ""
+
+
+def _huge_page_size(qom_type: str, props: dict[str, str | None], option: str) -> int:
+    """The huge page size of a hugetlb backend (0: host pages). vmemlab opens no file: a
+    ``mem-path`` counts as hugetlbfs when it lies under a usual mount point."""
+    if qom_type == "memory-backend-memfd" and \
+            (props.get("hugetlb") or "off") in ("on", "yes", "true", "y"):
+        size = _size("hugetlbsize", props.get("hugetlbsize") or "2M", option)
+        if size not in HUGE_PAGE_SIZES:
+            raise CmdlineError(f"hugetlbsize {size:#x}: vmemlab's host has 2 MiB and 1 GiB "
+                               "huge pages only", option)
+        return size
+    path = props.get("mem-path") or ""
+    if qom_type == "memory-backend-file" and (path.startswith(("/dev/hugepages", "/hugetlbfs"))
+                                               or "hugetlbfs" in path):
+        return 2 * MiB
+    return 0
 
 
 def _parse_monitor(value: str, protocol: str, option: str) -> MonitorSpec:
@@ -338,10 +362,11 @@ def parse_args(argv: list[str]) -> RunOptions:
                                 "memory-backend-file"):
                 opts.notes.append(f"{option}: ignored (only memory backends are used)")
                 continue
-            if qom_type != "memory-backend-ram":
+            props = dict(parts[1:])
+            page_size = _huge_page_size(qom_type, props, option)
+            if qom_type != "memory-backend-ram" and not page_size:
                 opts.notes.append(f"{option}: treated as memory-backend-ram (with its "
                                   "'unplugged-inaccessible=auto': no shared zero page)")
-            props = dict(parts[1:])
             if "id" in props:
                 _check_id(props["id"], option)
             for key in props:
@@ -366,7 +391,13 @@ def parse_args(argv: list[str]) -> RunOptions:
                 opts.notes.append(
                     f"{option}: the 2017 RFC's form: a {max_size >> 20} MiB region with "
                     f"{size >> 20} MiB requested at start")
-            for key in ("prealloc", "share", "hugetlb", "mem-path", "policy", "host-nodes"):
+            if page_size and size % page_size and qom_type == "memory-backend-memfd":
+                raise CmdlineError(f"failed to resize memfd to {size}: Invalid argument")
+            if page_size:
+                opts.notes.append(f"{option}: huge pages of {page_size >> 20} MiB, modelled: "
+                                  "no host file or hugetlbfs pool is used (docs/extensions.md)")
+            for key in ("prealloc", "share", "policy", "host-nodes") + (
+                    () if page_size else ("hugetlb", "mem-path")):
                 if key in props:
                     opts.notes.append(f"{option}: '{key}' ignored (anonymous memory, "
                                       "populated on demand)")
@@ -376,7 +407,8 @@ def parse_args(argv: list[str]) -> RunOptions:
                                and props.get("share", "off") in ("off", "no", "false")
                                and props.get("hugetlb", "off") in ("off", "no", "false"))
             objects[oid] = _Object(oid, size, max_size, option,
-                                   shared_zeropage=shared_zeropage)
+                                   shared_zeropage=shared_zeropage and not page_size,
+                                   page_size=page_size)
         elif name == "device":
             parts = split_opts(value)
             driver = parts[0][0] if parts and parts[0][1] is None else ""
@@ -502,6 +534,7 @@ def _parse_device(parts: list[tuple[str, str | None]], option: str, index: int) 
             dev.requested_size = _size("requested-size", val, option)
         elif key == "block-size":
             dev.block_size = _size("block-size", val, option)
+            dev.block_size_given = True
         elif key == "memaddr":
             try:
                 dev.memaddr = int(val or "", 0)
@@ -520,6 +553,14 @@ def _parse_device(parts: list[tuple[str, str | None]], option: str, index: int) 
             dev.dynamic_memslots = _bool(key, val, option)
         elif key == "x-rfc-write-protect":
             dev.rfc_write_protect = _bool(key, val, option)
+        elif key == "x-guest-requests":  # vmemlab's experiment (docs/extensions.md)
+            dev.guest_requests = _bool(key, val, option)
+        elif key == "x-memory-type":  # vmemlab's experiment of the RFC addendum's types
+            try:
+                check_memory_type(val or "")
+            except ConfigError as err:
+                raise CmdlineError(str(err), option) from None
+            dev.memory_type = val or ""
     return dev
 
 
@@ -530,7 +571,8 @@ def _parse_machine(cfg: MachineConfig, value: str, option: str, arg: str,
     get a note."""
     rest = []
     for j, (key, val) in enumerate(split_opts(value)):
-        if j == 0 and val is None and key not in ("rfc-shrink-on-reboot", "x-behaviour-model"):
+        if j == 0 and val is None and key not in ("rfc-shrink-on-reboot", "x-behaviour-model",
+                                                  "x-persistent-suspend"):
             key, val = "type", key
         if key == "type":
             if val not in PERSONALITIES:
@@ -539,6 +581,8 @@ def _parse_machine(cfg: MachineConfig, value: str, option: str, arg: str,
             cfg.machine = personality(val or "").name
         elif key == "rfc-shrink-on-reboot":
             cfg.rfc_shrink_on_reboot = _bool(key, val, option)
+        elif key == "x-persistent-suspend":  # offer VIRTIO_MEM_F_PERSISTENT_SUSPEND (1.4)
+            cfg.persistent_suspend = _bool(key, val, option)
         elif key == "x-behaviour-model":  # vmemlab's models of the RFC's Xen / Hyper-V Q&A
             if val not in ("xen", "hyperv"):
                 raise CmdlineError(f"Parameter 'x-behaviour-model' does not accept value "
@@ -647,6 +691,11 @@ def _build_devices(cfg: MachineConfig, devices: list[_Device], objects: dict[str
             raise CmdlineError(f"'memdev' property specifies a busy memdev: {dev.memdev}",
                                dev.option)
         obj.used_by = dev.option
+        if obj.page_size and not dev.block_size_given:  # virtio_mem_default_block_size()
+            dev.block_size = max(DEFAULT_BLOCK_SIZE, obj.page_size)
+        if dev.block_size < obj.page_size:  # QEMU's realize, for a hugetlb backend
+            raise CmdlineError("'block-size' property has to be at least the page size "
+                               f"(0x{obj.page_size:x})", dev.option)
         region = obj.max_size if obj.max_size is not None else obj.size
         requested = dev.requested_size
         if requested is None:
@@ -666,7 +715,11 @@ def _build_devices(cfg: MachineConfig, devices: list[_Device], objects: dict[str
             requested_size=requested, block_size=dev.block_size, memaddr=dev.memaddr,
             unplugged_inaccessible=dev.unplugged_inaccessible,
             shared_zeropage=obj.shared_zeropage, dynamic_memslots=dev.dynamic_memslots,
-            rfc_write_protect=dev.rfc_write_protect))
+            rfc_write_protect=dev.rfc_write_protect, guest_requests=dev.guest_requests,
+            page_size=obj.page_size, memory_type=dev.memory_type))
+        if dev.memory_type == "ram-huge" and not obj.page_size:
+            opts.warnings.append(f"{PROG}: {dev.option}: warning: 'x-memory-type' is 'ram-huge' "
+                                 "but the memdev has no huge pages")
 
 
 def _build_dimms(cfg: MachineConfig, dimms: list[tuple[str, list[tuple[str, str | None]]]],
@@ -733,13 +786,14 @@ Machine (QEMU's syntax and error messages):
   -numa node,nodeid=N,cpus=A-B[,memdev=ID]
   -object memory-backend-ram,id=ID,size=SIZE[,max-size=SIZE]
                             max-size is the 2017 RFC's form: region max-size, requested size
-  -machine virt|pc|q35[,rfc-shrink-on-reboot=on]
+  -machine virt|pc|q35[,rfc-shrink-on-reboot=on][,x-persistent-suspend=on]
                             whose rules the device follows: arm 'virt' (default) or x86
                             'pc'/'q35' (QEMU 7.2); rfc-shrink-on-reboot: the RFC's reboot
   -device virtio-mem-pci,id=ID,memdev=ID[,node=N][,requested-size=SIZE][,block-size=SIZE]
           [,memaddr=ADDR][,unplugged-inaccessible=on|off|auto (pc/q35 only)]
           [,dynamic-memslots=on (QEMU 8.2)][,x-rfc-write-protect=on (the RFC's design)]
-          [,x-rfc-shrink-on-reboot=on]
+          [,x-rfc-shrink-on-reboot=on][,x-guest-requests=on (vmemlab's experiment)]
+          [,x-memory-type=ram|ram-huge (vmemlab's experiment)]
           [,memaddr=ADDR][,unplugged-inaccessible=on|off|auto][,x-rfc-shrink-on-reboot=on]
   -device virtio-balloon-pci,id=ID[,deflate-on-oom=on][,free-page-reporting=on]
           [,page-poison=on|off][,guest-stats-polling-interval=SECONDS][,x-must-tell-host=on]

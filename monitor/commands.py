@@ -645,7 +645,8 @@ def read_memory(ctx: MonitorContext, addr: int, size: int) -> bytes:
 # ------------------------------------------------------------------------------ guest
 
 GUEST_COMMANDS = ("alloc", "pin", "free", "touch", "verify", "dump", "rogue-write", "read",
-                  "online", "stats", "reboot", "poweroff", "balloon-rogue", "pressure")
+                  "online", "stats", "reboot", "poweroff", "balloon-rogue", "pressure",
+                  "grow", "suspend")  # the last two: monitor/extensions.py
 
 
 def _number(word: str) -> int:
@@ -677,13 +678,16 @@ def parse_guest_op(ctx: MonitorContext, command: str, args: list[str]) -> GuestO
         except ValueError as err:
             raise MonitorError(str(err)) from None
         unmovable = command == "pin"
+        huge = False
         where: str | None = None
         for word in args[1:]:
             if word in ("movable", "unmovable") and command == "alloc":
                 unmovable = word == "unmovable"
+            elif word == "huge" and command == "alloc":  # prefers RAM_HUGE (vmemlab's type)
+                huge = True
             else:
                 where = target(word[7:] if word.startswith("target=") else word)
-        return Alloc(size, unmovable=unmovable, target=where)
+        return Alloc(size, unmovable=unmovable, target=where, huge=huge)
     if command == "pressure":
         if not args:
             raise MonitorError("usage: guest pressure SIZE")

@@ -21,6 +21,7 @@ from control.sizes import format_mib
 from monitor import balloon as b
 from monitor import behaviour_model, dimm, pace
 from monitor import commands as c
+from monitor import extensions as ext
 from monitor import info as mem_info
 from monitor import virtio_status as vs
 from monitor.commands import MonitorContext, MonitorError, context_for
@@ -412,6 +413,10 @@ def _h_migrate(ctx: MonitorContext, a: dict[str, Any]) -> str:
 
 def _h_guest(ctx: MonitorContext, a: dict[str, Any]) -> str:
     words = (a.get("args") or "").split()
+    if a["command"] == "grow":  # the extensions' workloads (monitor/extensions.py)
+        return ext.guest_grow(ctx, words)
+    if a["command"] == "suspend":
+        return ext.guest_suspend(ctx)
     message = c.guest_command(ctx, a["command"], words).message
     return message + "\n" if message else ""
 
@@ -452,11 +457,13 @@ COMMANDS: list[HmpCommand] = [
     HmpCommand("device_del", "id:s", "device", "remove device",
                dimm.hmp_device_del, visitor_safe=True),
     HmpCommand("guest", "command:s,args:S?", "command [args...]",
-               "drive the guest workload: alloc SIZE [movable|unmovable] [any|boot|DEVICE], "
+               "drive the guest workload: alloc SIZE [movable|unmovable] [huge] "
+               "[any|boot|DEVICE], "
                "pin SIZE [DEVICE], free ID, touch ID, verify [ID], dump [--legacy] [DEVICE], "
                "rogue-write [OFFSET] [DEVICE], read ADDR, "
                "online [DEVICE] [online_movable|online_kernel|online], stats, reboot, "
-               "poweroff, pressure SIZE, balloon-rogue PAGES (vmemlab)",
+               "poweroff, pressure SIZE, balloon-rogue PAGES, grow CHUNK [LIMIT] [--no-ask], "
+               "suspend (vmemlab)",
                _h_guest, visitor_safe=True),
     HmpCommand("help|?", "name:S?", "[cmd]", "show the help", _h_help, visitor_safe=True),
     HmpCommand("info", "item:s?", "[subcommand]", "show various information about the system "
@@ -488,9 +495,21 @@ COMMANDS: list[HmpCommand] = [
     HmpCommand("stop|s", "", "", "stop emulation", _simple(c.stop), visitor_safe=True),
     HmpCommand("system_reset", "", "", "reset the system", _simple(c.system_reset),
                visitor_safe=True),
+    HmpCommand("system_wakeup", "", "", "wakeup guest from suspend", _simple(ext.system_wakeup),
+               visitor_safe=True),
     HmpCommand("virtio-mem", "id:s,size:l", "id size_mb",
                "resize a virtio-mem device to size_mb MiB (the 2017 RFC's command)",
                _h_virtio_mem, visitor_safe=True),
+    HmpCommand("x-virtio-mem-autoscale", "id:s,mode:s,args:S?", "id on low high step|off",
+               "a host-side autoscaler for requested-size (vmemlab experiment)",
+               ext.hmp_autoscale, visitor_safe=True),
+    HmpCommand("x-virtio-mem-request-answer", "id:s,answer:s,size:s?", "id grant|deny [size]",
+               "answer the guest request waiting for the presenter (vmemlab experiment)",
+               ext.hmp_answer, visitor_safe=True),
+    HmpCommand("x-virtio-mem-request-policy", "id:s,policy:s,args:S?",
+               "id deny|ask|cap size|rate size [seconds]",
+               "how the host answers guest requests (vmemlab experiment)", ext.hmp_policy,
+               visitor_safe=True),
     HmpCommand("x", "fmt:/,addr:l", "/fmt addr", "virtual memory dump starting at 'addr'",
                lambda ctx, a: _dump(ctx, a, False), visitor_safe=True),
     HmpCommand("xp", "fmt:/,addr:l", "/fmt addr", "physical memory dump starting at 'addr'",
@@ -545,9 +564,16 @@ INFO_COMMANDS: list[HmpCommand] = [
                "status' is the guest's own report, over a vmemlab paravirtual call: shipped "
                "virtio-mem has no channel for it)",
                lambda ctx, a: fmt_virtio_mem(c.virtio_mem_info(ctx, a["id"])), visitor_safe=True),
+    HmpCommand("virtio-mem-autoscale", "id:s", "id",
+               "show the host-side autoscaler of a virtio-mem device and its decisions "
+               "(vmemlab experiment)", ext.hmp_info_autoscale, visitor_safe=True),
     HmpCommand("virtio-mem-blocks", "id:s", "id",
                "show the block map of a virtio-mem device (vmemlab)",
                lambda ctx, a: fmt_block_map(c.block_map(ctx, a["id"])), visitor_safe=True),
+    HmpCommand("virtio-mem-requests", "id:s", "id",
+               "show the guest -> host requests of a virtio-mem device and the host's policy "
+               "(vmemlab experiment: the 2017 RFC's addendum, in no virtio specification)",
+               ext.hmp_info_requests, visitor_safe=True),
 ]
 
 

@@ -130,6 +130,7 @@ def ram_blocks(ctx: MonitorContext) -> list[RamBlock]:
     """The RAM list as QEMU keeps it: biggest block first (``ram_block_add``), each placed
     at the ram_addr ``find_ram_offset`` picks, in creation order."""
     blocks: list[RamBlock] = []
+    huge = {d.memdev: d.page_size for d in ctx.machine.config.devices}  # hugetlb backends
     for backend in backends(ctx):
         size = backend.size
         offset = 0
@@ -143,7 +144,7 @@ def ram_blocks(ctx: MonitorContext) -> list[RamBlock]:
                     offset, mingap = candidate, gap
             if offset < 0:  # cannot happen below 2^64 bytes of RAM
                 raise MonitorError("Failed to find gap of requested size")
-        new = RamBlock(backend.block, TARGET_PAGE, offset, size, size)
+        new = RamBlock(backend.block, huge.get(backend.id) or TARGET_PAGE, offset, size, size)
         at = next((i for i, b in enumerate(blocks) if b.total < size), len(blocks))
         blocks.insert(at, new)
     return blocks

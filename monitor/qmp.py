@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from monitor import balloon as b
-from monitor import behaviour_model, dimm, pace
+from monitor import behaviour_model, dimm, extensions, pace
 from monitor import commands as c
 from monitor import info as mem_info
 from monitor import virtio_status as vs
@@ -275,6 +275,7 @@ QMP_COMMANDS: dict[str, tuple[ArgSpec, Callable[[MonitorContext, dict[str, Any]]
 QMP_COMMANDS.update(dimm.QMP)  # object-add, object-del, device_add, device_del, ...
 QMP_COMMANDS.update(pace.QMP)  # x-vmemlab-pace, x-vmemlab-step-request (vmemlab's)
 QMP_COMMANDS.update(behaviour_model.QMP)  # x-mem-set, x-query-behaviour-model
+QMP_COMMANDS.update(extensions.QMP)  # system_wakeup, x-query-virtio-mem-requests, ...
 _TYPE_NAMES = {"str": "string", "bool": "boolean", "int": "integer", "array": "array"}
 
 

@@ -27,10 +27,13 @@ THROTTLED = {"MEMORY_DEVICE_SIZE_CHANGE": 1.0, "BALLOON_CHANGE": 1.0}
 #: exactly these. :func:`make_event` refuses any
 #: other name, so an event added without being declared here fails its first test.
 EVENTS: tuple[str, ...] = (
-    "SHUTDOWN", "RESET", "STOP", "RESUME", "GUEST_PANICKED",  # run-state.json
+    "SHUTDOWN", "RESET", "STOP", "RESUME", "SUSPEND", "WAKEUP",
+    "GUEST_PANICKED",  # run-state.json
     "DEVICE_DELETED",  # qdev.json
     "BALLOON_CHANGE", "MEMORY_DEVICE_SIZE_CHANGE",  # machine.json
     "ACPI_DEVICE_OST",  # acpi.json
+    # vmemlab's experiment (docs/extensions.md): one event per guest -> host request
+    "X_VIRTIO_MEM_GUEST_REQUEST",
 )
 
 
@@ -176,10 +179,22 @@ class EventTranslator:
         elif kind == "reset":
             out.append(("RESET", {"guest": bool(getattr(ev, "guest", False)),
                                   "reason": getattr(ev, "reason", "")}))
+        elif kind == "guest_mem_request":
+            dev = getattr(ev, "device", "")
+            out.append(("X_VIRTIO_MEM_GUEST_REQUEST", {
+                "id": dev, "qom-path": f"/machine/peripheral/{dev}",
+                **{key: getattr(ev, attr) for key, attr in (
+                    ("seq", "seq"), ("type", "type"), ("node", "node"), ("size", "size"),
+                    ("reason", "reason"), ("policy", "policy"), ("decision", "decision"),
+                    ("granted", "granted"), ("requested-size", "requested_size"))}}))
         elif kind == "runstate":
             new = getattr(ev, "state", "")
             old, self._state = self._state, new
-            if new == "running" and old != "running":
+            if new == "suspended":  # qemu_system_suspend(): no STOP, a SUSPEND
+                out.append(("SUSPEND", None))
+            elif old == "suspended" and new == "running":  # qemu_system_wakeup()
+                out.append(("WAKEUP", None))
+            elif new == "running" and old != "running":
                 out.append(("RESUME", None))
             elif new == "shutdown" and getattr(ev, "reason", "").startswith("host-error"):
                 out.append(("SHUTDOWN", {"guest": False, "reason": "host-error"}))

@@ -47,7 +47,7 @@ LESSONS_DIR = os.path.join(BUNDLED_DIR, "lessons")
 STEP_KINDS = ("say", "pause", "monitor", "qmp", "set-requested-size", "guest", "reboot",
               "migrate", "balloon", "pace", "wait-until", "expect")
 GUEST_KEYS: dict[str, tuple[str, ...]] = {
-    "alloc": ("size", "unmovable", "target", "as"),
+    "alloc": ("size", "unmovable", "target", "as", "huge"),
     "free": ("alloc",),
     "touch": ("alloc",),
     "verify": ("alloc",),
@@ -67,7 +67,9 @@ COUNT_KEYS = ("plugged-blocks", "guest-faults", "violations", "dimms")
 DEVICE_KEYS = ("plugged", "requested", "usable", "plugged-blocks", "resident", "driver",
                "unplugged-inaccessible", "unplugged-resident")
 # HMP / QMP commands after which "settled" waits for the guest to answer again
-MUTATING_HMP = ("virtio-mem", "qom-set", "system_reset", "balloon", "mem-set")
+MUTATING_HMP = ("virtio-mem", "qom-set", "system_reset", "balloon", "mem-set", "system_wakeup",
+                "x-virtio-mem-request-policy", "x-virtio-mem-request-answer",
+                "x-virtio-mem-autoscale")
 MUTATING_QMP = ("qom-set", "system_reset", "human-monitor-command", "balloon", "x-mem-set")
 _COMPARE_OPS = ("<=", ">=", "==", "!=", "<", ">")
 
@@ -494,7 +496,9 @@ def _machine(chk: _Checker, name: str, spec: Any, where: list[Any]) -> MachineSp
             memaddr=sizes.get("memaddr"),
             unplugged_inaccessible=dev.get("unplugged-inaccessible"),
             dynamic_memslots=dev.get("dynamic-memslots", False),
-            rfc_write_protect=dev.get("x-rfc-write-protect", False)))
+            rfc_write_protect=dev.get("x-rfc-write-protect", False),
+            guest_requests=dev.get("x-guest-requests", False),
+            memory_type=dev.get("x-memory-type", "")))
     if chk.problems:
         return None
     try:
@@ -729,6 +733,7 @@ def _step(chk: _Checker, index: int, raw: dict[str, Any], machines: dict[str, Ma
             if target not in ("any", "boot"):
                 device(target, [*where, "target"])
             p["target"], p["unmovable"] = target, raw.get("unmovable", False)
+            p["huge"] = raw.get("huge", False)
             if "as" in raw:
                 allocs.setdefault(name, set()).add(raw["as"])
                 p["as"] = raw["as"]

@@ -301,7 +301,7 @@ class Player:
         if action == "alloc":
             target = p["target"]
             return Alloc(p["size"], unmovable=p["unmovable"],
-                         target=None if target == "any" else target)
+                         target=None if target == "any" else target, huge=p.get("huge", False))
         if action in ("free", "touch", "verify"):
             ref = p.get("alloc", 0)
             ident = t.allocs.get(ref) if isinstance(ref, str) else ref

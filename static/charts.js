@@ -4,6 +4,7 @@
 import { MiB } from "./format.js";
 import { showError } from "./messages.js";
 import { model } from "./model.js";
+import { socket } from "./transport.js";
 
 const chartLayout = (title, ytitle) => ({
   title: { text: title, font: { size: 16 } }, margin: { l: 60, r: 10, t: 36, b: 64 },
@@ -16,6 +17,14 @@ const config = () => ({ displayModeBar: false, responsive: true });
 const MAX_POINTS = 900;
 
 let plotlyRequested = false, ready = false, lastNuma = null, numaKey = "";
+// the experimental autoscaler's decisions (docs/extensions.md): markers on "requested vs plugged"
+const decisions = { x: [], y: [], text: [] };
+let lastT = 0;
+const decisionTrace = () => ({
+  name: "autoscaler decisions (vmemlab experiment)", x: decisions.x, y: decisions.y,
+  text: decisions.text, mode: "markers", hovertemplate: "%{text}<extra></extra>",
+  marker: { symbol: "diamond", size: 11, color: "#000000" },
+});
 
 /** Draw every chart from the model's series (after a keyframe). */
 export function initCharts() {
@@ -37,6 +46,7 @@ export function initCharts() {
     sizes.push({ name: id + " requested", x: s.map((p) => p.t), y: s.map((p) => (p.devices[id] || [0, 0])[0] / MiB), mode: "lines", line: { dash: "dash", color: PALETTE[i % 8], shape: "hv" } });
     sizes.push({ name: id + " plugged", x: s.map((p) => p.t), y: s.map((p) => (p.devices[id] || [0, 0])[1] / MiB), mode: "lines", line: { color: PALETTE[i % 8], shape: "hv" } });
   });
+  sizes.push(decisionTrace());
   Plotly.react("chart-sizes", sizes, chartLayout("requested vs plugged", "MiB"), config());
   Plotly.react("chart-host", [
     { name: "this machine: host-resident", x: s.map((p) => p.t), y: s.map((p) => p.resident / MiB), mode: "lines", line: { color: "#0072B2" } },
@@ -49,6 +59,7 @@ export function initCharts() {
 /** One more sample (from a view) on the time charts. */
 export function addSample(p) {
   model.series.push(p);
+  lastT = p.t;
   if (!ready) return;
   const xs = [], ys = [], idx = [];
   model.order.forEach((id, i) => {
@@ -72,3 +83,18 @@ export function updateNuma(v, force) {
   ], Object.assign(chartLayout("memory per NUMA node (info numa)", "MiB"), { barmode: "stack", xaxis: { ticksuffix: "" } }),
   config());
 }
+
+/** The autoscaler's decisions from a live batch: one marker each, at the new requested size,
+ * at the time of the latest sample; its text says what it saw and why (built as data). */
+export function addDecisions(batch) {
+  const mine = ((batch && batch.events) || []).filter((e) => e.kind === "autoscale");
+  if (!mine.length) return;
+  for (const e of mine) {
+    decisions.x.push(lastT); decisions.y.push(e.new / MiB);
+    decisions.text.push(`${e.device}: ${e.action} to ${e.new / MiB} MiB (${e.reason}; ${e.source})`);
+  }
+  if (ready) Plotly.react("chart-sizes", document.getElementById("chart-sizes").data.slice(0, -1)
+    .concat([decisionTrace()]), chartLayout("requested vs plugged", "MiB"), config());
+}
+
+socket.on("batch", addDecisions);

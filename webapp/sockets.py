@@ -26,7 +26,7 @@ from flask import session
 from flask_socketio import ConnectionRefusedError
 from werkzeug.exceptions import HTTPException
 
-from webapp import actions, admission, errors, ext, socketio
+from webapp import actions, admission, errors, ext, request_actions, socketio
 from webapp.inputs import InputError
 from webapp.pages import TOKEN
 from webapp.sessions import NO_COOKIE, MachineSession
@@ -190,6 +190,18 @@ def on_new_machine(data: Any) -> dict[str, Any]:
 @command
 def on_rfc(data: Any) -> dict[str, Any]:
     return actions.toggle_rfc(ext.sessions(), _token(), data)
+
+
+@socketio.on("guest_request")
+@command
+def on_guest_request(data: Any) -> dict[str, Any]:
+    """The presenter's answer to a held guest request, or a new policy (docs/extensions.md)."""
+    data = data if isinstance(data, dict) else {}
+    if data.get("pending") is True:
+        return request_actions.pending(_session())
+    if "policy" in data:
+        return request_actions.policy(_session(), data)
+    return request_actions.answer(_session(), data)
 
 
 @socketio.on("*")

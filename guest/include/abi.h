@@ -77,6 +77,7 @@ struct abi_bootinfo {
 /* ---- paravirtual calls: "smc #0", function id in x0, arguments x1..x5, results x0..x5 ---- */
 #define PSCI_SYSTEM_OFF   0x84000008UL
 #define PSCI_SYSTEM_RESET 0x84000009UL
+#define PSCI_SYSTEM_SUSPEND 0xC400000EUL /* SMC64; returns 0 after the host's system_wakeup */
 
 /* Vendor-specific hypervisor service range of SMCCC. */
 #define VMEM_CALL_WAIT    0xC6000000UL /* x1 = timeout in us (0: none) -> x0 = ABI_EV_* bits;
@@ -141,6 +142,15 @@ struct abi_bootinfo {
 #define ABI_CMD_BALLOON_ROGUE 12 /* a0 = pages: write to that many pages the balloon holds, without
                                     telling the host (a rogue deflate) -> v0 = pages written,
                                     v1 = pages that did not read back what was written */
+#define ABI_CMD_GROW     13 /* "grow until it fails": a0 = chunk bytes, a1 = limit bytes (0: none),
+                               a2 = ABI_GROW_* -> v0 = bytes allocated, v1 = requests sent
+                               | granted << 16 | denied << 32 (vmemlab's experimental
+                               x-host-request queue; docs/extensions.md) */
+#define ABI_CMD_SUSPEND  14 /* echo mem > /sys/power/state: the drivers freeze, PSCI
+                               SYSTEM_SUSPEND, then resume; done after the wake-up, or -EPERM
+                               when a driver refuses (virtio_mem without PERSISTENT_SUSPEND) */
+
+#define ABI_GROW_ASK_HOST 1UL /* when an allocation fails, ask the host for memory first */
 
 /* dump flags: the default is Linux >= 5.16's kdump (virtio_mem_vmcore_pfn_is_ram: a STATE
  * request per device block, only plugged blocks are read) */
@@ -156,6 +166,8 @@ struct abi_bootinfo {
 #define ABI_POLICY_AUTO_MOVABLE 1
 
 #define ABI_ALLOC_UNMOVABLE 1UL
+#define ABI_ALLOC_HUGE      2UL /* huge-page allocation: prefers RAM_HUGE devices (vmemlab's
+                                   experimental memory type; docs/extensions.md) */
 #define ABI_TARGET_ANY  0xffUL
 #define ABI_TARGET_BOOT 0xfeUL /* else: a device index */
 #define ABI_TARGET_DIMM 0x1000UL /* + slot: the memory of the DIMM in that slot (a1 bits 8..23) */
@@ -167,6 +179,7 @@ struct abi_bootinfo {
 #define ABI_ENOENT 2
 #define ABI_EBUSY  16
 #define ABI_ENODEV 19
+#define ABI_EPERM  1
 
 /* ---- what the guest exports for the host's "guest view" (read-only for the host) ---- */
 #define ABI_VIEW_MAGIC 0x5745495643454d56UL /* "VMEMVIEW" */

@@ -118,6 +118,7 @@ void report(u64 what, u64 a, u64 b, u64 c, u64 d);
 struct area {
     int present;
     int dev;                  /* device index, -1 for boot RAM */
+    int huge;                 /* memory type RAM_HUGE (vmemlab's experimental config field) */
     int nid;                  /* NUMA node */
     u64 base;                 /* address of block 0 */
     u64 npages;               /* pages that exist (boot RAM: managed pages) */
@@ -222,6 +223,25 @@ long vmem_dump(u64 which, u64 flags, u64 *v0, u64 *v1);
 long vmem_rogue_target(u64 dev, u64 *addr);
 long vmem_online(u64 which, u64 type, u64 *v0);
 void vmem_stats(void);
+/* what vmem_requests.c and pm.c need to know of a device (0: no such bound device) */
+struct vmem_info {
+    u64 mmio, node, block_size, plugged, requested, features;
+    int broken;
+    unsigned state; /* ABI_DRV_* */
+};
+int vmem_info(int i, struct vmem_info *out);
+int vmem_nr_devs(void);
+long vmem_freeze(void);  /* virtio_mem_freeze(): -EPERM with plugged memory, no PERSISTENT_SUSPEND */
+void vmem_restore(void); /* virtio_mem_restore(): the queues again, DRIVER_OK, catch up */
+
+/* ---- vmem_requests.c: vmemlab's experimental x-host-request queue (not in any spec) ---- */
+#define VIRTIO_MEM_F_X_GUEST_REQUESTS 62
+#define VIRTIO_MEM_F_X_MEMORY_TYPE 61 /* config offset 56: le16 memory_type (0 RAM, 1 RAM_HUGE) */
+void xreq_setup(int dev, u64 mmio); /* queue 1 of a device that negotiated the bit */
+long cmd_grow(u64 chunk, u64 limit, u64 flags, u64 *v0, u64 *v1);
+
+/* ---- pm.c ---- */
+long pm_suspend(void);
 
 /* ---- virtio_balloon.c ---- */
 extern struct abi_balloon_view balloon_view;

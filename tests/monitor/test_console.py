@@ -12,7 +12,9 @@ from monitor.readline_console import Completer, run_console
 
 def test_completion(ctx: MonitorContext) -> None:
     assert complete(ctx, "qom-") == ["qom-get", "qom-list", "qom-set"]
-    assert complete(ctx, "info virtio-") == ["virtio-mem", "virtio-mem-blocks", "virtio-status"]
+    assert complete(ctx, "info virtio-") == ["virtio-mem", "virtio-mem-autoscale",
+                                            "virtio-mem-blocks",
+                                            "virtio-mem-requests", "virtio-status"]
     assert complete(ctx, "info virtio-mem ") == ["vm0"]
     assert complete(ctx, "info virtio-status /m") == ["/machine/peripheral/vm0/virtio-backend"]
     assert complete(ctx, "qom-set v") == ["vm0"]
@@ -24,7 +26,8 @@ def test_completion(ctx: MonitorContext) -> None:
                                             "/machine/peripheral/vm0/virtio-backend"]
     assert "system_reset" in complete(ctx, "")
     completer = Completer(ctx)
-    assert completer("sys", 0) == "system_reset " and completer("sys", 1) is None
+    assert completer("sys", 0) == "system_reset " and completer("sys", 1) == "system_wakeup "
+    assert completer("sys", 2) is None
 
 
 def test_piped_console(machine: Machine, ctx: MonitorContext) -> None:

@@ -32,7 +32,10 @@ def test_the_stories_are_bundled() -> None:
                      # issue 11: one per claim of the 2017 RFC about virtio-balloon
                      "balloon-cannot-add-memory", "balloon-deflate-on-oom",
                      "balloon-fixed-page-size", "balloon-no-guarantee",
-                     "balloon-not-numa-aware", "balloon-reboot", "balloon-works-on-all-memory"]
+                     "balloon-not-numa-aware", "balloon-reboot", "balloon-works-on-all-memory",
+                     # issue 14: the experimental extensions, one per section built
+                     "ext-autoscale", "ext-guest-requests", "ext-hugetlb",
+                     "ext-memory-types", "ext-suspend"]
 
 
 @pytest.mark.parametrize("path", BUNDLED + LESSONS,
