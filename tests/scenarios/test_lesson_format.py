@@ -61,6 +61,7 @@ def test_every_bundled_prediction_is_measured_when_its_goal_is_reached() -> None
     assert seen[("05-make-it-stop-short.yaml", "plugged")] == 16 << 20
     assert seen[("02-reboot.yaml", "plugged-blocks")] == 256
     assert seen[("08-why-not-virtio-balloon.yaml", "balloon-pages")] == 32768
+    assert seen[("09-the-addendum.yaml", "plugged-blocks")] == 128  # the cap: 256M of 2 MiB
 
 
 def test_a_goal_parses_hints_predict_and_debrief() -> None:
