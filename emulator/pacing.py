@@ -31,6 +31,7 @@ from device.virtio_mem import VirtioMemDevice
 from device.virtio_mmio import VirtioMmioTransport
 from emulator.states import DriverState
 
+MEM_REQUEST_QUEUE = 0  # virtio-mem's one queue in the spec (PLUG, UNPLUG, UNPLUG_ALL, STATE)
 MAX_PACE_MS = 10_000  # a request held longer than 10 s teaches nothing more
 HELD_STEPS = frozenset({DriverState.PROBING, DriverState.PLUGGING, DriverState.UNPLUGGING,
                         DriverState.RETRYING})
@@ -140,6 +141,8 @@ class RequestPacer:
         if not (self.pace_s or self.stepping) or not isinstance(transport.device,
                                                                 VirtioMemDevice):
             return False
+        if index != MEM_REQUEST_QUEUE:
+            return False  # the experimental guest → host queue: its policy answers at once
         if any(h.transport is transport and h.index == index for h in self._held):
             return True  # already held: its answer takes whatever the ring holds then
         kind, addr, nb_blocks = _peek(transport, index)

@@ -140,3 +140,25 @@ def test_persistent_suspend_keeps_the_blocks_across_wakeup(make_machine: Machine
     qmp.close()
     assert events[:2] == ["SUSPEND", "WAKEUP"]
     assert machine.vcpu.watchdog_stops == 0
+
+
+def test_the_teaching_pace_holds_plug_requests_not_the_guests_requests(
+        make_machine: MachineFactory) -> None:
+    """The pace holds virtio-mem's request queue (PLUG/UNPLUG/...): the guest → host queue is
+    answered by the policy at once, and never read as if it held a PLUG request."""
+    from emulator.pacing import RequestHeld
+
+    machine = _request_machine(make_machine)
+    ctl = control_for(machine)
+    ctl.requests.set_policy("vm0", "cap", cap=32 * MiB)
+    ctl.set_pace(50)
+    seq = machine.bus.last_seq
+    res = ctl.requests.grow(16 * MiB)
+    assert res.granted == 2 and res.denied == 1
+    assert ctl.wait_settled(device="vm0")
+    held = [r.event for r in machine.bus.since(seq) if isinstance(r.event, RequestHeld)]
+    dev = machine.devices["vm0"]
+    assert held and all(h.type == "PLUG" and dev.addr <= h.addr < dev.addr + dev.region_size
+                        for h in held), held
+    assert machine.devices["vm0"].plugged_size == 32 * MiB
+    assert machine.vcpu.watchdog_stops == 0
