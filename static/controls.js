@@ -31,24 +31,39 @@ export function updateAllocations(list) {
   sel.value = [...sel.options].some((o) => o.value === keep) ? keep : "0";
 }
 
+// pace changes sent and not yet answered: until then a view from before the change must not
+// flip the control the user just set back (the answer then sets it from the server's state)
+let paceChanges = 0;
+
+/** Send a pace change; the controls follow the server's answer, whatever it is. */
+async function sendPace(data, onOk) {
+  paceChanges += 1;
+  try {
+    const res = await send("pace", data, onOk);
+    paceChanges -= 1;
+    if (res && res.ok) setPace(res);
+  } catch (err) { paceChanges -= 1; throw err; }
+}
+
 /** The teaching pace's controls follow the server (a view, a keyframe or a `pace` event). */
 export function setPace(p) {
+  const box = $("pace-box").dataset;
+  box.pace = p.pace_ms; box.stepping = p.stepping ? "1" : "0";
+  if (p.answered !== undefined) box.answered = p.answered;
+  if (paceChanges > 0) return;  // a change is on its way: its answer sets the controls
   const sel = $("pace"), ms = String(p.pace_ms);
   if (![...sel.options].some((o) => o.value === ms)) {
     const o = document.createElement("option"); o.value = ms; o.textContent = `${ms} ms`; sel.appendChild(o);
   }
   if (document.activeElement !== sel) sel.value = ms;
   $("pause-after-reset").checked = !!p.pause_after_reset;
-  const box = $("pace-box").dataset;
-  box.pace = p.pace_ms; box.stepping = p.stepping ? "1" : "0";
-  if (p.answered !== undefined) box.answered = p.answered;
 }
 
 function initPace() {
-  $("pace").addEventListener("change", () => send("pace", { pace_ms: +$("pace").value },
+  $("pace").addEventListener("change", () => sendPace({ pace_ms: +$("pace").value },
     (r) => notice(r.pace_ms ? `teaching pace: each request held ${r.pace_ms} ms` : "full speed")));
-  $("pause-after-reset").addEventListener("change", () => send("pace", { pause_after_reset: $("pause-after-reset").checked }));
-  $("btn-step-request").addEventListener("click", () => send("pace", { step: true },
+  $("pause-after-reset").addEventListener("change", () => sendPace({ pause_after_reset: $("pause-after-reset").checked }));
+  $("btn-step-request").addEventListener("click", () => sendPace({ step: true },
     () => notice("running until the next request is answered…")));
 }
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -52,26 +53,53 @@ class Cluster:
         return [master, *map(int, children)]
 
 
+def free_block(n: int) -> int:
+    """The first of ``n`` consecutive ports that are free now (the workers' ports)."""
+    for _ in range(50):
+        first = free_port()
+        probes = []
+        try:
+            for port in range(first, first + n):
+                probe = socket.socket()
+                probes.append(probe)
+                probe.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+        finally:
+            for probe in probes:
+                probe.close()
+    raise RuntimeError(f"no {n} consecutive free ports")
+
+
+def start_logs(run: Path) -> str:
+    """The workers' and nginx's logs, for a cluster that did not start."""
+    logs = sorted(run.glob("w*.log")) + sorted(run.glob("*error*.log"))
+    return "".join(f"\n--- {log.name}\n{log.read_text(errors='replace')[-3000:]}"
+                   for log in logs)
+
+
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
     missing = missing_tools()
     if missing:
         pytest.skip(f"{', '.join(missing)} not installed: .ci/run installs them "
                     "(apt-get install nginx redis-server; make venv for gunicorn)")
-    ports = [free_port() for _ in range(5)]
+    ports = [free_port() for _ in range(2)]
+    ports.append(free_block(3))
     env = {**os.environ, "VENV": str(VENV), "VMEMLAB_CLUSTER_DIR": str(tmp_path / "cluster"),
            "VMEMLAB_CLUSTER_LISTEN": f"127.0.0.1:{ports[0]}",
            "VMEMLAB_CLUSTER_REDIS_PORT": str(ports[1]),
            "VMEMLAB_CLUSTER_WORKERS": "3", "VMEMLAB_CLUSTER_WORKER_PORT": str(ports[2]),
            # a class behind one NAT address: every student is 127.0.0.1
            "VMEMLAB_RATELIMIT_MACHINES": "1000 per minute", "VMEMLAB_MAX_MACHINES": "60"}
-    # three consecutive ports from the third free one (they are free almost always)
     worker_ports = [ports[2] + i for i in range(3)]
     script = str(ROOT / "deploy" / "cluster.sh")
     started = subprocess.run(["bash", script, "start"], env=env, capture_output=True,
                              text=True, timeout=180)
     try:
-        assert started.returncode == 0, started.stdout + started.stderr
+        assert started.returncode == 0, (started.stdout + started.stderr
+                                         + start_logs(tmp_path / "cluster"))
         yield Cluster(tmp_path / "cluster", f"http://127.0.0.1:{ports[0]}", worker_ports, env)
     finally:
         subprocess.run(["bash", script, "stop"], env=env, capture_output=True, timeout=120)
