@@ -49,16 +49,8 @@ struct vb_stat {
 
 struct bvq {
     struct vring_desc desc[QSZ] __attribute__((aligned(16)));
-    struct {
-        u16 flags, idx, ring[QSZ], used_event;
-    } avail __attribute__((aligned(16)));
-    struct {
-        u16 flags, idx;
-        struct {
-            u32 id, len;
-        } ring[QSZ];
-        u16 avail_event;
-    } used __attribute__((aligned(16)));
+    VRING_AVAIL(QSZ) avail __attribute__((aligned(16)));
+    VRING_USED(QSZ) used __attribute__((aligned(16)));
 } __attribute__((aligned(64)));
 
 struct abi_balloon_view balloon_view;

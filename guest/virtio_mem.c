@@ -51,16 +51,8 @@ struct vmem_resp { /* 10 bytes */
 
 struct vq_mem {
     struct vring_desc desc[QSIZE] __attribute__((aligned(16)));
-    struct {
-        u16 flags, idx, ring[QSIZE], used_event;
-    } avail __attribute__((aligned(16)));
-    struct {
-        u16 flags, idx;
-        struct {
-            u32 id, len;
-        } ring[QSIZE];
-        u16 avail_event;
-    } used __attribute__((aligned(16)));
+    VRING_AVAIL(QSIZE) avail __attribute__((aligned(16)));
+    VRING_USED(QSIZE) used __attribute__((aligned(16)));
     struct vmem_req req __attribute__((aligned(16)));
     struct vmem_resp resp __attribute__((aligned(16)));
 } __attribute__((aligned(64)));

@@ -40,16 +40,8 @@ _Static_assert(sizeof(struct xresp) == 24, "x-host-request response is 24 bytes"
 
 struct xq {
     struct vring_desc desc[XQSIZE] __attribute__((aligned(16)));
-    struct {
-        u16 flags, idx, ring[XQSIZE], used_event;
-    } avail __attribute__((aligned(16)));
-    struct {
-        u16 flags, idx;
-        struct {
-            u32 id, len;
-        } ring[XQSIZE];
-        u16 avail_event;
-    } used __attribute__((aligned(16)));
+    VRING_AVAIL(XQSIZE) avail __attribute__((aligned(16)));
+    VRING_USED(XQSIZE) used __attribute__((aligned(16)));
     struct xreq req __attribute__((aligned(16)));
     struct xresp resp __attribute__((aligned(16)));
 } __attribute__((aligned(64)));

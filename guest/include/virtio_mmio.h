@@ -51,6 +51,21 @@ struct vring_desc {
     u16 next;
 };
 
+/* A split virtqueue's driver area (avail ring) and device area (used ring) for a queue of
+ * n entries (virtio 1.2, 2.7.6 and 2.7.8); each queue's structure embeds them. */
+#define VRING_AVAIL(n)                            \
+    struct {                                      \
+        u16 flags, idx, ring[n], used_event;      \
+    }
+#define VRING_USED(n)                             \
+    struct {                                      \
+        u16 flags, idx;                           \
+        struct {                                  \
+            u32 id, len;                          \
+        } ring[n];                                \
+        u16 avail_event;                          \
+    }
+
 #define VIRTIO_ID_BALLOON 5
 #define VIRTIO_ID_MEM 24
 
