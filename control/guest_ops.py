@@ -151,17 +151,23 @@ class Outcome:
         return {"command": self.command, **self.values}
 
 
-def run_guest_op(machine: Machine, op: GuestOp, timeout: float = 60.0) -> Outcome:
-    """Have the guest carry out ``op``; ``ControlError`` when it cannot or did not."""
-    if isinstance(op, BalloonRogue) and machine.balloon is None:  # QEMU: have_balloon() first
-        raise ControlError("No balloon device has been activated", ErrorKind.NOT_ACTIVE)
+def check_guest_can_act(machine: Machine, *, booted: bool = True) -> None:
+    """Refuse a guest command when the guest cannot take one: not running (REFUSED), or,
+    with ``booted``, not yet booted (BUSY). Every guest command asks this first."""
     state = machine.runstate
     if state is not RunState.RUNNING:
         hint = "; resume it first" if state.resumable else ""
         raise ControlError(f"the guest is not running (VM status: {state}){hint}",
                            ErrorKind.REFUSED)
-    if not machine.guest_booted and not isinstance(op, (GuestReboot, Poweroff)):
+    if booted and not machine.guest_booted:
         raise ControlError("the guest has not finished booting", ErrorKind.BUSY)
+
+
+def run_guest_op(machine: Machine, op: GuestOp, timeout: float = 60.0) -> Outcome:
+    """Have the guest carry out ``op``; ``ControlError`` when it cannot or did not."""
+    if isinstance(op, BalloonRogue) and machine.balloon is None:  # QEMU: have_balloon() first
+        raise ControlError("No balloon device has been activated", ErrorKind.NOT_ACTIVE)
+    check_guest_can_act(machine, booted=not isinstance(op, (GuestReboot, Poweroff)))
     for dev in (getattr(op, "device", None), getattr(op, "target", None)):
         if dev not in (None, "boot") and dev not in machine.devices and not (
                 isinstance(dev, str) and machine.hotplug.by_id(dev) is not None):

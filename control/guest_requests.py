@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from control.errors import ENGINE_ERRORS, ControlError, ErrorKind
+from control.guest_ops import check_guest_can_act
 from control.sizes import format_mib
 from device.errors import ConfigError
 from device.virtio_mem_requests import GuestRequests
 from emulator import abi
 from emulator.machine import Machine
-from emulator.states import RunState
 from emulator.workload import errno_name
 
 GROW_TIMEOUT = 600.0  # a grow under the "ask" policy waits for the presenter
@@ -111,11 +111,7 @@ class GuestRequestControl:
             raise ControlError("guest grow: the chunk must be positive and the limit "
                                "not negative")
         machine = self.machine
-        if machine.runstate is not RunState.RUNNING:
-            raise ControlError(f"the guest is not running (VM status: {machine.runstate})",
-                               ErrorKind.REFUSED)
-        if not machine.guest_booted:
-            raise ControlError("the guest has not finished booting", ErrorKind.BUSY)
+        check_guest_can_act(machine)
         self._admit(chunk)
         try:
             res = machine.guest_command("grow", chunk, limit,

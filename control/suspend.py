@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 
 from control.errors import ENGINE_ERRORS, ControlError, ErrorKind
+from control.guest_ops import check_guest_can_act
 from emulator.machine import Machine
 from emulator.states import RunState
 from emulator.workload import errno_name
@@ -31,11 +32,7 @@ class SuspendControl:
         """Have the guest suspend itself; returns once the machine is ``suspended``.
         ``ControlError`` (REFUSED) when a driver refuses, with Linux's reason."""
         machine = self.machine
-        if machine.runstate is not RunState.RUNNING:
-            raise ControlError(f"the guest is not running (VM status: {machine.runstate})",
-                               ErrorKind.REFUSED)
-        if not machine.guest_booted:
-            raise ControlError("the guest has not finished booting", ErrorKind.BUSY)
+        check_guest_can_act(machine)
         try:
             future = machine.submit_command("suspend")
         except ENGINE_ERRORS as err:
