@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from control import control_for
 from device.events import BalloonActual
 from emulator.config import BalloonConfig, MachineConfig, MemoryDeviceConfig, MiB
 from emulator.machine import Machine
@@ -173,11 +174,15 @@ def test_free_page_reporting_returns_freed_memory_without_host_action() -> None:
 def test_target_survives_reset_and_the_new_driver_inflates_again(machine: Machine) -> None:
     machine.set_balloon_target(192 * MiB)
     settle(machine, 16384)
+    ctl = control_for(machine)
+    ctl.set_pace(pause_after_reset=True)  # hold the machine before the new driver runs
     machine.system_reset()
+    assert machine.wait_until(lambda m: m.runstate == "paused", 10)
     right_after = machine.snapshot()
     assert right_after.balloon is not None
     assert right_after.balloon.guest_size == 192 * MiB  # stale, as QEMU's "info balloon"
     seq = machine.bus.last_seq
+    ctl.resume()
     settle(machine, 16384)
     first = next(r.event for r in machine.bus.since(seq) if isinstance(r.event, BalloonActual))
     assert first.actual == 256  # the new driver starts from an empty balloon
