@@ -7,8 +7,9 @@ session token (its SHA-256: the file name tells nothing), and the student's page
 the machine was reclaimed (``machine_lost``), offers "restore last save":
 ``POST /api/machine/last-save/restore`` loads it as "load" would.
 
-Bounded: one file per session, at most ``VMEMLAB_LAST_SAVE_MAX_FILES`` (the oldest go first),
-each at most ``VMEMLAB_MAX_STATE_BYTES``, kept ``VMEMLAB_LAST_SAVE_TTL`` seconds. Several
+Bounded: one file per session, at most ``VMEMLAB_LAST_SAVE_MAX_FILES`` and
+``VMEMLAB_LAST_SAVE_MAX_TOTAL`` bytes in all (the oldest go first), each at most
+``VMEMLAB_MAX_STATE_BYTES``, kept ``VMEMLAB_LAST_SAVE_TTL`` seconds. Several
 processes share them when ``VMEMLAB_LAST_SAVE_DIR`` is on shared storage.
 """
 
@@ -35,9 +36,11 @@ SAVES = "vmemlab_last_saves"
 
 
 class LastSaves:
-    def __init__(self, folder: str, *, max_files: int, ttl: float, max_bytes: int) -> None:
+    def __init__(self, folder: str, *, max_files: int, ttl: float, max_bytes: int,
+                 max_total: int) -> None:
         self.folder = folder
         self.max_files = max_files
+        self.max_total = max_total
         self.ttl = ttl
         self.max_bytes = max_bytes
         os.makedirs(folder, exist_ok=True)
@@ -69,15 +72,19 @@ class LastSaves:
             os.unlink(self.path(token))
 
     def prune(self) -> None:
-        """Expired saves go, then the oldest beyond ``max_files``."""
+        """Expired saves go, then the oldest beyond ``max_files`` or ``max_total`` bytes."""
         entries = []
         for entry in os.scandir(self.folder):
             with contextlib.suppress(OSError):
-                entries.append((entry.stat().st_mtime, entry.path))
+                st = entry.stat()
+                entries.append((st.st_mtime, st.st_size, entry.path))
         entries.sort(reverse=True)
         now = time.time()
-        for i, (mtime, path) in enumerate(entries):
-            if i >= self.max_files or (self.ttl > 0 and now - mtime >= self.ttl):
+        total = 0
+        for i, (mtime, size, path) in enumerate(entries):
+            total += size
+            if (i >= self.max_files or total > self.max_total
+                    or (self.ttl > 0 and now - mtime >= self.ttl)):
                 with contextlib.suppress(OSError):
                     os.unlink(path)
 
@@ -87,7 +94,8 @@ def init_app(app: Flask) -> LastSaves:
                                                                  "last-saves")
     saves = LastSaves(folder, max_files=int(app.config["VMEMLAB_LAST_SAVE_MAX_FILES"]),
                       ttl=float(app.config["VMEMLAB_LAST_SAVE_TTL"]),
-                      max_bytes=int(app.config["VMEMLAB_MAX_STATE_BYTES"]))
+                      max_bytes=int(app.config["VMEMLAB_MAX_STATE_BYTES"]),
+                      max_total=int(app.config["VMEMLAB_LAST_SAVE_MAX_TOTAL"]))
     app.extensions[SAVES] = saves
 
     def save_before_reclaim(sess: MachineSession) -> None:

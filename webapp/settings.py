@@ -92,6 +92,7 @@ DEFAULTS: dict[str, Any] = {
     "VMEMLAB_LAST_SAVE_DIR": None,  # None: <instance path>/last-saves (shared storage: all)
     "VMEMLAB_LAST_SAVE_MAX_FILES": 200,  # the oldest go first
     "VMEMLAB_LAST_SAVE_TTL": 86400.0,  # seconds a last save is kept
+    "VMEMLAB_LAST_SAVE_MAX_TOTAL": 2 * 1024**3,  # bytes of all last saves (the oldest go)
     "MAX_CONTENT_LENGTH": 64 << 10,  # Flask's own cap; webapp.bodies sets it per endpoint
     "SESSION_COOKIE_SAMESITE": "Lax",
 }
