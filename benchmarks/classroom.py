@@ -249,15 +249,14 @@ def settled(sizes: dict[str, int]) -> Callable[[dict[str, Any]], bool]:
     """The view shows each device idle at the requested size ``sizes`` asks for."""
 
     def check(view: dict[str, Any]) -> bool:
-        devices = {d["id"]: d for d in view.get("devices", ())}
+        devices = view.get("devices") or {}  # the view's devices, by id
         for dev_id, size in sizes.items():
             dev = devices.get(dev_id)
             if dev is None:
                 return False
-            cfg = dev["config"]
-            if cfg["requested_size"] != size or dev["driver_state"] != "idle":
+            if dev["requested_size"] != size or dev["driver_state"] != "idle":
                 return False
-            if cfg["plugged_size"] != min(size, cfg["usable_region_size"]):
+            if dev["plugged_size"] != min(size, dev["usable_region_size"]):
                 return False
         return bool(view.get("guest_booted"))
 
