@@ -500,6 +500,9 @@ class SessionManager:
         self.on_close: list[Callable[[], None]] = []  # run by close_all (close the labs)
         #: run with a session whose machine the idle reclaim is about to close (its last save)
         self.on_reclaim: list[Callable[[MachineSession], None]] = []
+        #: reclaimed machines still being saved and closed (out of the table, holding memory
+        #: and CPU until then): /healthz counts them as machines
+        self._retiring = 0
         self._last_chores = 0.0
 
     # ---------------------------------------------------------------- lookup
@@ -579,8 +582,10 @@ class SessionManager:
     def stats(self) -> dict[str, Any]:
         with self._lock:
             sessions = list(self._sessions.values())
+            retiring = self._retiring
         return {
-            "machines": len(sessions),
+            "machines": len(sessions) + retiring,
+            "retiring": retiring,
             "max_machines": self.settings.max_machines,
             "connected": sum(1 for s in sessions if s.clients),
             "paused_idle": sum(1 for s in sessions if s.idle_paused),
@@ -713,6 +718,8 @@ class SessionManager:
             if idle >= self.settings.idle_reclaim:
                 with self._lock:
                     gone = self._sessions.pop(token, None)
+                    if gone is not None:
+                        self._retiring += 1  # until _save_and_stop has closed it
                 if gone is not None:
                     self._retire(gone, idle)
             elif idle >= self.settings.idle_pause and not sess.idle_paused:
@@ -728,6 +735,7 @@ class SessionManager:
         if idle:
             _, token = min(idle)
             sess = self._sessions.pop(token)
+            self._retiring += 1  # until _save_and_stop has closed it
             self._retire(sess, now - sess.last_seen)
 
     def _retire(self, sess: MachineSession, idle: float) -> None:
@@ -737,12 +745,16 @@ class SessionManager:
         self._start_task(self._save_and_stop, sess)
 
     def _save_and_stop(self, sess: MachineSession) -> None:
-        for hook in list(self.on_reclaim):
-            try:
-                hook(sess)
-            except Exception:  # a failed save must not keep the machine
-                log.exception("reclaim hook %r failed", hook)
-        sess.stop_machine()
+        try:
+            for hook in list(self.on_reclaim):
+                try:
+                    hook(sess)
+                except Exception:  # a failed save must not keep the machine
+                    log.exception("reclaim hook %r failed", hook)
+            sess.stop_machine()
+        finally:
+            with self._lock:
+                self._retiring -= 1
 
     def _note_reclaimed(self, token: str, idle: float) -> None:
         if self.registry is not None:
