@@ -196,7 +196,11 @@ def test_a_machine_being_saved_after_its_reclaim_still_counts():
     manager = SessionManager(
         Settings(idle_pause=0.1, idle_reclaim=0.3, emit_hz=50, max_machines=2),
         lambda *a: None, web_config)
-    manager.on_reclaim.append(lambda sess: release.wait(10))  # a slow save
+
+    def slow_save(_sess: object) -> None:
+        release.wait(10)
+
+    manager.on_reclaim.append(slow_save)
     try:
         manager.connect("token-a", "sid-1")
         manager.disconnect("token-a", "sid-1")
