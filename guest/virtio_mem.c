@@ -174,14 +174,7 @@ static long vm_send(struct vmem_dev *d, u16 type, u64 addr, u64 nb, u16 *state)
     q->req.nb_blocks = (u16)nb;
     memset(&q->resp, 0, sizeof(q->resp));
     q->resp.type = 0xffff;
-    q->desc[0].addr = (u64)&q->req;
-    q->desc[0].len = sizeof(q->req);
-    q->desc[0].flags = DESC_F_NEXT;
-    q->desc[0].next = 1;
-    q->desc[1].addr = (u64)&q->resp;
-    q->desc[1].len = sizeof(q->resp);
-    q->desc[1].flags = DESC_F_WRITE;
-    q->desc[1].next = 0;
+    vring_req_resp(q->desc, &q->req, sizeof(q->req), &q->resp, sizeof(q->resp));
     q->avail.ring[d->avail_idx % d->qsize] = 0;
     wmb();
     d->avail_idx++;

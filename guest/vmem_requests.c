@@ -97,14 +97,7 @@ static long xreq_send(int dev, u16 type, u64 size, u64 node, const char *reason,
         q->req.reason[i] = reason[i];
     memset(&q->resp, 0, sizeof(q->resp));
     q->resp.type = 0xffff;
-    q->desc[0].addr = (u64)&q->req;
-    q->desc[0].len = sizeof(q->req);
-    q->desc[0].flags = DESC_F_NEXT;
-    q->desc[0].next = 1;
-    q->desc[1].addr = (u64)&q->resp;
-    q->desc[1].len = sizeof(q->resp);
-    q->desc[1].flags = DESC_F_WRITE;
-    q->desc[1].next = 0;
+    vring_req_resp(q->desc, &q->req, sizeof(q->req), &q->resp, sizeof(q->resp));
     q->avail.ring[x_avail[dev] % XQSIZE] = 0;
     wmb();
     x_avail[dev]++;

@@ -51,6 +51,21 @@ struct vring_desc {
     u16 next;
 };
 
+/* The one chain a request/response queue uses: descriptor 0 the request (device-readable),
+ * chained to descriptor 1 the response (device-writable). */
+static inline void vring_req_resp(struct vring_desc *desc, const void *req, u32 req_len,
+                                  void *resp, u32 resp_len)
+{
+    desc[0].addr = (u64)req;
+    desc[0].len = req_len;
+    desc[0].flags = DESC_F_NEXT;
+    desc[0].next = 1;
+    desc[1].addr = (u64)resp;
+    desc[1].len = resp_len;
+    desc[1].flags = DESC_F_WRITE;
+    desc[1].next = 0;
+}
+
 /* A split virtqueue's driver area (avail ring) and device area (used ring) for a queue of
  * n entries (virtio 1.2, 2.7.6 and 2.7.8); each queue's structure embeds them. */
 #define VRING_AVAIL(n)                            \
