@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from control.boot_options import with_option
+from control.boot_options import has_option, with_option
 from control.errors import ControlError, ErrorKind
 from control.guest_ops import Alloc, Free, RogueWrite
 from control.machine_control import MachineControl
@@ -77,6 +77,16 @@ class Mechanism:
     def prepare(self, control: MachineControl) -> None:
         """Bring a freshly booted machine to the lab's starting point (all memory given)."""
 
+    def wait_booted(self, control: MachineControl, timeout: float = 20.0) -> bool:
+        """Until the guest booted and its driver took in what was there at boot."""
+        return wait(lambda: control.machine.guest_booted and self.boot_scanned(control),
+                    timeout)
+
+    def boot_scanned(self, control: MachineControl) -> bool:
+        """Whether the driver has taken in what was present at boot (the guest says
+        "booted" before its drivers probe)."""
+        return True
+
     # ---- what the host gives the guest, and taking it back
     def assigned(self, control: MachineControl) -> int:
         raise NotImplementedError
@@ -123,7 +133,7 @@ class Mechanism:
         engine_reset(machine, cmdline)
         if machine.runstate != "running":  # QEMU: a reset of a stopped machine waits for cont
             control.resume()
-        if not wait(lambda: machine.guest_booted, 10):
+        if not self.wait_booted(control):
             return Measured("the guest did not boot", ok=False)
         self.settle(control)
         seen = self.guest_sees(control)
@@ -295,6 +305,14 @@ class Dimms(Mechanism):
         blocked = bool(out.values["blocked"])
         return Measured("no: the DIMM is gone, nothing is there" if blocked else
                         "yes: the write went through", {"cheated": not blocked})
+
+    def boot_scanned(self, control: MachineControl) -> bool:
+        """ACPI's scan adds the DIMMs present at boot, just after the guest said "booted"."""
+        if has_option(control.machine.config.cmdline, self.driver_option):
+            return True
+        view = control.snapshot().guest
+        present = {d.slot for d in control.machine.hotplug.plugged()}
+        return view is not None and present <= {d.slot for d in view.dimms}
 
     def guest_sees(self, control: MachineControl) -> int:
         snap = control.snapshot()

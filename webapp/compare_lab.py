@@ -106,7 +106,7 @@ class CompareLab:
     def _start(self) -> None:
         def boot(lm: LabMachine) -> None:
             lm.machine.start()
-            lm.machine.wait_until(lambda m: m.guest_booted, 20)
+            lm.mechanism.wait_booted(lm.control)
             lm.mechanism.prepare(lm.control)
             lm.mechanism.settle(lm.control)
             lm.results["granularity"] = Measured(lm.mechanism.unit_text)
