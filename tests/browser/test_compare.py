@@ -95,6 +95,9 @@ def test_compare_lab_end_to_end(chromium: Any, live_server: LiveServer) -> None:
 def test_compare_refusal_is_shown(chromium: Any, live_server: LiveServer) -> None:
     page = open_compare(chromium, live_server)
     try:
+        page.wait_for_selector("#lab-status:has-text('no comparison running')")
+        assert page.is_hidden("#action-bar")  # no lab: no actions to press ([hidden] wins)
+        assert page.is_hidden("#results")
         for name in ("dimm", "xen"):
             page.uncheck(f'input[name="mechanism"][value="{name}"]')
         page.click("#btn-start")
