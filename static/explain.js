@@ -84,11 +84,25 @@ export function explain(ev, dev) {
 }
 
 /** Show `ev`'s explanation (if it has one) in the explanation line. */
+let shown = null; // the event the line explains now, and its device
+
 export function showExplanation(ev, dev) {
   const text = explain(ev, dev);
   if (!text) return;
+  shown = { ev, dev };
   const line = $("explain");
   line.textContent = text;
   line.dataset.kind = ev.kind;
   line.dataset.seq = ev.seq;
 }
+
+/** The line again, from the device's state as a newer view draws it: an event can arrive
+ * before the snapshot that shows its blocks (e.g. which blocks an unplug left behind). */
+export function refreshExplanation() {
+  if (!shown) return;
+  const text = explain(shown.ev, shown.dev);
+  if (text && text !== $("explain").textContent) $("explain").textContent = text;
+}
+
+/** A new machine: nothing of the old one is explained any more. */
+export function forgetExplanation() { shown = null; }

@@ -11,7 +11,7 @@ import { b64, mib } from "./format.js";
 import { addSample, initCharts, updateNuma } from "./charts.js";
 import { setCapabilities, setPace, updateAllocations } from "./controls.js";
 import { buildDevices, setState, updateInflight } from "./devices.js";
-import { showExplanation } from "./explain.js";
+import { forgetExplanation, refreshExplanation, showExplanation } from "./explain.js";
 import { renderLegend } from "./legend.js";
 import { clearLogs, consoleLines, describe, logLine } from "./logs.js";
 import { model } from "./model.js";
@@ -123,6 +123,7 @@ function applyView(v, full) {
   updateAllocations(v.allocations || []);
   updateNuma(v);
   if (v.sample) addSample(v.sample);
+  refreshExplanation();
 }
 
 /** A keyframe: everything drawn from scratch (a new connection, a new machine). */
@@ -130,6 +131,7 @@ export function onKeyframe(k) {
   const v = k.view;
   model.generation = k.generation; model.logSeq = k.log_seq;
   clearLogs();
+  forgetExplanation();
   buildDevices(v);
   renderLegend($("legend"), model.mode);
   for (const ev of k.log) { const dev = ev.device ? model.devices.get(ev.device) : null; const l = describe(ev, dev); if (l) logLine(l[0], l[1], l[2]); }
