@@ -14,6 +14,8 @@ import { markers, parseRecording, positionAt, stateUntil, storyUntil, ticks } fr
 /* The only recordings loaded by link: this server's shared ones (webapp/replay.py checks the
  * same pattern; "/\\host/x" or "//host/x" would be another origin to the browser). */
 export const SHARED_SRC = /^\/shared\/[A-Za-z0-9_-]{8}\.ndjson$/;
+/** this browser session's live recording (webapp/api.py), the sandbox's "export recording" */
+const SESSION_RECORDING = "/api/machine/recording";
 
 /* Recordings whose keyframes keep what the guest held per block are drawn in the live page's
  * guest colours (free / movable / unmovable: the "replay" view); older ones only know the
@@ -49,7 +51,7 @@ export function initReplay(root) {
     speed: $("#rec-speed"), timeline: $("#rec-timeline"), marks: $("#rec-marks"),
     time: $("#rec-time"), say: $("#rec-say"), steps: $("#rec-steps"), machines: $("#rec-machines"),
     error: $("#rec-error"), legend: $("#rec-legend"), back: $("#rec-back"), tick: $("#rec-tick"),
-    log: $("#rec-log"), console: $("#rec-console"),
+    log: $("#rec-log"), console: $("#rec-console"), mine: $("#rec-mine"),
   };
   let legendView = "device";
   renderLegend(ui.legend, legendView, []);
@@ -203,14 +205,25 @@ export function initReplay(root) {
       if (grid) { grid.layout(); grid.drawNow(); }
     }
   });
+  /* a recording of this server (a shared one, or this session's own): a refusal shows its
+     JSON error ("this session has no recording"), anything else its HTTP status */
+  function loadFrom(url, label) {
+    ui.error.textContent = "";
+    fetch(url, { credentials: "same-origin", cache: "no-store" })
+      .then(async (r) => {
+        if (r.ok) return r.text();
+        const body = await r.json().catch(() => null);
+        throw new Error(body && typeof body.error === "string" ? body.error : `HTTP ${r.status}`);
+      })
+      .then((text) => load(text, label))
+      .catch((err) => { ui.error.textContent = `${label}: ${err.message}`; });
+  }
+  ui.mine.addEventListener("click", () => loadFrom(SESSION_RECORDING, "this session's recording"));
   const src = root.dataset.src;
   if (src && !SHARED_SRC.test(src)) {
     ui.error.textContent = `${src}: only a shared recording of this server (/shared/ID.ndjson) can be loaded by link`;
   } else if (src) {
-    fetch(src, { credentials: "same-origin" })
-      .then((r) => { if (!r.ok) throw new Error(`HTTP ${r.status}`); return r.text(); })
-      .then((text) => load(text, src))
-      .catch((err) => { ui.error.textContent = `${src}: ${err.message}`; });
+    loadFrom(src, src);
   }
   return { load, seek: seekTime, step: stepBy, get time() { return t; }, get position() { return pos; } };
 }

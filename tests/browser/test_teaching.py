@@ -271,3 +271,35 @@ def test_a_shared_lessons_teaching_text_is_only_text(new_page: Any, live_server:
     assert page.locator("#goals img").count() == 0
     assert page.evaluate("window.__xss") is None
     assert page.errors == []
+
+
+def test_replay_loads_this_sessions_own_recording(new_page: Any, chromium: Any,
+                                                  live_server: Any) -> None:
+    """The sandbox's "replay" link leads to a player that can load what this session has
+    recorded so far; a visitor without a sandbox is told why nothing loads."""
+    page = new_page()
+    page.wait_for_function(  # the guest plugged its boot-time request: PLUGs to replay
+        "() => Number(document.querySelector('.device[data-device=\"vm0\"]')"
+        ".dataset.plugged) > 0", timeout=20_000)
+    page.goto("/replay")
+    page.click("#rec-mine")
+    page.wait_for_function("() => document.getElementById('replay').dataset.loaded === '1'",
+                           timeout=10_000)
+    assert page.inner_text("#rec-error") == ""
+    assert int(page.inner_text("#rec-tick").split("/")[1]) > 0
+    page.fill("#rec-timeline", "1000")
+    assert "vm0" in page.inner_text("#rec-machines")
+    assert "PLUG" in page.inner_text("#rec-log")
+
+    stranger = chromium.new_context(base_url=live_server.url)
+    try:
+        other = stranger.new_page()
+        other.goto("/replay")
+        other.click("#rec-mine")
+        other.wait_for_function(
+            "() => document.getElementById('rec-error').textContent.length > 0")
+        assert other.inner_text("#rec-error") == (
+            "this session's recording: this session has no recording")
+        assert other.evaluate("document.getElementById('replay').dataset.loaded") is None
+    finally:
+        stranger.close()
