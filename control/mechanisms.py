@@ -79,8 +79,8 @@ class Mechanism:
 
     def wait_booted(self, control: MachineControl, timeout: float = 20.0) -> bool:
         """Until the guest booted and its driver took in what was there at boot."""
-        return wait(lambda: control.machine.guest_booted and self.boot_scanned(control),
-                    timeout)
+        return control.machine.wait_until(
+            lambda m: m.guest_booted and self.boot_scanned(control), timeout)
 
     def boot_scanned(self, control: MachineControl) -> bool:
         """Whether the driver has taken in what was present at boot (the guest says
