@@ -139,8 +139,8 @@ def test_hostile_text_on_the_sandbox_renders_as_text(chromium: Any,
             from flask import session
 
             live_server.manager.replace(session[TOKEN], cfg)
-        page.wait_for_function(
-            "() => document.getElementById('summary').textContent.includes('cmdline')",
+        page.wait_for_function(  # the default machine has a cmdline too: wait for this one
+            "() => document.getElementById('summary').textContent.includes('onerror')",
             timeout=15_000)
         assert PAYLOAD in page.inner_text("#summary")
         page.click("#btn-reboot")
