@@ -73,7 +73,7 @@ def in_flight_cells(page: Any) -> int:
 def test_a_paced_512m_plug_is_four_visible_steps(new_page):
     page = new_page(width=1440, height=900)
     new_machine(page, 1024, 0)
-    set_pace(page, 200)
+    set_pace(page, 500)  # each request in flight for half a second: a loaded browser draws it
     watch(page)
     set_requested(page, "vm0", 512)
     # mid-plug: a request is held in flight and the grid draws its blocks in flight
