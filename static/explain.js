@@ -96,10 +96,11 @@ export function showExplanation(ev, dev) {
   line.dataset.seq = ev.seq;
 }
 
-/** The line again, from the device's state as a newer view draws it: an event can arrive
- * before the snapshot that shows its blocks (e.g. which blocks an unplug left behind). */
+/** The line again, from the blocks as a newer view draws them: "stopped short" can arrive
+ * before the snapshot that shows which blocks the unplug left behind. Only that sentence
+ * reads the grid; the others say what was true when their event happened and stay. */
 export function refreshExplanation() {
-  if (!shown) return;
+  if (!shown || shown.ev.kind !== "guest_status" || shown.ev.status !== "stopped-short") return;
   const text = explain(shown.ev, shown.dev);
   if (text && text !== $("explain").textContent) $("explain").textContent = text;
 }
