@@ -184,13 +184,17 @@ class Paravirt:
         return None
 
     def finish_wait(self, uc: UcAArch64) -> bool:
-        """Return from the guest's WAIT call with what is pending (False: nothing is)."""
-        events = self.deliverable()
-        if not events:
-            return False
-        regs = [events, 0, 0, 0, 0, 0]
+        """Return from the guest's WAIT call with what is pending (False: nothing is).
+
+        What is returned and what is cleared are decided under one lock: an event the host
+        raises meanwhile (a GED interrupt right after a command's DONE) waits for the next
+        WAIT instead of being cleared unseen."""
         with self._lock:
-            self._pending_events = 0
+            events = self.deliverable()
+            if not events:
+                return False
+            regs = [events, 0, 0, 0, 0, 0]
+            self._pending_events &= ~events
             if events & abi.EV_COMMAND:
                 cmd = self._commands.popleft()
                 self._in_flight[cmd.seq] = cmd
